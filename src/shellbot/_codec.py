@@ -1,0 +1,134 @@
+"""What goes on the wire, and the checks made before anything is queued.
+
+Every transport carries a message as two frames:
+
+- the topic: the channel's UTF-8 bytes and ``TERMINATOR``. UTF-8 never
+  contains the byte 0xFF, so a prefix filter on ``channel + TERMINATOR`` (the
+  only filter ZeroMQ has) matches that channel exactly: ``chan`` never sees
+  ``channel``. Topics that start with ``CONTROL`` carry the bus's own signals
+  (stop pills, readiness probes) and are never shown to users.
+- the body: ``HEADER`` (the sending socket's random id and the sequence number
+  of the message on that channel, from 1) then the JSON text. Several JSON
+  texts may share one body, separated by a newline (JSON encoded here never
+  holds a raw newline); they then carry consecutive sequence numbers.
+
+Validation and encoding happen once, in the caller of ``put()``; decoding
+happens once, in the subscriber. The hub in between forwards bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from .errors import MessageError, MessageTooLarge
+
+TERMINATOR = b"\xff"
+CONTROL = b"\xff"
+CONTROL_BYTE = 0xFF
+HEADER = struct.Struct("<QQ")
+HEADER_SIZE = HEADER.size
+BATCH_SEPARATOR = b"\n"
+
+# The bus's own signals, each followed by the identifier of who it is for.
+PILL = CONTROL + b"pill:"
+PROBE = CONTROL + b"probe:"
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+def topic_of(channel: str) -> bytes:
+    """The topic frame of a channel (also its exact subscription prefix)."""
+    return channel.encode("utf-8") + TERMINATOR
+
+
+def channel_of(topic: bytes) -> str:
+    """The channel named by a topic frame; ``UnicodeDecodeError`` when it is not one."""
+    return topic[:-1].decode("utf-8")
+
+
+def check_channels(channels: Any) -> tuple[str, ...]:
+    """The channels of a ``put()``, as a tuple, or an error that says what is wrong."""
+    if isinstance(channels, str):
+        if not channels:
+            raise MessageError("A channel is a non-empty string; put() got ''")
+        return (channels,)
+    if channels is None:
+        raise MessageError("put() needs a channel, or a list of channels; it got None")
+    if isinstance(channels, (list, tuple, set, frozenset)):
+        if not channels:
+            raise MessageError("put() needs at least one channel; it got an empty list")
+        for channel in channels:
+            if not isinstance(channel, str):
+                raise TypeError(
+                    f"A channel is a non-empty string; put() got {type(channel).__name__} "
+                    f"{channel!r} in its list of channels"
+                )
+            if not channel:
+                raise MessageError("A channel is a non-empty string; put() got '' in its list")
+        return tuple(channels)
+    raise TypeError(
+        f"put() takes a channel (str) or a list of channels; it got {type(channels).__name__}"
+    )
+
+
+def check_subscription(channels: Any) -> tuple[str, ...]:
+    """The channels given to ``subscribe()``: a str or a list of str; ``''`` means all."""
+    if isinstance(channels, str):
+        return (channels,)
+    if isinstance(channels, Iterable) and not isinstance(channels, (bytes, bytearray, dict)):
+        channels = tuple(channels)
+        for channel in channels:
+            if not isinstance(channel, str):
+                raise TypeError(
+                    f"subscribe() takes channel names (str); it got {type(channel).__name__} "
+                    f"{channel!r}"
+                )
+        return channels
+    raise TypeError(
+        f"subscribe() takes a channel (str) or a list of channels; it got "
+        f"{type(channels).__name__}"
+    )
+
+
+def encode(message: Any, max_size: int) -> bytes:
+    """The JSON text of a message, or an error raised before anything is queued."""
+    if message is None:
+        raise MessageError(
+            "put() cannot send None: get() returns None to mean 'no message'; "
+            "send another value, such as {} or False"
+        )
+    try:
+        data = orjson.dumps(message)
+    except orjson.JSONEncodeError as error:
+        raise TypeError(f"The message cannot be encoded as JSON: {error}") from None
+    if b"null" in data and _has_non_finite(message):
+        raise MessageError(
+            "JSON has no NaN or infinity: the message holds one; replace it before put()"
+        )
+    if len(data) > max_size:
+        raise MessageTooLarge(
+            f"The message takes {len(data)} bytes as JSON, over bus.max_message_size "
+            f"({max_size}); split it, or raise bus.max_message_size on every side"
+        )
+    return data
+
+
+def _has_non_finite(value: Any) -> bool:
+    """orjson writes NaN and infinities as null; we refuse them instead of changing data."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    return False
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """The message of one JSON text; ``orjson.JSONDecodeError`` (a ``ValueError``) when bad."""
+    return orjson.loads(data)

@@ -1,0 +1,74 @@
+"""The bus settings, read from the context once, when an object is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._codec import DEFAULT_MAX_MESSAGE_SIZE
+from .errors import ConfigurationError
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+SCHEMES = ("tcp", "ipc", "inproc", "memory")
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """What a transport needs to know; frozen, so it can key a per-process cache."""
+
+    address: str = DEFAULT_ADDRESS
+    inbound: str | None = None  # the hub's publisher side; derived from address when None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    send_high_water_mark: int = 100_000  # messages a publisher may hold while the hub is away
+    receive_high_water_mark: int = 100_000  # messages a subscriber may fall behind before drops
+    send_timeout: float = 30.0  # how long put() waits when the hub is away and the queue is full
+    linger: float = 5.0  # how long queued messages may take to leave at exit
+    drain_timeout: float = 2.0  # how long a stopping hub forwards what is still arriving
+
+    @property
+    def scheme(self) -> str:
+        return self.address.split("://", 1)[0]
+
+    @classmethod
+    def from_context(cls, context: Any) -> BusSettings:
+        values = context.get("bus", {}) if context is not None else {}
+        if not isinstance(values, dict):
+            values = {}
+        address = values.get("address") or DEFAULT_ADDRESS
+        settings = cls(
+            address=address,
+            inbound=values.get("inbound"),
+            max_message_size=int(values.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
+            send_high_water_mark=int(values.get("send_high_water_mark", 100_000)),
+            receive_high_water_mark=int(values.get("receive_high_water_mark", 100_000)),
+            send_timeout=float(values.get("send_timeout", 30.0)),
+            linger=float(values.get("linger", 5.0)),
+            drain_timeout=float(values.get("drain_timeout", 2.0)),
+        )
+        check_address(settings.address)
+        return settings
+
+
+def check_address(address: Any) -> bool:
+    """True for an address the bus can use; ``ConfigurationError`` saying why otherwise."""
+    if not isinstance(address, str) or "://" not in address:
+        raise ConfigurationError(
+            f"bus.address must look like tcp://127.0.0.1:5555 (or ipc://, inproc://, memory://); "
+            f"got {address!r}"
+        )
+    scheme, rest = address.split("://", 1)
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"bus.address {address!r} has the unknown scheme '{scheme}'; "
+            f"use one of {', '.join(s + '://' for s in SCHEMES)}"
+        )
+    if not rest:
+        raise ConfigurationError(f"bus.address {address!r} names no endpoint")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65535:
+            raise ConfigurationError(
+                f"bus.address {address!r} needs a host and a port below 65535, "
+                "as in tcp://127.0.0.1:5555"
+            )
+    return True

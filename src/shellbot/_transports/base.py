@@ -1,0 +1,88 @@
+"""The contract every transport fulfils, and nothing more.
+
+A transport moves ``(topic, body)`` frames for one bus address: senders put
+frames in, receivers take the frames whose topic starts with one of their
+prefixes out, and a hub (where the transport has one) joins them. Validation,
+JSON, sequence numbers and the public API live above, written once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import ClassVar
+
+from .._settings import BusSettings
+
+Frames = list[bytes]
+
+
+class Sender(abc.ABC):
+    """One per process and address; safe to call from several threads."""
+
+    @abc.abstractmethod
+    def send(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Queues ``(topic, body)`` pairs, in order. Waits (bounded) when the queue is full."""
+
+    @abc.abstractmethod
+    def close(self, linger: float) -> None:
+        """Lets queued frames leave for at most ``linger`` seconds, then closes."""
+
+
+class Receiver(abc.ABC):
+    """Used by one subscriber, from one thread at a time."""
+
+    @abc.abstractmethod
+    def subscribe(self, prefix: bytes) -> None:
+        """Receives from now on the frames whose topic starts with ``prefix``."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Undoes one ``subscribe(prefix)``."""
+
+    @abc.abstractmethod
+    def receive(self, timeout: float | None) -> Frames | None:
+        """The next frames, waiting at most ``timeout`` seconds (0: not at all, None: forever)."""
+
+    @abc.abstractmethod
+    async def wait_async(self, timeout: float | None) -> bool:
+        """Waits, without blocking the event loop, until ``receive(0)`` may return frames."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Frees the receiver; idempotent."""
+
+
+class Hub(abc.ABC):
+    """Holds the address and forwards frames between senders and receivers."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters since the hub started."""
+
+    @abc.abstractmethod
+    def close(self, drain: float) -> None:
+        """Forwards what is still arriving for at most ``drain`` seconds, then releases the address."""
+
+
+class Transport(abc.ABC):
+    """One bus address as seen from one process."""
+
+    #: True when every party must live in the same process (``inproc://``, ``memory://``):
+    #: a publisher then runs its loop in a thread instead of a child process.
+    process_local: ClassVar[bool] = False
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def open_sender(self) -> Sender:
+        """A new sender; the bus keeps one per process."""
+
+    @abc.abstractmethod
+    def open_receiver(self) -> Receiver:
+        """A new receiver, subscribed to nothing."""
+
+    @abc.abstractmethod
+    def open_hub(self) -> Hub | None:
+        """A hub holding the address, or None when another hub already holds it."""

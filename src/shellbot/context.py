@@ -1,0 +1,144 @@
+"""Settings shared by the processes of one program.
+
+``Context`` keeps settings under dotted keys (``bus.address``,
+``general.switch``) in a dictionary held by a ``multiprocessing`` manager, so a
+change made by the parent after ``publisher.start()`` is seen by the publisher
+process, forked or spawned. That round trip is slow (a fraction of a
+millisecond), which is why the bus never reads the context per message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Mapping
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+__all__ = ["Context"]
+
+_manager: SyncManager | None = None
+_manager_pid: int | None = None
+_manager_lock = threading.Lock()
+
+
+def _shared_manager() -> SyncManager:
+    """One manager process per program, started on first use."""
+    global _manager, _manager_pid
+    with _manager_lock:
+        if _manager is None or _manager_pid != os.getpid():
+            _manager = multiprocessing.Manager()
+            _manager_pid = os.getpid()
+        return _manager
+
+
+class Context:
+    """Settings with dotted keys, shared across the processes of a program.
+
+    Example::
+
+        context = Context({'bus': {'address': 'tcp://127.0.0.1:5555'}})
+        context.get('bus.address')        # 'tcp://127.0.0.1:5555'
+        context.set('general.switch', 'off')
+    """
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        manager = _shared_manager()
+        self._values = manager.dict()
+        self._lock = manager.RLock()
+        if settings:
+            self.apply(settings)
+
+    def apply(self, settings: Mapping[str, Any]) -> None:
+        """Merges nested dicts into the context: ``{'bus': {'address': x}}`` sets ``bus.address``."""
+        flat: dict[str, Any] = {}
+        _flatten(settings, "", flat)
+        with self._lock:
+            self._values.update(flat)
+
+    def clear(self) -> None:
+        """Removes every setting."""
+        with self._lock:
+            self._values.clear()
+
+    def is_empty(self) -> bool:
+        """True when no setting is set."""
+        return len(self._values) == 0
+
+    def check(
+        self,
+        key: str,
+        default: Any = None,
+        is_mandatory: bool = False,
+        validate: Callable[[Any], bool] | None = None,
+        filter: bool = False,
+    ) -> None:
+        """Checks one setting, and updates the context accordingly.
+
+        - a missing key gets ``default`` (when it is not None);
+        - a missing key with ``is_mandatory`` raises ``KeyError``;
+        - with ``filter``, a value ``'$NAME'`` is replaced by the environment
+          variable ``NAME`` (``KeyError`` when it is not set);
+        - with ``validate``, a value for which it returns False raises ``ValueError``.
+        """
+        with self._lock:
+            value = self._values.get(key)
+            if value is None:
+                if is_mandatory:
+                    raise KeyError(f"Missing mandatory setting '{key}': set it in the context")
+                if default is None:
+                    return
+                value = default
+            if filter and isinstance(value, str) and value.startswith("$"):
+                name = value[1:]
+                if name not in os.environ:
+                    raise KeyError(
+                        f"Setting '{key}' names the environment variable '{name}', which is not set"
+                    )
+                value = os.environ[name]
+            if validate is not None and not validate(value):
+                raise ValueError(f"Invalid value for setting '{key}': {value!r}")
+            self._values[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``; for a prefix such as ``'bus'``, a dict of the keys below it."""
+        value = self._values.get(key)
+        if value is not None:
+            return value
+        prefix = key + "."
+        below = {k[len(prefix) :]: v for k, v in self._values.items() if k.startswith(prefix)}
+        return below if below else default
+
+    def set(self, key: str, value: Any) -> None:
+        """Sets one setting."""
+        self._values[key] = value
+
+    def increment(self, key: str, delta: int = 1) -> int:
+        """Adds ``delta`` to a counter (missing counts as 0), atomically, and returns the result."""
+        with self._lock:
+            value = self._values.get(key, 0) + delta
+            self._values[key] = value
+            return value
+
+    def decrement(self, key: str, delta: int = 1) -> int:
+        """Takes ``delta`` from a counter (missing counts as 0), atomically, and returns the result."""
+        return self.increment(key, -delta)
+
+    def has(self, prefix: str) -> bool:
+        """True when ``prefix`` is a key, or the start of a dotted key."""
+        if prefix in self._values:
+            return True
+        dotted = prefix + "."
+        return any(key.startswith(dotted) for key in self._values.keys())
+
+    def __repr__(self) -> str:
+        return f"Context({dict(self._values)!r})"
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> None:
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            _flatten(value, f"{prefix}{key}.", into)
+        else:
+            into[f"{prefix}{key}"] = value
