@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import ClassVar
-
 from .._settings import BusSettings
 
 Frames = list[bytes]
@@ -70,7 +68,7 @@ class Transport(abc.ABC):
 
     #: True when every party must live in the same process (``inproc://``, ``memory://``):
     #: a publisher then runs its loop in a thread instead of a child process.
-    process_local: ClassVar[bool] = False
+    process_local: bool = False
 
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings

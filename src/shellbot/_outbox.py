@@ -1,0 +1,131 @@
+"""The one way out of a process onto a bus address.
+
+``put()`` validates and encodes in the caller, numbers each message per
+channel, and hands the bytes to the transport's sender: no queue between
+processes, no thread hop. Every publisher of a process shares its outbox, so
+order is kept per process and a stop pill follows the messages put before it.
+
+At exit, the outbox stops the publishers this process started (with a pill,
+so what was put leaves first) and lets its sender flush, before
+``multiprocessing`` terminates daemon processes and its manager. This hooks into
+``multiprocessing``'s own exit (a finalizer with a high priority) because
+processes it starts leave through ``os._exit``, where ``atexit`` never runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.util
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import _codec
+from ._settings import BusSettings
+from ._transports import transport_for
+from ._transports.base import Sender
+
+
+class Outbox:
+    """Sender, sender id and sequence numbers of one process on one address."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self.sender_id = secrets.randbits(64)
+        self._sender: Sender = transport_for(settings).open_sender()
+        self._sequences: dict[str, int] = {}
+        self._topics: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def put(self, channels: Any, message: Any) -> None:
+        """Publishes ``message`` on each channel; raises before queuing anything when invalid."""
+        names = _codec.check_channels(channels)
+        data = _codec.encode(message, self.settings.max_message_size)
+        pack = _codec.HEADER.pack
+        with self._lock:
+            frames = []
+            for name in names:
+                topic = self._topics.get(name)
+                if topic is None:
+                    topic = self._topics[name] = _codec.topic_of(name)
+                sequence = self._sequences.get(name, 0) + 1
+                self._sequences[name] = sequence
+                frames.append((topic, pack(self.sender_id, sequence) + data))
+            try:
+                self._sender.send(frames)
+            except BaseException:
+                for name in names:  # not sent: the numbers are free again
+                    self._sequences[name] -= 1
+                raise
+
+    def send_control(self, topic: bytes) -> None:
+        """Sends a bus signal (pill, probe) in order with the messages put before it."""
+        with self._lock:
+            self._sender.send([(topic, _codec.HEADER.pack(self.sender_id, 0))])
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._sender.close(self.settings.linger)
+
+
+_outboxes: dict[BusSettings, Outbox] = {}
+_outboxes_lock = threading.Lock()
+# Stops for the publishers started by this process, run at exit before the flush.
+_exit_stops: dict[int, Callable[[], None]] = {}
+_exit_hook_pid: int | None = None
+EXIT_PRIORITY = 100  # above the manager's 0: publishers still read the context while stopping
+
+
+def outbox_for(settings: BusSettings) -> Outbox:
+    outbox = _outboxes.get(settings)
+    if outbox is None:
+        with _outboxes_lock:
+            outbox = _outboxes.get(settings)
+            if outbox is None:
+                outbox = _outboxes[settings] = Outbox(settings)
+                _hook_exit()
+    return outbox
+
+
+def _hook_exit() -> None:
+    """Registers the exit hook once per process (a process started by multiprocessing
+    begins with an empty finalizer registry)."""
+    global _exit_hook_pid
+    if _exit_hook_pid != os.getpid():
+        _exit_hook_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _at_exit, exitpriority=EXIT_PRIORITY)
+
+
+def stop_at_exit(key: int, stop: Callable[[], None] | None) -> None:
+    """Registers (or, with None, forgets) a stop to run when this process exits."""
+    if stop is None:
+        _exit_stops.pop(key, None)
+    else:
+        _exit_stops[key] = stop
+        _hook_exit()
+
+
+def close_all(outboxes: Iterable[Outbox] | None = None) -> None:
+    for outbox in list(outboxes if outboxes is not None else _outboxes.values()):
+        outbox.close()
+
+
+def _at_exit() -> None:
+    for stop in list(_exit_stops.values()):
+        stop()
+    _exit_stops.clear()
+    close_all()
+
+
+def _forget_after_fork() -> None:
+    global _outboxes_lock
+    _outboxes.clear()
+    _exit_stops.clear()
+    _outboxes_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,241 @@
+"""The publisher: a process that keeps the bus up, and a ``put()`` that needs none.
+
+``put()`` runs in the caller: it validates, encodes and hands bytes to the
+process's outbox (see ``_outbox``), started or not. The process started by
+``start()`` holds the hub when no one holds the address yet, or else relies on
+the hub that does (and takes over if it goes away). It stops when
+``general.switch`` turns ``'off'`` (read at most every ``SWITCH_INTERVAL``
+seconds), on a pill sent by ``fan.put(None)`` or ``stop()``, or on SIGTERM;
+while stopping, its hub forwards what is still arriving, for at most
+``bus.drain_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+import signal
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from . import _codec, _outbox
+from ._settings import BusSettings
+from ._transports import transport_for
+from ._transports.base import Hub, Receiver
+from .context import Context
+from .errors import TimeoutError
+
+SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
+TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
+START_TIMEOUT = 10.0  # how long start() waits for the process to be up
+STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions")
+_STATE_HUB, _STATE_CLIENT = 1, 2
+
+
+class Fan:
+    """The original's queue into the publisher, kept for compatibility.
+
+    ``fan.put(None)`` stops the publisher after every message this process put
+    before; ``fan.put(item)`` publishes a serialized ``(channel, message)`` pair.
+    """
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            self._publisher._send_pill()
+        else:
+            self._publisher.process(item)
+
+
+class Publisher(multiprocessing.Process):
+    """Publishes messages on channels; started, it also keeps the bus up.
+
+    Example::
+
+        publisher = bus.publish()
+        publisher.start()
+        publisher.put('direct-1', {'question': 'lunch?'})
+        context.set('general.switch', 'off')   # or publisher.stop()
+    """
+
+    DEFER_DURATION = 0.3  # kept from the original API; the bus waits for readiness instead
+    EMPTY_DELAY = 0.005  # kept from the original API; nothing polls on an empty queue
+
+    def __init__(self, context: Context | str | None = None) -> None:
+        super().__init__(daemon=True)
+        if context is None or isinstance(context, str):
+            # The spec also shows Publisher(address).
+            context = Context({"bus": {"address": context}} if context else None)
+        self.context = context
+        self.settings = BusSettings.from_context(context)
+        self.publisher_id = secrets.token_hex(8)
+        self.fan = Fan(self)
+        self._ready = multiprocessing.Event()
+        self._state = multiprocessing.Value("i", 0, lock=False)
+        self._stats = multiprocessing.Array("q", len(STAT_NAMES), lock=False)
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+
+    # -- in the caller's process ------------------------------------------------
+
+    def put(self, channels: str | list[str], message: Any) -> None:
+        """Publishes ``message`` on each of ``channels``.
+
+        Raises ``ValueError`` or ``TypeError`` at once for no channel, a channel
+        that is not a str, a ``None`` message or a value JSON cannot encode; then
+        nothing is queued. The message leaves when a hub is up: before
+        ``start()``, it waits in this process.
+        """
+        _outbox.outbox_for(self.settings).put(channels, message)
+
+    def process(self, item: str | bytes) -> None:
+        """Publishes an item serialized as JSON ``[channel, message]``."""
+        try:
+            channel, message = orjson.loads(item)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as error:
+            raise _codec.MessageError(
+                f"process() takes the JSON text of [channel, message]; got {item!r:.80}"
+            ) from error
+        self.put(channel, message)
+
+    def start(self) -> None:
+        """Starts the process and returns once it holds or reaches the hub."""
+        if self._started:
+            raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
+        self._started = True
+        transport = transport_for(self.settings)
+        if transport.process_local:
+            self._thread = threading.Thread(target=self.run, name="shellbot-publisher", daemon=True)
+            self._thread.start()
+        else:
+            super().start()
+        _outbox.stop_at_exit(id(self), self._stop_at_exit)
+        if not self._ready.wait(START_TIMEOUT):
+            self.terminate()
+            raise TimeoutError(
+                f"The publisher found no hub at {self.settings.address} within "
+                f"{START_TIMEOUT:.0f} s, nor could it become one: check bus.address, "
+                "or start `shellbot-bus hub` there"
+            )
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stops the process after what this process put was forwarded; True once it is gone."""
+        if not self._started:
+            return True
+        if self.is_alive():
+            self._send_pill()
+            self.join(timeout)
+        if self.is_alive() and self._thread is None:
+            self.terminate()
+            self.join(1.0)
+        _outbox.stop_at_exit(id(self), None)
+        return not self.is_alive()
+
+    @property
+    def holds_hub(self) -> bool:
+        """True when this publisher's process holds the hub of its address."""
+        return self._state.value == _STATE_HUB
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the hub this process holds (zeros when it holds none)."""
+        return dict(zip(STAT_NAMES, self._stats, strict=True))
+
+    def is_alive(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
+        return self._popen is not None and super().is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        elif self._popen is not None:
+            super().join(timeout)
+
+    def terminate(self) -> None:
+        if self._thread is None and self._popen is not None:
+            super().terminate()
+
+    def _send_pill(self) -> None:
+        # Also from another process than the one that started it: a pill to a
+        # publisher that is gone reaches no one, which is harmless.
+        if self._started:
+            _outbox.outbox_for(self.settings).send_control(
+                _codec.PILL + self.publisher_id.encode()
+            )
+
+    def _stop_at_exit(self) -> None:
+        self.stop(timeout=self.settings.drain_timeout + 1.0)
+
+    # -- in the publisher's process ----------------------------------------------
+
+    def run(self) -> None:
+        """Keeps the bus up until the switch turns off, a pill arrives or SIGTERM."""
+        stopping = threading.Event()
+        if self._thread is None:
+            signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        transport = transport_for(self.settings)
+        hub = transport.open_hub()
+        control = transport.open_receiver()
+        pill = _codec.PILL + self.publisher_id.encode()
+        probe = _codec.PROBE + self.publisher_id.encode()
+        control.subscribe(pill)
+        control.subscribe(probe)
+        parent = os.getppid()
+        try:
+            self._confirm(control, probe, hub)
+            next_switch = next_takeover = time.monotonic()
+            while not stopping.is_set():
+                frames = control.receive(SWITCH_INTERVAL)
+                if frames is not None and frames[0] == pill:
+                    break
+                now = time.monotonic()
+                if now >= next_switch:
+                    next_switch = now + SWITCH_INTERVAL
+                    if self._switched_off() or (self._thread is None and os.getppid() != parent):
+                        break
+                    self._publish_stats(hub)
+                if hub is None and now >= next_takeover:
+                    next_takeover = now + TAKEOVER_INTERVAL
+                    hub = transport.open_hub()
+                    if hub is not None:
+                        self._state.value = _STATE_HUB
+        finally:
+            control.close()
+            if hub is not None:
+                hub.close(self.settings.drain_timeout)
+                self._publish_stats(hub)
+
+    def _confirm(self, control: Receiver, probe: bytes, hub: Hub | None) -> None:
+        """Signals readiness once our own probe came back through the hub."""
+        outbox = _outbox.outbox_for(self.settings)
+        interval = 0.01
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            outbox.send_control(probe)
+            frames = control.receive(interval)
+            if frames is not None and frames[0] == probe:
+                self._state.value = _STATE_HUB if hub is not None else _STATE_CLIENT
+                self._ready.set()
+                return
+            interval = min(interval * 2, 0.2)
+
+    def _switched_off(self) -> bool:
+        try:
+            return self.context.get("general.switch", "on") == "off"
+        except (OSError, EOFError, ConnectionError):
+            return True  # the program that owns the context is gone
+
+    def _publish_stats(self, hub: Hub | None) -> None:
+        if hub is not None:
+            stats = hub.stats()
+            for index, name in enumerate(STAT_NAMES):
+                self._stats[index] = stats.get(name, 0)
+

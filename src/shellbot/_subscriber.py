@@ -1,0 +1,378 @@
+"""The subscriber: one receiver of its own, the checks of what arrives, decoding once.
+
+Everything that arrives is checked here, since anyone may reach a hub: a
+message of the wrong shape, a channel that is not UTF-8 or a body that is not
+JSON is dropped and counted in ``stats['dropped']``. Sequence numbers per
+publishing process and channel reveal what the transport dropped (a
+subscriber too far behind, a hub restart): ``stats['missed']``.
+
+Sync and async share every step but the wait: ``_take`` turns frames into
+entries, ``_next_entry`` hands them out; only waiting differs (the transport's
+``receive(timeout)`` or ``await wait_async(timeout)``).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from . import _codec, _outbox
+from ._message import Message
+from ._settings import BusSettings
+from ._transports import transport_for
+from .context import Context
+from .errors import ClosedError
+
+SWITCH_INTERVAL = 0.1  # iteration reads general.switch at most this often, in seconds
+WAIT_SLICE = 0.25  # an endless wait wakes this often, so close() from another thread is seen
+
+# (topic, sender, sequence, message)
+_Entry = tuple[bytes, int, int, Any]
+
+
+def compile_pattern(pattern: str) -> tuple[bytes, re.Pattern[str]]:
+    """The transport prefix and the matcher of a NATS-style pattern (``a.*.c``, ``a.>``)."""
+    tokens = pattern.split(".")
+    parts: list[str] = []
+    literal: list[str] = []
+    wildcard_seen = False
+    for index, token in enumerate(tokens):
+        if token == "*":
+            parts.append(r"[^.]+")
+            wildcard_seen = True
+        elif token == ">":
+            if index != len(tokens) - 1:
+                raise ValueError(
+                    f"In the pattern {pattern!r}, '>' must be the last token, as in 'votes.>'"
+                )
+            parts.append(r".+")
+            wildcard_seen = True
+        elif not token or "*" in token or ">" in token:
+            raise ValueError(
+                f"The pattern {pattern!r} has the token {token!r}: tokens are separated by "
+                "single dots, and '*' or '>' stand alone, as in 'votes.*' or 'votes.>'"
+            )
+        else:
+            parts.append(re.escape(token))
+            if not wildcard_seen:
+                literal.append(token)
+    prefix = ".".join(literal) + "." if literal else ""
+    return prefix.encode("utf-8"), re.compile(r"\.".join(parts))
+
+
+def _is_pattern(channel: str) -> bool:
+    return any(token in ("*", ">") for token in channel.split("."))
+
+
+class Subscriber:
+    """Receives the messages published on some channels.
+
+    Example::
+
+        subscriber = bus.subscribe(['direct-1', 'direct-2'])
+        subscriber.wait_ready()
+        message = subscriber.get(block=True, timeout=5.0)
+
+    One subscriber is used by one thread (or one event loop) at a time.
+    """
+
+    def __init__(
+        self, context: Context, channels: str | list[str], pattern: bool = False
+    ) -> None:
+        self.context = context
+        self.settings = BusSettings.from_context(context)
+        self._receiver = transport_for(self.settings).open_receiver()
+        self._exact: dict[bytes, int] = {}
+        self._patterns: dict[str, tuple[bytes, re.Pattern[str], int]] = {}
+        self._everything = 0
+        self._pending: deque[_Entry] = deque()
+        self._last_sequence: dict[tuple[int, bytes], int] = {}
+        self._counters = {"received": 0, "dropped": 0, "missed": 0}
+        self._probe = b""
+        self._ready = False
+        self._closed = False
+        self._receiving = False
+        self.subscribe(channels, pattern=pattern)
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, channels: str | list[str], pattern: bool = False) -> None:
+        """Adds channels (or, with ``pattern=True``, patterns such as ``votes.*``)."""
+        self._check_open()
+        for channel in _codec.check_subscription(channels):
+            if not channel:
+                self._everything += 1
+                self._receiver.subscribe(b"")
+            elif pattern and _is_pattern(channel):
+                prefix, matcher, count = self._patterns.get(channel, (b"", None, 0))
+                if matcher is None:
+                    prefix, matcher = compile_pattern(channel)
+                self._patterns[channel] = (prefix, matcher, count + 1)
+                self._receiver.subscribe(prefix)
+            else:
+                topic = _codec.topic_of(channel)
+                self._exact[topic] = self._exact.get(topic, 0) + 1
+                self._receiver.subscribe(topic)
+        self._renew_probe()
+
+    def unsubscribe(self, channels: str | list[str], pattern: bool = False) -> None:
+        """Removes channels or patterns given to ``subscribe()`` before."""
+        self._check_open()
+        for channel in _codec.check_subscription(channels):
+            if not channel:
+                if not self._everything:
+                    raise ValueError("unsubscribe(''): this subscriber is not subscribed to ''")
+                self._everything -= 1
+                self._receiver.unsubscribe(b"")
+            elif pattern and _is_pattern(channel):
+                if channel not in self._patterns:
+                    raise ValueError(f"unsubscribe(): no pattern {channel!r} to remove")
+                prefix, matcher, count = self._patterns[channel]
+                if count > 1:
+                    self._patterns[channel] = (prefix, matcher, count - 1)
+                else:
+                    del self._patterns[channel]
+                self._receiver.unsubscribe(prefix)
+            else:
+                topic = _codec.topic_of(channel)
+                if topic not in self._exact:
+                    raise ValueError(f"unsubscribe(): this subscriber has no channel {channel!r}")
+                self._exact[topic] -= 1
+                if not self._exact[topic]:
+                    del self._exact[topic]
+                self._receiver.unsubscribe(topic)
+
+    def _renew_probe(self) -> None:
+        """Subscribes to a new probe topic, after the channels: when the hub echoes it,
+        every subscription made before it is live there too (they travel in order)."""
+        if self._probe:
+            self._receiver.unsubscribe(self._probe)
+        self._probe = _codec.PROBE + secrets.token_hex(8).encode()
+        self._receiver.subscribe(self._probe)
+        self._ready = False
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Waits until this subscriber's subscriptions are live at the hub.
+
+        Returns True then (nothing published afterwards is lost while the
+        subscriber keeps up), False when ``timeout`` seconds passed first.
+        Messages that arrive meanwhile are kept for ``get()``.
+        """
+        self._check_open()
+        outbox = _outbox.outbox_for(self.settings)
+        deadline = time.monotonic() + timeout
+        interval = 0.01
+        while not self._ready:
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            outbox.send_control(self._probe)
+            until = min(deadline, now + interval)
+            while not self._ready and (remaining := until - time.monotonic()) > 0:
+                frames = self._receiver.receive(remaining)
+                if frames is not None:
+                    self._take(frames)
+            interval = min(interval * 2, 0.2)
+        return True
+
+    # -- receiving ----------------------------------------------------------------
+
+    def get(self, block: bool = False, timeout: float | None = None) -> Any:
+        """The next message, or None when none arrived (waiting first if ``block``).
+
+        With ``block=True``, waits until a message arrives, or at most
+        ``timeout`` seconds when given.
+        """
+        entry = self._next_entry(block, timeout)
+        return None if entry is None else entry[3]
+
+    def receive(self, block: bool = False, timeout: float | None = None) -> Message | None:
+        """Like ``get()``, but the message comes in its envelope: a ``Message``."""
+        entry = self._next_entry(block, timeout)
+        return None if entry is None else _envelope(entry)
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
+        next_check = 0.0
+        while not self._closed:
+            now = time.monotonic()
+            if now >= next_check:
+                if self._switched_off():
+                    return
+                next_check = now + SWITCH_INTERVAL
+            entry = self._next_entry(True, SWITCH_INTERVAL, closing_ends=True)
+            if entry is not None:
+                yield _envelope(entry)
+
+    async def aget(self, timeout: float | None = None) -> Any:
+        """Waits, without blocking the event loop, for the next message; None on timeout."""
+        entry = await self._anext_entry(timeout)
+        return None if entry is None else entry[3]
+
+    async def areceive(self, timeout: float | None = None) -> Message | None:
+        """Like ``aget()``, with the envelope: a ``Message``, or None on timeout."""
+        entry = await self._anext_entry(timeout)
+        return None if entry is None else _envelope(entry)
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
+        next_check = 0.0
+        while not self._closed:
+            now = time.monotonic()
+            if now >= next_check:
+                if self._switched_off():
+                    return
+                next_check = now + SWITCH_INTERVAL
+            entry = await self._anext_entry(SWITCH_INTERVAL, closing_ends=True)
+            if entry is not None:
+                yield _envelope(entry)
+
+    def _next_entry(
+        self, block: bool, timeout: float | None, closing_ends: bool = False
+    ) -> _Entry | None:
+        if self._pending:
+            return self._pending.popleft()
+        if self._closed:
+            if closing_ends:
+                return None
+            raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
+        if not block:
+            timeout = 0.0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        receive = self._receiver.receive
+        self._receiving = True
+        try:
+            while True:
+                if deadline is None:
+                    wait: float | None = WAIT_SLICE
+                else:
+                    wait = max(0.0, deadline - time.monotonic())
+                frames = receive(wait)
+                if frames is not None:
+                    if self._take(frames):
+                        return self._pending.popleft()
+                elif self._closed or (deadline is not None and time.monotonic() >= deadline):
+                    return None
+        finally:
+            self._receiving = False
+            if self._closed:
+                self._receiver.close()
+
+    async def _anext_entry(
+        self, timeout: float | None, closing_ends: bool = False
+    ) -> _Entry | None:
+        loop_deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            entry = self._next_entry(False, 0.0, closing_ends=closing_ends)
+            if entry is not None or self._closed:
+                return entry
+            remaining = None if loop_deadline is None else loop_deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            await self._receiver.wait_async(remaining)
+
+    def _take(self, frames: list[bytes]) -> int:
+        """Checks and decodes what arrived into pending entries; returns how many."""
+        counters = self._counters
+        if len(frames) != 2:
+            counters["dropped"] += 1
+            return 0
+        topic, body = frames
+        if not topic or topic[0] == _codec.CONTROL_BYTE:
+            if topic == self._probe:
+                self._ready = True
+            return 0  # other parties' bus signals, seen by subscribers of everything
+        if topic[-1] != _codec.CONTROL_BYTE or len(body) < _codec.HEADER_SIZE:
+            counters["dropped"] += 1
+            return 0
+        if topic not in self._exact and not self._wants(topic):
+            return 0
+        sender, sequence = _codec.HEADER.unpack_from(body)
+        payload = memoryview(body)[_codec.HEADER_SIZE :]
+        pending = self._pending
+        before = len(pending)
+        if _codec.BATCH_SEPARATOR in payload:
+            parts: list[Any] = bytes(payload).split(_codec.BATCH_SEPARATOR)
+        else:
+            parts = [payload]
+        for part in parts:
+            try:
+                message = orjson.loads(part)
+            except orjson.JSONDecodeError:
+                counters["dropped"] += 1
+                continue
+            pending.append((topic, sender, sequence, message))
+            sequence += 1
+        key = (sender, topic)
+        last = self._last_sequence.get(key)
+        first = sequence - len(parts)
+        if last is not None and first > last + 1:
+            counters["missed"] += first - last - 1
+        self._last_sequence[key] = sequence - 1
+        taken = len(pending) - before
+        counters["received"] += taken
+        return taken
+
+    def _wants(self, topic: bytes) -> bool:
+        """For subscribers of everything or of patterns: a valid channel they asked for."""
+        try:
+            channel = _codec.channel_of(topic)
+        except UnicodeDecodeError:
+            self._counters["dropped"] += 1
+            return False
+        if self._everything:
+            return True
+        return any(matcher.fullmatch(channel) for _, matcher, _ in self._patterns.values())
+
+    # -- life cycle ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``received`` messages, ``dropped`` bad input, ``missed`` gaps in sequences."""
+        return dict(self._counters)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stops receiving and frees the subscriber's socket; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        if not self._receiving:  # else the receiving thread closes it when its wait ends
+            self._receiver.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
+
+    def _switched_off(self) -> bool:
+        try:
+            return self.context.get("general.switch", "on") == "off"
+        except (OSError, EOFError, ConnectionError):
+            return True
+
+
+def _envelope(entry: _Entry) -> Message:
+    topic, sender, sequence, message = entry
+    return Message(_codec.channel_of(topic), message, sender, sequence)

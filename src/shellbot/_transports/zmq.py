@@ -1,0 +1,363 @@
+"""``tcp://``, ``ipc://`` and ``inproc://``: the embedded ZeroMQ transport.
+
+The hub binds two sockets:
+
+- an XPUB socket at ``bus.address``, where subscribers connect SUB sockets;
+- a PULL socket at the inbound address, where every process connects one PUSH
+  socket to publish. The inbound address is ``bus.inbound`` when set, else
+  derived from ``bus.address``: TCP port + 1 (``tcp://127.0.0.1:5556`` for the
+  default), or the same path or name with ``.in`` appended for ``ipc://`` and
+  ``inproc://``.
+
+A PUSH socket may connect before any hub exists: what it sends waits in the
+socket (up to ``bus.send_high_water_mark`` messages) until a hub binds. The hub
+checks the shape of each message (two frames, a topic that ends with the
+terminator or is a control topic, a body with a header, a size within
+``bus.max_message_size``), counts and drops the rest, and forwards the bytes
+as they are; it never decodes JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+import zmq
+
+from .. import errors
+from .._codec import CONTROL_BYTE, HEADER_SIZE
+from .._settings import BusSettings
+from .base import Frames, Hub, Receiver, Sender, Transport
+
+RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
+# A hub that has just bound the subscriber side waits for connected subscribers to
+# (re)send their subscriptions before it takes in messages, so messages put before it
+# started reach subscribers that were already waiting. It waits until subscriptions
+# have been quiet for WARM_UP_QUIET, at least WARM_UP_MIN and at most WARM_UP_MAX.
+WARM_UP_MIN = 0.1
+WARM_UP_QUIET = 0.05
+WARM_UP_MAX = 0.5
+DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
+FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
+
+
+def inbound_address(settings: BusSettings) -> str:
+    """Where publishers connect: ``bus.inbound``, or the rule in the module docstring."""
+    if settings.inbound:
+        return settings.inbound
+    scheme, rest = settings.address.split("://", 1)
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        return f"tcp://{host}:{int(port) + 1}"
+    return f"{settings.address}.in"
+
+
+def connect_address(address: str) -> str:
+    """The address to connect to: a hub bound on every interface is reached on loopback."""
+    scheme, rest = address.split("://", 1)
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if host in ("*", "0.0.0.0"):
+            return f"tcp://127.0.0.1:{port}"
+    return address
+
+
+def _milliseconds(timeout: float | None) -> int | None:
+    return None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+
+
+class ZmqSender(Sender):
+    def __init__(self, context: zmq.Context, settings: BusSettings) -> None:
+        self._address = inbound_address(settings)
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
+        self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        self._socket.connect(connect_address(self._address))
+        self._lock = threading.Lock()
+        self._send = self._socket.send
+
+    def send(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        send = self._send
+        with self._lock:
+            try:
+                for topic, body in messages:
+                    send(topic, zmq.SNDMORE)
+                    send(body)
+            except zmq.Again:
+                raise errors.TimeoutError(
+                    f"No hub took messages at {self._address} before bus.send_timeout: "
+                    "start a publisher or `shellbot-bus hub` on this address"
+                ) from None
+            except zmq.ZMQError as error:
+                raise errors.TransportError(
+                    f"Sending to {self._address} failed: {error}"
+                ) from error
+
+    def close(self, linger: float) -> None:
+        with self._lock:
+            if not self._socket.closed:
+                self._socket.close(linger=_milliseconds(linger))
+
+
+class ZmqReceiver(Receiver):
+    def __init__(self, context: zmq.Context, settings: BusSettings) -> None:
+        self._socket = context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, settings.receive_high_water_mark)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(connect_address(settings.address))
+        self._recv = self._socket.recv_multipart
+
+    def subscribe(self, prefix: bytes) -> None:
+        self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
+    def receive(self, timeout: float | None) -> Frames | None:
+        try:
+            return self._recv(zmq.NOBLOCK)
+        except zmq.Again:
+            if timeout == 0:
+                return None
+        except zmq.ZMQError as error:
+            raise _translated(error) from error
+        try:
+            if self._socket.poll(_milliseconds(timeout)):
+                return self._recv(zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            raise _translated(error) from error
+        return None
+
+    async def wait_async(self, timeout: float | None) -> bool:
+        socket = self._socket
+        if socket.closed or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        descriptor = socket.getsockopt(zmq.FD)
+        while True:
+            woken: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(descriptor, _resolve, woken)
+            try:
+                # ZeroMQ's descriptor is edge-triggered: look again once we listen.
+                if socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return True
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(woken, remaining)
+                except asyncio.TimeoutError:
+                    return bool(socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+            finally:
+                loop.remove_reader(descriptor)
+            if socket.closed or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return True
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _translated(error: zmq.ZMQError) -> errors.ShellbotError:
+    if error.errno == zmq.ENOTSOCK:
+        return errors.ClosedError("The subscriber was closed; subscribe again to go on")
+    return errors.TransportError(f"Receiving failed: {error}")
+
+
+class ZmqHub(Hub):
+    """Forwards from the PULL socket to the XPUB socket, in a thread of its own."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        settings: BusSettings,
+        subscriber_side: zmq.Socket,
+        publisher_side: zmq.Socket,
+        lock_file: int | None,
+    ) -> None:
+        self._settings = settings
+        self._xpub = subscriber_side
+        self._pull = publisher_side
+        self._lock_file = lock_file
+        self._max_body = HEADER_SIZE + settings.max_message_size
+        self._counters = {"forwarded": 0, "dropped": 0, "oversized": 0, "subscriptions": 0}
+        wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
+        self._wake_in = context.socket(zmq.PAIR)
+        self._wake_in.bind(wake_address)
+        self._wake_out = context.socket(zmq.PAIR)
+        self._wake_out.connect(wake_address)
+        self._drain = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="shellbot-hub", daemon=True)
+        self._thread.start()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def close(self, drain: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._drain = drain
+        self._wake_out.send(b"")
+        self._thread.join()
+        self._wake_out.close(linger=0)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._xpub, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
+        try:
+            while True:
+                events = dict(poller.poll())
+                if self._xpub in events:
+                    self._take_subscriptions()
+                if self._pull in events:
+                    self._forward_available()
+                if self._wake_in in events:
+                    break
+            self._drain_then_close()
+        finally:
+            for socket in (self._pull, self._wake_in):
+                socket.close(linger=0)
+            self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
+            if self._lock_file is not None:
+                os.close(self._lock_file)
+
+    def _take_subscriptions(self) -> None:
+        with contextlib.suppress(zmq.Again):
+            while True:
+                event = self._xpub.recv(zmq.NOBLOCK)
+                if event[:1] == b"\x01":
+                    self._counters["subscriptions"] += 1
+
+    def _forward_available(self) -> None:
+        receive, send = self._pull.recv_multipart, self._xpub.send
+        counters, max_body = self._counters, self._max_body
+        forwarded = 0
+        try:
+            for _ in range(FORWARD_BURST):
+                frames = receive(zmq.NOBLOCK)
+                if len(frames) != 2:
+                    counters["dropped"] += 1
+                    continue
+                topic, body = frames
+                if (
+                    not topic
+                    or (topic[-1] != CONTROL_BYTE and topic[0] != CONTROL_BYTE)
+                    or len(body) < HEADER_SIZE
+                ):
+                    counters["dropped"] += 1
+                    continue
+                if len(body) > max_body:
+                    counters["oversized"] += 1
+                    continue
+                send(topic, zmq.SNDMORE)
+                send(body)
+                forwarded += 1
+        except zmq.Again:
+            pass
+        counters["forwarded"] += forwarded
+
+    def _drain_then_close(self) -> None:
+        """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
+        deadline = time.monotonic() + self._drain
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._pull.poll(min(DRAIN_QUIET_MS, int(remaining * 1000))):
+                return
+            self._forward_available()
+
+
+class ZmqTransport(Transport):
+    def __init__(self, settings: BusSettings) -> None:
+        super().__init__(settings)
+        self.process_local = settings.scheme == "inproc"
+        self._context = zmq.Context.instance()
+
+    def open_sender(self) -> Sender:
+        return ZmqSender(self._context, self.settings)
+
+    def open_receiver(self) -> Receiver:
+        return ZmqReceiver(self._context, self.settings)
+
+    def open_hub(self) -> Hub | None:
+        settings = self.settings
+        lock_file = None
+        if settings.scheme == "ipc":
+            # Binding an ipc path replaces whoever held it; a lock file says a hub lives.
+            lock_file = _lock_or_none(settings.address.split("://", 1)[1] + ".lock")
+            if lock_file is None:
+                return None
+        xpub = self._context.socket(zmq.XPUB)
+        xpub.setsockopt(zmq.SNDHWM, settings.receive_high_water_mark)
+        try:
+            xpub.bind(settings.address)
+        except zmq.ZMQError as error:
+            xpub.close(linger=0)
+            if lock_file is not None:
+                os.close(lock_file)
+            if error.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL):
+                return None  # a hub holds it, here or on the machine that owns the address
+            raise errors.TransportError(
+                f"Cannot bind bus.address {settings.address}: {error}"
+            ) from error
+        _warm_up(xpub)
+        pull = self._context.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
+        # Far larger frames cost memory before the hub can refuse them: libzmq drops the
+        # peer instead. Frames between the two limits are received, counted and dropped.
+        pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)
+        inbound = inbound_address(settings)
+        try:
+            pull.bind(inbound)
+        except zmq.ZMQError as error:
+            pull.close(linger=0)
+            xpub.close(linger=0)
+            if lock_file is not None:
+                os.close(lock_file)
+            raise errors.AddressInUse(
+                f"The hub bound {settings.address} but not its inbound side {inbound} "
+                f"({error}); free it, or set bus.inbound to a free address"
+            ) from error
+        return ZmqHub(self._context, settings, xpub, pull, lock_file)
+
+
+def _warm_up(xpub: zmq.Socket) -> None:
+    """Takes the subscriptions of subscribers already waiting before messages flow."""
+    start = last = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - start >= WARM_UP_MAX or (
+            now - start >= WARM_UP_MIN and now - last >= WARM_UP_QUIET
+        ):
+            return
+        if xpub.poll(int(WARM_UP_QUIET * 1000)):
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    xpub.recv(zmq.NOBLOCK)
+                    last = time.monotonic()
+
+
+def _lock_or_none(path: str) -> int | None:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor

@@ -1,0 +1,63 @@
+"""The information bus between publishers and subscribers.
+
+Example::
+
+    from shellbot import Context
+    from shellbot.bus import Bus
+
+    context = Context()
+    bus = Bus(context)
+    bus.check()                                # bus.address defaults to tcp://127.0.0.1:5555
+
+    publisher = bus.publish()
+    publisher.start()                          # holds the hub, or uses the one that does
+
+    subscriber = bus.subscribe('direct-1')
+    subscriber.wait_ready()
+    publisher.put('direct-1', {'question': 'lunch?'})
+    subscriber.get(block=True, timeout=5.0)    # {'question': 'lunch?'}
+
+    context.set('general.switch', 'off')       # stops the publisher
+"""
+
+from __future__ import annotations
+
+from ._message import Message
+from ._publisher import Publisher
+from ._settings import DEFAULT_ADDRESS, check_address
+from ._subscriber import Subscriber
+from .context import Context
+
+__all__ = ["Bus", "Message", "Publisher", "Subscriber"]
+
+
+class Bus:
+    """Represents an information bus between publishers and subscribers.
+
+    Channels are non-empty strings and match exactly (``''`` subscribes to
+    every channel); messages are JSON values other than ``None``.
+    """
+
+    DEFAULT_ADDRESS = DEFAULT_ADDRESS
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def check(self) -> None:
+        """Checks the settings under ``bus``: sets ``bus.address`` to the default when
+        it is missing, and raises ``ConfigurationError`` (a ``ValueError``) for an
+        address the bus cannot use."""
+        self.context.check("bus.address", self.DEFAULT_ADDRESS)
+        check_address(self.context.get("bus.address"))
+
+    def publish(self) -> Publisher:
+        """A publisher on this bus; ``start()`` it to keep the bus up."""
+        return Publisher(self.context)
+
+    def subscribe(self, channels: str | list[str], pattern: bool = False) -> Subscriber:
+        """A subscriber of one channel or a list of channels (``''``: every channel).
+
+        With ``pattern=True``, channels may be NATS-style patterns: ``votes.*``
+        matches one dot-separated token, ``votes.>`` one or more.
+        """
+        return Subscriber(self.context, channels, pattern=pattern)

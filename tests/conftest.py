@@ -1,0 +1,73 @@
+"""Fixtures: every test gets its own bus address, on a port or name nobody else uses."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from shellbot import Context
+from shellbot.bus import Bus, Publisher
+
+_names = itertools.count()
+
+
+def free_port_pair() -> int:
+    """A TCP port p such that p and p + 1 (the hub's inbound side) are both free now."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65534:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no pair of free TCP ports found")
+
+
+def unique_address(scheme: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    name = f"shellbot-test-{os.getpid()}-{next(_names)}"
+    if scheme == "tcp":
+        return f"tcp://127.0.0.1:{free_port_pair()}"
+    if scheme == "ipc":
+        return f"ipc://{tmp_path_factory.mktemp('ipc')}/{name}"
+    return f"{scheme}://{name}"
+
+
+@pytest.fixture
+def tcp_address(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return unique_address("tcp", tmp_path_factory)
+
+
+@pytest.fixture(params=["tcp", "ipc", "inproc", "memory"])
+def address(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Each transport in turn: the contract suite runs once per transport."""
+    return unique_address(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def context(address: str) -> Context:
+    return Context({"bus": {"address": address}})
+
+
+@pytest.fixture
+def bus(context: Context) -> Bus:
+    bus = Bus(context)
+    bus.check()
+    return bus
+
+
+@pytest.fixture
+def publisher(bus: Bus) -> Iterator[Publisher]:
+    """A started publisher, stopped after the test whatever happened."""
+    publisher = bus.publish()
+    publisher.start()
+    yield publisher
+    publisher.stop(timeout=5.0)
