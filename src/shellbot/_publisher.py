@@ -164,12 +164,14 @@ class Publisher(multiprocessing.Process):
             super().terminate()
 
     def _send_pill(self) -> None:
-        # Also from another process than the one that started it: a pill to a
+        if not self._started:
+            return
+        started_here = self._thread is not None or self._parent_pid == os.getpid()
+        if started_here and not self.is_alive():
+            return  # its hub may be gone with it: there would be no one to take the pill
+        # From another process (forked after start), we cannot tell: a pill to a
         # publisher that is gone reaches no one, which is harmless.
-        if self._started:
-            _outbox.outbox_for(self.settings).send_control(
-                _codec.PILL + self.publisher_id.encode()
-            )
+        _outbox.outbox_for(self.settings).send_control(_codec.PILL + self.publisher_id.encode())
 
     def _stop_at_exit(self) -> None:
         self.stop(timeout=self.settings.drain_timeout + 1.0)

@@ -24,6 +24,7 @@ class _Exchange:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.receivers: list[MemoryReceiver] = []
+        self.hub_held = False  # one hub per address, as with sockets
 
     def deliver(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         with self.lock:
@@ -137,13 +138,17 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class MemoryHub(Hub):
-    """Nothing to hold: the exchange is shared by the whole process."""
+    """Holds the address; the exchange itself delivers, so there is nothing to forward."""
+
+    def __init__(self, exchange: _Exchange) -> None:
+        self._exchange = exchange
 
     def stats(self) -> dict[str, int]:
         return {}
 
     def close(self, drain: float) -> None:
-        pass
+        with self._exchange.lock:
+            self._exchange.hub_held = False
 
 
 class MemoryTransport(Transport):
@@ -160,4 +165,8 @@ class MemoryTransport(Transport):
         return MemoryReceiver(self._exchange, self.settings.receive_high_water_mark)
 
     def open_hub(self) -> Hub | None:
-        return MemoryHub()
+        with self._exchange.lock:
+            if self._exchange.hub_held:
+                return None
+            self._exchange.hub_held = True
+        return MemoryHub(self._exchange)

@@ -1,0 +1,253 @@
+"""The contract every transport fulfils: run once per transport (tcp, ipc, inproc, memory)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from shellbot import Context
+from shellbot.bus import Bus, Publisher
+
+VALUES = [
+    {"from": "direct-1", "input": {"key": "vote", "value": "yes"}},
+    [1, "two", 3.5, None, True],
+    "déjà vu — 投票 ✓",
+    42,
+    -7,
+    2.5,
+    True,
+    False,
+    0,
+    0.0,
+    "",
+    [],
+    {},
+]
+
+
+def ready(bus: Bus, channels: str | list[str]):
+    subscriber = bus.subscribe(channels)
+    assert subscriber.wait_ready(timeout=5.0)
+    return subscriber
+
+
+def test_every_json_value_but_none_comes_back_equal(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "values")
+    for value in VALUES:
+        publisher.put("values", value)
+    received = [subscriber.get(block=True, timeout=5.0) for _ in VALUES]
+    assert received == VALUES
+    assert [type(value) for value in received] == [type(value) for value in VALUES]
+    assert subscriber.get() is None
+
+
+def test_channels_match_exactly(bus: Bus, publisher: Publisher) -> None:
+    chan, channel, everything = ready(bus, "chan"), ready(bus, "channel"), ready(bus, "")
+    publisher.put("channel", "long")
+    publisher.put("chan", "short")
+    publisher.put("cha", "shorter")
+    assert channel.get(block=True, timeout=5.0) == "long"
+    assert chan.get(block=True, timeout=5.0) == "short"
+    received = [everything.receive(block=True, timeout=5.0) for _ in range(3)]
+    assert [(m.channel, m.message) for m in received] == [
+        ("channel", "long"),
+        ("chan", "short"),
+        ("cha", "shorter"),
+    ]
+    # Whatever else arrived would be here by now: the last message sent has arrived.
+    assert chan.get() is None
+    assert channel.get() is None
+
+
+def test_a_list_of_channels_publishes_once_on_each(bus: Bus, publisher: Publisher) -> None:
+    both = ready(bus, ["a", "b"])
+    only_b = ready(bus, "b")
+    publisher.put(["a", "b"], {"n": 1})
+    assert both.get(block=True, timeout=5.0) == {"n": 1}
+    assert both.get(block=True, timeout=5.0) == {"n": 1}
+    assert only_b.get(block=True, timeout=5.0) == {"n": 1}
+    publisher.put("b", "end")
+    assert both.get(block=True, timeout=5.0) == "end"
+    assert only_b.get(block=True, timeout=5.0) == "end"
+
+
+def test_unicode_channels_are_exact_too(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "vote-é")
+    publisher.put("vote-éé", "no")
+    publisher.put("vote-é", "yes")
+    assert subscriber.receive(block=True, timeout=5.0).channel == "vote-é"
+
+
+@pytest.mark.parametrize(
+    ("channels", "error"),
+    [
+        (None, ValueError),
+        ("", ValueError),
+        ([], ValueError),
+        ((), ValueError),
+        (["ok", ""], ValueError),
+        (42, TypeError),
+        (b"bytes", TypeError),
+        (["ok", 42], TypeError),
+    ],
+)
+def test_put_refuses_a_bad_channel_and_queues_nothing(
+    bus: Bus, publisher: Publisher, channels: object, error: type[Exception]
+) -> None:
+    subscriber = ready(bus, ["ok", ""])
+    with pytest.raises(error, match="channel"):
+        publisher.put(channels, {"a": 1})
+    publisher.put("ok", "after")
+    assert subscriber.get(block=True, timeout=5.0) == "after"
+    assert subscriber.get() is None
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (None, ValueError),
+        (math.nan, ValueError),
+        ({"x": [math.inf]}, ValueError),
+        (-math.inf, ValueError),
+        ({1, 2}, TypeError),
+        (object(), TypeError),
+        ({"when": time}, TypeError),
+    ],
+)
+def test_put_refuses_a_message_json_cannot_carry(
+    bus: Bus, publisher: Publisher, message: object, error: type[Exception]
+) -> None:
+    subscriber = ready(bus, "ok")
+    with pytest.raises(error):
+        publisher.put(["ok", "ok"], message)
+    publisher.put("ok", "after")
+    assert subscriber.get(block=True, timeout=5.0) == "after"
+    assert subscriber.get() is None
+
+
+def test_a_message_over_the_size_limit_is_refused(address: str) -> None:
+    context = Context({"bus": {"address": address, "max_message_size": 1000}})
+    bus = Bus(context)
+    publisher = bus.publish()
+    publisher.start()
+    try:
+        subscriber = ready(bus, "big")
+        with pytest.raises(ValueError, match="max_message_size"):
+            publisher.put("big", "x" * 1000)
+        publisher.put("big", "x" * 990)
+        assert subscriber.get(block=True, timeout=5.0) == "x" * 990
+    finally:
+        publisher.stop()
+
+
+def test_get_returns_none_at_once_and_waits_when_asked(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "quiet")
+    started = time.monotonic()
+    assert subscriber.get() is None
+    assert subscriber.get(block=True, timeout=0.2) is None
+    waited = time.monotonic() - started
+    assert 0.19 <= waited < 2.0
+
+    def later() -> None:
+        publisher.put("quiet", "now")
+
+    timer = threading.Timer(0.05, later)
+    timer.start()
+    try:
+        assert subscriber.get(block=True) == "now"
+    finally:
+        timer.cancel()
+
+
+def test_100k_messages_arrive_all_and_in_order(bus: Bus, publisher: Publisher) -> None:
+    count = 100_000
+    subscriber = ready(bus, "stream")
+    received: list[object] = []
+
+    def read() -> None:
+        for _ in range(count):
+            message = subscriber.get(block=True, timeout=10.0)
+            if message is None:
+                return
+            received.append(message)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for index in range(count):
+        publisher.put("stream", index)
+    reader.join(timeout=60.0)
+    assert not reader.is_alive()
+    assert received == list(range(count))
+    assert subscriber.stats["missed"] == 0
+
+
+def test_messages_put_before_start_are_delivered_once_it_runs(context: Context) -> None:
+    bus = Bus(context)
+    subscriber = bus.subscribe("early")  # connected (or connecting) before any hub exists
+    publisher = bus.publish()
+    for index in range(10):
+        publisher.put("early", index)
+    publisher.start()
+    try:
+        assert [subscriber.get(block=True, timeout=5.0) for _ in range(10)] == list(range(10))
+    finally:
+        publisher.stop()
+
+
+def test_wait_ready_is_false_without_a_hub(tcp_address: str) -> None:
+    bus = Bus(Context({"bus": {"address": tcp_address}}))
+    subscriber = bus.subscribe("nobody")
+    started = time.monotonic()
+    assert subscriber.wait_ready(timeout=0.3) is False
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_switch_stops_the_publisher_within_a_second(context: Context) -> None:
+    publisher = Bus(context).publish()
+    publisher.start()
+    assert publisher.is_alive()
+    context.set("general.switch", "off")
+    started = time.monotonic()
+    publisher.join(timeout=3.0)
+    assert not publisher.is_alive()
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_pill_stops_after_what_was_put_before(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "last")
+    for index in range(1000):
+        publisher.put("last", index)
+    publisher.fan.put(None)
+    publisher.join(timeout=5.0)
+    assert not publisher.is_alive()
+    received = [subscriber.get(block=True, timeout=5.0) for _ in range(1000)]
+    assert received == list(range(1000))
+
+
+def test_stopping_twice_or_never_started_is_harmless(bus: Bus) -> None:
+    never = bus.publish()
+    never.fan.put(None)
+    assert never.stop() is True
+    publisher = bus.publish()
+    publisher.start()
+    assert publisher.stop(timeout=5.0) is True
+    publisher.fan.put(None)
+    assert publisher.stop(timeout=5.0) is True
+    assert not publisher.is_alive()
+
+
+def test_a_second_publisher_uses_the_hub_of_the_first(bus: Bus, publisher: Publisher) -> None:
+    second = bus.publish()
+    second.start()
+    try:
+        assert publisher.holds_hub
+        assert not second.holds_hub
+        subscriber = ready(bus, "both")
+        publisher.put("both", 1)
+        second.put("both", 2)
+        assert sorted([subscriber.get(block=True, timeout=5.0) for _ in range(2)]) == [1, 2]
+    finally:
+        second.stop()
