@@ -36,6 +36,11 @@ STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions")
 _STATE_HUB, _STATE_CLIENT = 1, 2
 
 
+class _Snapshot:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
 class Fan:
     """The original's queue into the publisher, kept for compatibility.
 
@@ -76,9 +81,10 @@ class Publisher(multiprocessing.Process):
         self.settings = BusSettings.from_context(context)
         self.publisher_id = secrets.token_hex(8)
         self.fan = Fan(self)
-        self._ready = multiprocessing.Event()
-        self._state = multiprocessing.Value("i", 0, lock=False)
-        self._stats = multiprocessing.Array("q", len(STAT_NAMES), lock=False)
+        # Made by start(), so an unstarted publisher can travel to any process.
+        self._ready: Any = None
+        self._state: Any = _Snapshot(0)
+        self._stats: Any = [0] * len(STAT_NAMES)
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
@@ -110,6 +116,9 @@ class Publisher(multiprocessing.Process):
         if self._started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
         self._started = True
+        self._ready = multiprocessing.Event()
+        self._state = multiprocessing.Value("i", 0, lock=False)
+        self._stats = multiprocessing.Array("q", len(STAT_NAMES), lock=False)
         transport = transport_for(self.settings)
         if transport.process_local:
             self._thread = threading.Thread(target=self.run, name="shellbot-publisher", daemon=True)
@@ -175,6 +184,20 @@ class Publisher(multiprocessing.Process):
 
     def _stop_at_exit(self) -> None:
         self.stop(timeout=self.settings.drain_timeout + 1.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Lets a publisher travel to another process, where ``put()`` and
+        ``fan.put(None)`` work; only the process that started it can join it."""
+        state = self.__dict__.copy()
+        if self._popen is None and self._thread is None:
+            return state  # not started yet, or being started: its process gets everything
+        state["_popen"] = None
+        state["_thread"] = None
+        # Shared memory and locks of the starting process stay there: a snapshot travels.
+        state["_ready"] = None
+        state["_state"] = _Snapshot(self._state.value)
+        state["_stats"] = list(self._stats)
+        return state
 
     # -- in the publisher's process ----------------------------------------------
 

@@ -1,0 +1,46 @@
+"""Code run in other processes by the tests: importable by name, so spawn can find it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shellbot import Context
+from shellbot.bus import Bus
+
+
+def direct_listener(address: str, channel: str, ready: Any, results: Any) -> None:
+    """A direct channel: collects what is sent to it until 'end', then reports it."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    subscriber = bus.subscribe(channel)
+    ready.put((channel, subscriber.wait_ready(timeout=10.0)))
+    received = []
+    while True:
+        message = subscriber.get(block=True, timeout=10.0)
+        if message is None or message == "end":
+            break
+        received.append(message)
+    results.put((channel, received, subscriber.stats))
+
+
+def direct_reporter(address: str, channel: str, count: int) -> None:
+    """A direct channel with a bus and a publisher of its own, as in the second pattern."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    publisher = bus.publish()
+    publisher.start()
+    for index in range(count):
+        publisher.put(channel, {"from": channel, "counter": index})
+    publisher.fan.put(None)
+    publisher.join(timeout=10.0)
+
+
+def put_with(publisher: Any, channel: str, count: int) -> None:
+    """Publishes through a publisher object made by another process."""
+    for index in range(count):
+        publisher.put(channel, index)
+
+
+def read_setting(context: Any, go: Any, results: Any) -> None:
+    """Reports a setting the parent changes once this process is running."""
+    results.put(("started", None))
+    go.wait(10.0)
+    results.put(("value", context.get("shared.value")))
