@@ -7,12 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import _workers
 import pytest
 
 from shellbot import Context
 from shellbot.bus import Bus, Publisher
-
-import _workers
 
 DIRECTS = [f"direct-{index}" for index in range(4)]
 
@@ -52,8 +51,10 @@ def test_fan_out_each_direct_channel_gets_exactly_its_messages(
         group_publisher.put("direct-10", {"to": "direct-10"})  # a prefix of none, exact
         group_publisher.put("direct", {"to": "nobody"})
         group_publisher.put(DIRECTS, "end")
-        reports = {channel: (received, stats) for channel, received, stats in
-                   (results.get(timeout=30.0) for _ in DIRECTS)}
+        reports = {
+            channel: (received, stats)
+            for channel, received, stats in (results.get(timeout=30.0) for _ in DIRECTS)
+        }
     finally:
         for listener in listeners:
             listener.join(timeout=10.0)

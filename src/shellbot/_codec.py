@@ -90,8 +90,7 @@ def check_subscription(channels: Any) -> tuple[str, ...]:
                 )
         return channels
     raise TypeError(
-        f"subscribe() takes a channel (str) or a list of channels; it got "
-        f"{type(channels).__name__}"
+        f"subscribe() takes a channel (str) or a list of channels; it got {type(channels).__name__}"
     )
 
 

@@ -263,4 +263,3 @@ class Publisher(multiprocessing.Process):
             stats = hub.stats()
             for index, name in enumerate(STAT_NAMES):
                 self._stats[index] = stats.get(name, 0)
-

@@ -51,7 +51,7 @@ class Context:
             self.apply(settings)
 
     def apply(self, settings: Mapping[str, Any]) -> None:
-        """Merges nested dicts into the context: ``{'bus': {'address': x}}`` sets ``bus.address``."""
+        """Merges nested dicts: ``{'bus': {'address': x}}`` sets ``bus.address``."""
         flat: dict[str, Any] = {}
         _flatten(settings, "", flat)
         with self._lock:
@@ -122,7 +122,7 @@ class Context:
             return value
 
     def decrement(self, key: str, delta: int = 1) -> int:
-        """Takes ``delta`` from a counter (missing counts as 0), atomically, and returns the result."""
+        """Takes ``delta`` from a counter (missing counts as 0), atomically; returns the result."""
         return self.increment(key, -delta)
 
     def has(self, prefix: str) -> bool:
@@ -130,7 +130,8 @@ class Context:
         if prefix in self._values:
             return True
         dotted = prefix + "."
-        return any(key.startswith(dotted) for key in self._values.keys())
+        keys = self._values.keys()  # one round trip to the manager, not one per key
+        return any(key.startswith(dotted) for key in keys)
 
     def __repr__(self) -> str:
         return f"Context({dict(self._values)!r})"

@@ -57,7 +57,7 @@ class AddressInUse(TransportError):
     """The bus address is held by a program that does not answer as a hub."""
 
 
-class TimeoutError(ShellbotError, builtins.TimeoutError):  # noqa: A001 - deliberate shadow
+class TimeoutError(ShellbotError, builtins.TimeoutError):
     """A bounded wait ran out. Also a builtin ``TimeoutError``."""
 
 

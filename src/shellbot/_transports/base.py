@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+
 from .._settings import BusSettings
 
 Frames = list[bytes]
@@ -50,6 +51,14 @@ class Receiver(abc.ABC):
     def close(self) -> None:
         """Frees the receiver; idempotent."""
 
+    def interrupt(self) -> None:  # noqa: B027 - optional: waits also end on their own
+        """From any thread: the owner is closing. Ends a ``wait_async()`` in progress
+        and makes later waits return at once, touching nothing that only the owning
+        thread may use; the owner calls ``close()`` itself once its wait ended.
+
+        Without it, a wait ends at its timeout, which the subscriber keeps short.
+        """
+
 
 class Hub(abc.ABC):
     """Holds the address and forwards frames between senders and receivers."""
@@ -60,7 +69,7 @@ class Hub(abc.ABC):
 
     @abc.abstractmethod
     def close(self, drain: float) -> None:
-        """Forwards what is still arriving for at most ``drain`` seconds, then releases the address."""
+        """Forwards what still arrives for at most ``drain`` seconds, then frees the address."""
 
 
 class Transport(abc.ABC):

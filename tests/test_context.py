@@ -1,0 +1,83 @@
+"""Context: dotted settings shared by the processes of a program."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from shellbot import Context
+
+
+def add_many(context: Context, times: int) -> None:
+    for _ in range(times):
+        context.increment("votes.count")
+
+
+def test_nested_settings_become_dotted_keys() -> None:
+    context = Context({"bus": {"address": "tcp://127.0.0.1:6000", "tuning": {"linger": 1}}})
+    assert context.get("bus.address") == "tcp://127.0.0.1:6000"
+    assert context.get("bus.tuning.linger") == 1
+    assert context.get("bus") == {"address": "tcp://127.0.0.1:6000", "tuning.linger": 1}
+    assert context.get("missing") is None
+    assert context.get("missing", "default") == "default"
+    context.apply({"bus": {"address": "ipc:///tmp/x"}, "general": {"switch": "on"}})
+    assert context.get("bus.address") == "ipc:///tmp/x"
+    assert context.get("bus.tuning.linger") == 1
+    assert context.has("bus") and context.has("bus.tuning") and context.has("general.switch")
+    assert not context.has("bu") and not context.has("nothing")
+
+
+def test_set_clear_and_is_empty() -> None:
+    context = Context()
+    assert context.is_empty()
+    context.set("general.switch", "off")
+    assert not context.is_empty()
+    assert context.get("general.switch") == "off"
+    context.clear()
+    assert context.is_empty()
+    assert context.get("general.switch") is None
+
+
+def test_check_defaults_mandatory_validate() -> None:
+    context = Context({"bus": {"address": "tcp://127.0.0.1:7000"}})
+    context.check("bus.address", "tcp://127.0.0.1:5555")
+    assert context.get("bus.address") == "tcp://127.0.0.1:7000"  # a set value stays
+    context.check("bus.linger", 2.0)
+    assert context.get("bus.linger") == 2.0
+    with pytest.raises(KeyError, match=r"server\.url"):
+        context.check("server.url", is_mandatory=True)
+    with pytest.raises(ValueError, match=r"bus\.address"):
+        context.check("bus.address", validate=lambda value: value.startswith("ipc://"))
+    context.check("bus.address", validate=lambda value: value.startswith("tcp://"))
+
+
+def test_check_filters_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELLBOT_TEST_TOKEN", "secret")
+    monkeypatch.delenv("SHELLBOT_TEST_ABSENT", raising=False)
+    context = Context(
+        {"server": {"token": "$SHELLBOT_TEST_TOKEN", "other": "$SHELLBOT_TEST_ABSENT"}}
+    )
+    context.check("server.token", filter=True)
+    assert context.get("server.token") == "secret"
+    with pytest.raises(KeyError, match="SHELLBOT_TEST_ABSENT"):
+        context.check("server.other", filter=True)
+    context.check("server.plain", "$SHELLBOT_TEST_TOKEN")
+    assert context.get("server.plain") == "$SHELLBOT_TEST_TOKEN"  # no filter asked
+
+
+def test_counters_are_atomic_across_processes() -> None:
+    context = Context()
+    assert context.increment("votes.count") == 1
+    assert context.decrement("votes.count") == 0
+    assert context.increment("votes.count", 5) == 5
+    workers = [
+        multiprocessing.get_context(method).Process(target=add_many, args=(context, 100))
+        for method in ("fork", "spawn", "fork")
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30.0)
+        assert worker.exitcode == 0
+    assert context.get("votes.count") == 305

@@ -1,0 +1,159 @@
+"""Bad input on the wire: foreign ZeroMQ peers cannot crash, block or corrupt the bus."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+import zmq
+
+from shellbot import Context
+from shellbot._codec import HEADER
+from shellbot.bus import Bus, Publisher
+
+MAX_SIZE = 4096
+
+
+@pytest.fixture
+def wire_bus(tcp_address: str) -> Bus:
+    return Bus(Context({"bus": {"address": tcp_address, "max_message_size": MAX_SIZE}}))
+
+
+@pytest.fixture
+def hub(wire_bus: Bus):
+    publisher = wire_bus.publish()
+    publisher.start()
+    yield publisher
+    publisher.stop()
+
+
+@pytest.fixture
+def raw():
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def inbound_of(address: str) -> str:
+    host, port = address.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"
+
+
+def body(text: bytes, sequence: int = 1, sender: int = 99) -> bytes:
+    return HEADER.pack(sender, sequence) + text
+
+
+def eventually(check, timeout: float = 5.0) -> bool:
+    """Counters reach the publisher's stats at most every 0.1 s: look until they do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_garbage_to_the_inbound_side_is_dropped_and_counted(
+    wire_bus: Bus, hub: Publisher, raw: zmq.Context
+) -> None:
+    address = wire_bus.context.get("bus.address")
+    exact = wire_bus.subscribe("votes")
+    everything = wire_bus.subscribe("")
+    assert exact.wait_ready() and everything.wait_ready()
+    peer = raw.socket(zmq.PUSH)
+    peer.connect(inbound_of(address))
+
+    good = 0
+
+    def send_good() -> None:
+        nonlocal good
+        good += 1
+        peer.send_multipart([b"votes\xff", body(orjson.dumps({"good": good}), good, sender=7)])
+
+    hub_drops = [
+        [b"only one frame"],
+        [b"votes\xff", body(b"1"), b"a third frame"],
+        [b"votes", body(b"1")],  # no terminator
+        [b"", body(b"1")],
+        [b"votes\xff", b"short"],  # no room for the header
+        [b"votes\xff", body(b"x" * (MAX_SIZE + 1))],  # over bus.max_message_size
+    ]
+    subscriber_drops = [
+        [b"votes\xff", body(b"{not json")],
+        [b"\xc3\x28\xff", body(b"1")],  # a channel that is not UTF-8: only '' sees it
+    ]
+    send_good()
+    for frames in hub_drops + subscriber_drops:
+        peer.send_multipart(frames)
+        send_good()
+    hub.put("votes", {"good": "from the bus"})
+
+    # Order holds per sender; the two senders interleave as they arrive.
+    from_peer = [{"good": index} for index in range(1, good + 1)]
+    for subscriber in (exact, everything):
+        received = [subscriber.get(block=True, timeout=5.0) for _ in range(good + 1)]
+        assert {"good": "from the bus"} in received
+        received.remove({"good": "from the bus"})
+        assert received == from_peer
+    assert exact.get() is None
+    assert exact.stats["dropped"] == 1  # the JSON; the bad channel never matched 'votes'
+    assert everything.stats["dropped"] == 2
+    assert exact.stats["missed"] == 0
+    assert eventually(lambda: hub.stats["dropped"] == 5 and hub.stats["oversized"] == 1)
+    peer.close(linger=0)
+
+
+def test_a_huge_frame_drops_only_its_sender(
+    wire_bus: Bus, hub: Publisher, raw: zmq.Context
+) -> None:
+    address = wire_bus.context.get("bus.address")
+    subscriber = wire_bus.subscribe("votes")
+    assert subscriber.wait_ready()
+    peer = raw.socket(zmq.PUSH)
+    peer.connect(inbound_of(address))
+    peer.send_multipart([b"votes\xff", body(b"x" * (16 * MAX_SIZE + 70_000))])
+    hub.put("votes", "still flowing")
+    assert subscriber.get(block=True, timeout=5.0) == "still flowing"
+    peer.close(linger=0)
+
+
+def test_garbage_on_the_subscriber_side_is_ignored(
+    wire_bus: Bus, hub: Publisher, raw: zmq.Context
+) -> None:
+    address = wire_bus.context.get("bus.address")
+    peer = raw.socket(zmq.XSUB)
+    peer.connect(address)
+    peer.send(b"\x05 not a subscription")
+    peer.send_multipart([b"\x01votes\xff", b"extra frame"])
+    peer.send(b"")
+    subscriber = wire_bus.subscribe("votes")
+    assert subscriber.wait_ready()
+    hub.put("votes", "fine")
+    assert subscriber.get(block=True, timeout=5.0) == "fine"
+    peer.close(linger=0)
+
+
+def test_a_raw_subscriber_sees_the_documented_frames(
+    wire_bus: Bus, hub: Publisher, raw: zmq.Context
+) -> None:
+    """The wire format is plain enough for any ZeroMQ program to read."""
+    address = wire_bus.context.get("bus.address")
+    peer = raw.socket(zmq.SUB)
+    peer.setsockopt(zmq.SUBSCRIBE, b"votes\xff")
+    peer.connect(address)
+    subscriber = wire_bus.subscribe("votes")  # a handshake that the hub is up and forwarding
+    assert subscriber.wait_ready()
+    deadline = time.monotonic() + 5.0
+    frames = None
+    while frames is None and time.monotonic() < deadline:
+        hub.put("votes", {"n": 1})
+        if peer.poll(100):
+            frames = peer.recv_multipart()
+    assert frames is not None
+    topic, payload = frames
+    assert topic == b"votes\xff"
+    _sender, sequence = HEADER.unpack_from(payload)
+    assert sequence >= 1
+    assert orjson.loads(payload[HEADER.size :]) == {"n": 1}
+    peer.close(linger=0)
