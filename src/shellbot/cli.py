@@ -1,0 +1,814 @@
+"""``shellbot-bus``: the bus from a terminal.
+
+Commands: ``vote`` (the spec's distributed vote), ``hub``, ``spy``, ``publish``
+and ``bench``. Every command takes ``--address`` (or ``SHELLBOT_BUS_ADDRESS``).
+
+Exit codes, for every command:
+
+- 0: done (a vote that closed, by its last ballot or by its timeout, is done);
+- 1: the bus could not be used, or the command failed on it (no hub answered,
+  the address is held by something else, no voter got ready, a join refused);
+- 2: a usage error: an unknown option, a bad value, an invalid address;
+- 3: invalid input: a message or a line of standard input that is not JSON;
+- 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.highlighter import JSONHighlighter
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
+from .errors import ConfigurationError, ShellbotError
+
+ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
+
+EXIT_CODES = (
+    "**Exit codes**: 0 done; 1 the bus could not be used or the command failed on it; "
+    "2 usage error (bad option, invalid address); 3 input that is not JSON; "
+    "130 interrupted."
+)
+
+
+def _epilog(*examples: str) -> str:
+    """The examples and exit codes shown at the end of a command's help."""
+    lines = "\n".join(f"    {example}" for example in examples)
+    return f"**Examples**\n\n{lines}\n\n{EXIT_CODES}"
+
+
+app = typer.Typer(
+    name="shellbot-bus",
+    help=(
+        "An information bus between publishers and subscribers: channels are strings, "
+        "messages are JSON values. Nothing to set up: the first program on an address "
+        "holds the hub."
+    ),
+    epilog=_epilog(
+        "shellbot-bus vote",
+        "shellbot-bus spy --address tcp://127.0.0.1:6000",
+        "SHELLBOT_BUS_ADDRESS=tcp://127.0.0.1:6000 shellbot-bus publish news '\"hi\"'",
+    ),
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Address = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        "-a",
+        envvar=ENV_ADDRESS,
+        metavar="ADDRESS",
+        help="The bus address: tcp://HOST:PORT (publishers use PORT + 1), ipc://PATH, "
+        "inproc://NAME or memory://NAME.",
+    ),
+]
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CommandError(Exception):
+    """Ends a command with a one-line message and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    raise CommandError(message, code)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def guarded(command: F) -> F:
+    """Turns errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CommandError as error:
+            code, message = error.code, str(error)
+        except ConfigurationError as error:
+            code, message = EXIT_USAGE, f"{error} (from --address or {ENV_ADDRESS})"
+        except ShellbotError as error:
+            code, message = EXIT_FAILED, str(error)
+        except KeyboardInterrupt:
+            code, message = EXIT_INTERRUPTED, "interrupted"
+        err.print(Text.assemble(("shellbot-bus: error: ", "bold red"), _one_line(message)))
+        raise typer.Exit(code)
+
+    return run  # type: ignore[return-value]
+
+
+def checked(address: str) -> str:
+    """The address when the bus can use it; a usage error otherwise."""
+    check_address(address)
+    return address
+
+
+def _stamp(moment: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if moment is None else moment).strftime(
+        "%H:%M:%S.%f"
+    )[:-3]
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        typer.echo(f"shellbot-bus {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+# -- vote ------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_epilog(
+        "shellbot-bus vote",
+        "shellbot-bus vote --voters 50 --seed 7 --option yes --option no",
+        "shellbot-bus vote --address tcp://0.0.0.0:5555 --wait 30 --expect 5",
+        "shellbot-bus vote --join tcp://HOST:5555 --voters 5      # from another terminal",
+    )
+)
+@guarded
+def vote(
+    voters: Annotated[
+        int, typer.Option("--voters", "-n", min=1, max=1000, help="Voters to host (or to add).")
+    ] = 20,
+    question: Annotated[str, typer.Option("--question", "-q", help="The question.")] = (
+        "Where shall we have lunch?"
+    ),
+    options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="An option; repeat it for each (default: pizza, sushi, salad, tacos).",
+        ),
+    ] = None,
+    think: Annotated[
+        float, typer.Option("--think", min=0.0, help="Longest think time of a voter, seconds.")
+    ] = 2.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.1, help="Seconds from the question to the closing."),
+    ] = 30.0,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            min=0.0,
+            help="Seconds to wait for joiners before asking (default: 0); with --join, "
+            "seconds to wait for a vote to take us (default: 10).",
+        ),
+    ] = None,
+    expect: Annotated[
+        int,
+        typer.Option("--expect", min=0, help="Ask as soon as this many joined voters are ready."),
+    ] = 0,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Worker processes hosting the voters.")
+    ] = 4,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Makes choices and think times reproducible.")
+    ] = None,
+    join: Annotated[
+        str | None,
+        typer.Option(
+            "--join", metavar="ADDRESS", help="Add --voters voters to the vote running there."
+        ),
+    ] = None,
+    address: Address = DEFAULT_ADDRESS,
+) -> None:
+    """Run the spec's distributed vote: a group channel asks N direct channels, which answer.
+
+    The group channel broadcasts the question at a due time to every voter's
+    channel (pattern 1); voters, in a few worker processes, each answer on their
+    own channel after a random think time (pattern 2); the group tallies ballots
+    live, then shows the result, the participation and the time from question to
+    last ballot. Ballots after --timeout are reported as late and not counted.
+    """
+    from ._vote import VoteHost, VoteSettings, join_vote
+
+    console = Console(highlight=False)
+    if join is not None:
+        checked(join)
+        joiner = JoinScreen(console)
+        closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner)
+        joiner.finish(closed)
+        return
+    settings = VoteSettings(
+        address=checked(address),
+        question=question,
+        options=list(options) if options else ["pizza", "sushi", "salad", "tacos"],
+        voters=voters,
+        workers=workers,
+        think=think,
+        timeout=timeout,
+        wait=wait or 0.0,
+        expect=expect,
+        seed=seed,
+    )
+    if len(set(settings.options)) < 2:
+        fail("a vote needs at least two different options (--option A --option B)", EXIT_USAGE)
+    screen = HostScreen(console, settings.address)
+    try:
+        result = VoteHost(settings, screen).run()
+    finally:
+        screen.stop()
+    screen.result(result)
+
+
+class HostScreen:
+    """What the host shows: log lines above a live area (progress and running tally)."""
+
+    def __init__(self, console: Console, address: str) -> None:
+        self.console = console
+        self.address = address
+        self.progress = Progress(
+            TextColumn("{task.description:<13}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+        )
+        self.ready_task = self.progress.add_task("Voters ready", total=None, note="")
+        self.ballot_task: Any = None
+        self.vote: Any = None
+        self.live = Live(
+            get_renderable=self._render,
+            console=console,
+            transient=True,
+            refresh_per_second=10,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.ready_since = time.monotonic()
+
+    def _render(self) -> RenderableType:
+        if self.vote is None or self.vote.tally.due is None:
+            return self.progress
+        return Group(self.progress, bars(self.vote.tally.counts, len(self.vote.tally.asked)))
+
+    def line(self, *parts: str | tuple[str, str]) -> None:
+        self.console.print(Text.assemble(*parts), soft_wrap=True)
+
+    def started(self, vote: Any) -> None:
+        self.vote = vote
+        where = "this process holds the hub" if vote.holds_hub else "using the hub already there"
+        unit = "threads" if vote.in_threads else "worker processes"
+        self.line(
+            ("Vote ", "bold"),
+            (vote.vote_id, "bold cyan"),
+            f" on {vote.settings.address} ({where}), seed {vote.seed}",
+        )
+        self.line(("Question: ", "bold"), vote.settings.question)
+        self.line(("Options:  ", "bold"), ", ".join(vote.tally.options))
+        self.line(f"{vote.settings.voters} voters in {vote.worker_count} {unit}")
+        if vote.settings.wait > 0:
+            self.line(
+                f"Waiting up to {vote.settings.wait:g} s for more voters: "
+                f"shellbot-bus vote --join {vote.settings.address} --voters 5"
+            )
+        self.progress.update(self.ready_task, total=len(vote.tally.registered))
+        self.live.start()
+
+    def gathering(self, vote: Any, wait_left: float) -> None:
+        note = f"waiting for joiners, {wait_left:.0f} s left" if wait_left > 0 else ""
+        self.progress.update(
+            self.ready_task,
+            completed=len(vote.tally.ready),
+            total=len(vote.tally.registered),
+            note=note,
+        )
+
+    def joined(self, origin: str, voters: list[str]) -> None:
+        span = voters[0] if len(voters) == 1 else f"{voters[0]}..{voters[-1]}"
+        self.line(("+ ", "green"), f"{len(voters)} voters joined from {origin} ({span})")
+
+    def refused(self, origin: str, reason: str) -> None:
+        self.line(("! ", "yellow"), f"refused voters from {origin}: {reason}")
+
+    def asked(self, vote: Any) -> None:
+        tally = vote.tally
+        ready_after = time.monotonic() - self.ready_since
+        self.progress.remove_task(self.ready_task)
+        self.line(
+            f"{len(tally.asked)} voters ready after {ready_after:.2f} s"
+            + (
+                f"; left out, not ready: {len(tally.registered) - len(tally.asked)}"
+                if len(tally.asked) < len(tally.registered)
+                else ""
+            )
+        )
+        self.line(
+            f"Asked {len(tally.asked)} voters, due at {_stamp(vote.asked_wall)}; "
+            f"the vote closes {vote.settings.timeout:g} s later"
+        )
+        self.ballot_task = self.progress.add_task("Ballots", total=len(tally.asked), note="")
+
+    def outcome(self, vote: Any, outcome: Any) -> None:
+        if outcome.kind == "counted":
+            self.progress.update(
+                self.ballot_task,
+                completed=len(vote.tally.ballots),
+                note=f"last: {outcome.voter} -> {outcome.option}",
+            )
+        elif outcome.kind == "rejected":
+            self.line(("x ", "red"), f"rejected a ballot from {outcome.voter}: {outcome.reason}")
+        elif outcome.kind == "late":
+            self.line(
+                ("~ ", "yellow"),
+                f"late ballot from {outcome.voter} ({outcome.option}), {outcome.reason}: "
+                "not counted",
+            )
+
+    def closed(self, vote: Any) -> None:
+        tally = vote.tally
+        if not tally.complete:
+            self.line(
+                ("Closed by the timeout", "yellow"),
+                f" after {vote.settings.timeout:g} s: {len(tally.ballots)} of "
+                f"{len(tally.asked)} voted",
+            )
+        self.stop()
+
+    def stop(self) -> None:
+        if self.live.is_started:
+            self.live.stop()
+
+    def result(self, result: Any) -> None:
+        console = self.console
+        console.print()
+        console.print(Text.assemble(("Result: ", "bold"), result.question))
+        console.print(bars(result.counts, result.asked, result.winners))
+        share = result.counted / result.asked if result.asked else 0.0
+        if result.winners:
+            best = result.counts[result.winners[0]]
+            if len(result.winners) == 1:
+                self.line(
+                    ("Winner: ", "bold"), f"{result.winners[0]}, {best} of {result.counted} ballots"
+                )
+            else:
+                names = ", ".join(result.winners[:-1]) + " and " + result.winners[-1]
+                self.line(("Tie: ", "bold"), f"{names}, {best} ballots each")
+        else:
+            self.line(("No ballot counted", "bold red"))
+        self.line(
+            ("Participation: ", "bold"),
+            f"{result.counted} of {result.asked} voters ({share:.0%})",
+        )
+        if result.last_ballot_after is not None:
+            self.line(("Question to last ballot: ", "bold"), f"{result.last_ballot_after:.2f} s")
+        self.line(
+            ("Late ballots: ", "bold"),
+            f"{len(result.late) or 'none'}",
+            ("  Rejected ballots: ", "bold"),
+            f"{len(result.rejected) or 'none'}",
+        )
+        if result.not_ready:
+            self.line(("Not ready, left out: ", "bold"), ", ".join(result.not_ready))
+
+
+def bars(counts: dict[str, int], total: int, winners: list[str] | None = None) -> Table:
+    """A bar chart of the counts: one row per option."""
+    table = Table.grid(padding=(0, 1), pad_edge=True)
+    table.add_column(width=1)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    width = 32
+    top = max(counts.values(), default=0) or 1
+    palette = ("cyan", "magenta", "green", "yellow", "blue", "red")
+    for index, (option, count) in enumerate(counts.items()):
+        eighths = round(count / top * width * 8)
+        bar = "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+        style = palette[index % len(palette)]
+        if winners and option in winners:
+            style = f"bold {style}"
+        share = f"{count / total:.0%}" if total else "-"
+        label, drawn = Text(option, style=style), Text(bar.ljust(width), style=style)
+        table.add_row("", label, drawn, str(count), share)
+    return table
+
+
+class JoinScreen:
+    """What a joiner shows: the voters it added, their ballots, the result."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+
+    def welcomed(self, welcome: dict[str, Any], workers: int) -> None:
+        from ._vote import short_name
+
+        names = [short_name(channel) for channel in welcome["voters"]]
+        span = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        self.console.print(
+            Text.assemble(
+                ("Joined vote ", "bold"),
+                (welcome["vote"], "bold cyan"),
+                f": {len(names)} voters ({span}) in {workers} worker processes",
+            )
+        )
+        self.console.print(Text.assemble(("Question: ", "bold"), welcome["question"]))
+        self.console.print(Text.assemble(("Options:  ", "bold"), ", ".join(welcome["options"])))
+
+    def message(self, message: Any) -> None:
+        from ._vote import short_name
+
+        body = message.message
+        if body["kind"] == "question":
+            self.console.print(f"Asked, due at {_stamp(float(body['due']))}")
+        elif body["kind"] == "ballot":
+            self.console.print(
+                f"  {short_name(message.channel)} voted {body.get('option')} "
+                f"after {body.get('think', 0):.2f} s"
+            )
+
+    def finish(self, closed: dict[str, Any]) -> None:
+        counts = closed.get("counts", {})
+        self.console.print()
+        self.console.print(Text("Result of the vote:", style="bold"))
+        self.console.print(bars(counts, int(closed.get("asked", 0)), closed.get("winners")))
+        winners = closed.get("winners") or []
+        self.console.print(
+            Text.assemble(
+                ("Winner: " if len(winners) == 1 else "Tie: ", "bold"),
+                " and ".join(winners) or "none",
+                f" ({closed.get('counted')} of {closed.get('asked')} voted)",
+            )
+        )
+
+
+# -- hub -------------------------------------------------------------------------------
+
+
+@app.command(epilog=_epilog("shellbot-bus hub", "shellbot-bus hub --address tcp://0.0.0.0:5555"))
+@guarded
+def hub(
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between two looks at counters.")
+    ] = 1.0,
+    address: Address = DEFAULT_ADDRESS,
+) -> None:
+    """Run a standalone hub: subscribers connect at ADDRESS, publishers at its inbound side.
+
+    Logs connections (on tcp://) and counters as they change; stops cleanly on
+    Ctrl-C or SIGTERM, forwarding what is still arriving first.
+    """
+    from ._transports import transport_for
+    from ._transports.zmq import inbound_address
+
+    settings = BusSettings(address=checked(address))
+    transport = transport_for(settings)
+    if transport.process_local:
+        fail(f"{address} lives inside one process: a hub for it would serve no one", EXIT_USAGE)
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        the_hub = transport.open_hub()
+        if the_hub is None:
+            fail(f"a hub already holds {address}: publishers and subscribers can use it as is")
+        console = Console(highlight=False)
+
+        def log(*parts: str | tuple[str, str]) -> None:
+            console.print(Text.assemble((_stamp() + " ", "dim"), *parts))
+
+        inbound = inbound_address(settings)
+        log(("hub up", "bold green"), f": subscribers at {address}, publishers at {inbound}")
+        watcher = _Connections(settings.address, inbound)
+        last: dict[str, int] = {}
+        try:
+            while not stop.wait(interval):
+                for change in watcher.changes():
+                    log(*change)
+                stats = the_hub.stats()
+                if stats != last:
+                    log(_counters(stats, last, interval))
+                    last = stats
+        finally:
+            log(f"stopping: forwarding what still arrives, up to {settings.drain_timeout:g} s")
+            the_hub.close(settings.drain_timeout)
+            log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}, 0))
+
+
+def _counters(stats: dict[str, int], last: dict[str, int], interval: float) -> str:
+    parts = []
+    for name in ("forwarded", "dropped", "oversized", "subscriptions"):
+        value = stats.get(name, 0)
+        delta = value - last.get(name, 0)
+        parts.append(f"{name} {value}" + (f" (+{delta})" if last and delta else ""))
+    return ", ".join(parts)
+
+
+class _Connections:
+    """Connections to the hub's TCP ports, seen through psutil when it is installed."""
+
+    def __init__(self, address: str, inbound: str) -> None:
+        self.sides: dict[int, str] = {}
+        for side, where in (("subscriber", address), ("publisher", inbound)):
+            scheme, rest = where.split("://", 1)
+            if scheme == "tcp":
+                self.sides[int(rest.rpartition(":")[2])] = side
+        self.known: set[tuple[str, str]] = set()
+        try:
+            import psutil
+
+            self.process: Any = psutil.Process()
+        except ImportError:  # connections are not logged then, counters are
+            self.process = None
+
+    def changes(self) -> Iterator[tuple[str, ...]]:
+        if self.process is None or not self.sides:
+            return
+        list_connections = (
+            getattr(self.process, "net_connections", None) or self.process.connections
+        )
+        try:
+            connections = list_connections(kind="tcp")
+        except Exception:  # psutil may be denied a look; the hub goes on without it
+            return
+        now = {
+            (self.sides[c.laddr.port], f"{c.raddr.ip}:{c.raddr.port}")
+            for c in connections
+            if c.raddr and c.laddr.port in self.sides and c.status == "ESTABLISHED"
+        }
+        for side, peer in sorted(now - self.known):
+            yield ("connected", "green"), f" {side} from {peer}"
+        for side, peer in sorted(self.known - now):
+            yield ("disconnected", "yellow"), f" {side} from {peer}"
+        self.known = now
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set ``stop`` instead of raising, for a clean stop."""
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous[number] = signal.signal(number, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+# -- spy -------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_epilog(
+        "shellbot-bus spy",
+        "shellbot-bus spy news weather --count 10",
+        "shellbot-bus spy 'vote.>' --json | jq .message",
+    )
+)
+@guarded
+def spy(
+    channels: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Channels to watch (patterns too: 'vote.*', 'vote.>'); none means every channel.",
+            show_default=False,
+        ),
+    ] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines: channel, time, message, sender.")
+    ] = False,
+    count: Annotated[
+        int, typer.Option("--count", "-c", min=0, help="Stop after this many messages (0: never).")
+    ] = 0,
+    address: Address = DEFAULT_ADDRESS,
+) -> None:
+    """Print every message on some channels, with its channel and time, as it passes.
+
+    Colored on a terminal; --json prints one JSON object per line for pipes. The
+    spy keeps the bus up while it runs, so a publisher elsewhere finds a hub.
+    Ctrl-C or SIGTERM stops it.
+    """
+    from .bus import Bus
+    from .context import Context
+
+    wanted = list(channels) if channels else [""]
+    if any(not channel for channel in channels or []):
+        fail("a channel is a non-empty string; give no channel to watch them all", EXIT_USAGE)
+    context = Context({"bus": {"address": checked(address)}})
+    bus = Bus(context)
+    bus.check()
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        keeper = bus.publish()
+        keeper.start()
+        try:
+            with bus.subscribe(wanted, pattern=True) as subscriber:
+                if not subscriber.wait_ready(READY_TIMEOUT):
+                    fail(f"the bus at {address} did not confirm the subscription in time")
+                what = "every channel" if wanted == [""] else ", ".join(wanted)
+                err.print(f"Spying on {address}: {what}. Ctrl-C to stop.")
+                _spy_loop(subscriber, json_lines, count, stop)
+        finally:
+            keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
+
+
+def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Event) -> None:
+    out = Console(highlight=False, soft_wrap=True)
+    color = out.is_terminal and not json_lines
+    highlight = JSONHighlighter()
+    styles = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+    seen = 0
+    try:
+        while not stop.is_set() and (count == 0 or seen < count):
+            message = subscriber.receive(block=True, timeout=0.25)
+            if message is None:
+                continue
+            seen += 1
+            now = time.time()
+            body = orjson.dumps(message.message).decode()
+            if json_lines:
+                line = orjson.dumps(
+                    {
+                        "channel": message.channel,
+                        "time": datetime.fromtimestamp(now).astimezone().isoformat(),
+                        "message": message.message,
+                        "sender": f"{message.sender:016x}",
+                        "sequence": message.sequence,
+                    }
+                ).decode()
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+            elif color:
+                style = styles[sum(message.channel.encode()) % len(styles)]
+                out.print(
+                    Text.assemble(
+                        (_stamp(now), "dim"),
+                        " ",
+                        (message.channel, f"bold {style}"),
+                        " ",
+                        highlight(Text(body)),
+                    )
+                )
+            else:
+                sys.stdout.write(f"{_stamp(now)} {message.channel} {body}\n")
+                sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (spy | head): that is an end, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# -- publish ---------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_epilog(
+        """shellbot-bus publish greetings '{"hello": "world"}'""",
+        """printf '1\\n{"n": 2}\\n' | shellbot-bus publish counts""",
+    )
+)
+@guarded
+def publish(
+    channel: Annotated[str, typer.Argument(help="The channel to publish on.")],
+    message: Annotated[
+        str | None,
+        typer.Argument(
+            help="One JSON value (a string needs quotes: '\"hi\"'); without it, JSON lines "
+            "are read from standard input.",
+            show_default=False,
+        ),
+    ] = None,
+    address: Address = DEFAULT_ADDRESS,
+) -> None:
+    """Publish one JSON message on a channel, or one message per line of standard input.
+
+    A line that is not JSON stops the command with an error naming the line
+    (exit 3); the lines before it are sent. Blank lines are skipped.
+    """
+    from .bus import Bus
+    from .context import Context
+
+    if not channel:
+        fail("a channel is a non-empty string", EXIT_USAGE)
+    first = None if message is None else _parse(message, "MESSAGE")
+    context = Context({"bus": {"address": checked(address)}})
+    bus = Bus(context)
+    bus.check()
+    publisher = bus.publish()
+    publisher.start()
+    sent = 0
+    problem: CommandError | None = None
+    try:
+        if first is not None:
+            publisher.put(channel, first)
+            sent = 1
+        else:
+            if sys.stdin.isatty():
+                err.print("Reading JSON lines; Ctrl-D to end.")
+            for number, line in enumerate(sys.stdin, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = _parse(line, f"line {number}")
+                except CommandError as error:
+                    problem = error
+                    break
+                publisher.put(channel, value)
+                sent += 1
+    finally:
+        # What was put leaves before the publisher process ends: stop() waits for that.
+        left = publisher.stop(timeout=publisher.settings.drain_timeout + 3.0)
+    if not left:
+        fail(f"the publisher did not stop in time: some of {sent} messages may not have left")
+    plural = "message" if sent == 1 else "messages"
+    err.print(f"Published {sent} {plural} on {channel!r} at {address}")
+    if problem is not None:
+        raise problem
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        fail(f"{where} is not JSON ({error}): {text.strip()[:60]!r}", EXIT_INPUT)
+    if value is None:
+        fail(f"{where} is null, which the bus does not carry: send {{}} or false", EXIT_INPUT)
+    return value
+
+
+# -- bench -----------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_epilog(
+        "shellbot-bus bench --quick", "shellbot-bus bench --only T1,T2 --json bench.json"
+    )
+)
+@guarded
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke run of seconds.")] = False,
+    json_file: Annotated[
+        str | None, typer.Option("--json", metavar="FILE", help="Also write the figures here.")
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="T1,T2", help="Run only these workloads."),
+    ] = None,
+    address: Address = DEFAULT_ADDRESS,
+) -> None:
+    """Measure the bus against bare pyzmq on this machine, and print the ratios.
+
+    The runs use free loopback ports of their own, so they never disturb the bus
+    at --address, which is only checked.
+    """
+    checked(address)
+    try:
+        from . import bench as benchmark
+    except ImportError as error:
+        fail(f"the benchmark is not part of this installation ({error})")
+    keys = [key for item in only or [] for key in item.split(",") if key.strip()]
+    run = benchmark.run
+    kwargs: dict[str, Any] = {"quick": quick, "json_file": json_file, "only": keys or None}
+    if "address" in inspect.signature(run).parameters:
+        kwargs["address"] = address
+    raise typer.Exit(run(**kwargs))
+
+
+def main() -> None:
+    """The ``shellbot-bus`` entry point."""
+    app(prog_name="shellbot-bus")
+
+
+if __name__ == "__main__":
+    main()
