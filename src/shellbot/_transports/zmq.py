@@ -109,6 +109,9 @@ class ZmqReceiver(Receiver):
     def __init__(self, context: zmq.Context, settings: BusSettings) -> None:
         self._socket = context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, settings.receive_high_water_mark)
+        # Subscriptions travel out of a SUB socket: past a high-water mark libzmq drops
+        # them silently, and a subscriber of 10,000 channels would miss some.
+        self._socket.setsockopt(zmq.SNDHWM, 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(connect_address(settings.address))
@@ -305,6 +308,7 @@ class ZmqTransport(Transport):
                 return None
         xpub = self._context.socket(zmq.XPUB)
         xpub.setsockopt(zmq.SNDHWM, settings.receive_high_water_mark)
+        xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
         try:
             xpub.bind(settings.address)
         except zmq.ZMQError as error:

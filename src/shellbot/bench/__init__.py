@@ -1,0 +1,431 @@
+"""The bus against bare pyzmq, on this machine, in one run.
+
+``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2]`` (also
+``shellbot-bus bench``) runs each workload in fresh processes over TCP loopback,
+on free ports, once with the bus ("ours") and once with the anchor, a bare
+pyzmq program written here for the same job (one PUB bound by the publisher,
+SUB sockets connected, the channel as the first frame, orjson each way, and no
+send before the subscriptions are in). Sides alternate, anchor first, so both
+see the same machine; the table gives ours, the anchor and the ratio.
+
+Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
+
+- T1 throughput: one publisher, one subscriber, one channel, 500,000 messages.
+- T2 latency: ping-pong between two processes, each on its own channel, 10,000 round trips.
+- T3 fan-out: one publisher, 8 subscribers of its channel, 100,000 messages.
+- T4 fan-in: 8 spawned publishers, each on its own channel, one subscriber of the 8.
+- T5 many channels: one subscriber of 10,000 channels, the publisher cycling over them.
+- T6 memory: 1,000,000 messages while one subscriber stalls and another keeps up.
+- T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
+
+Exit code: 0 when every run finished, 1 when one failed; targets are reported,
+not enforced (figures drift on shared machines: read the ratios).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import zmq
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import _runs
+from ._runs import ANCHOR, OURS, Flow
+
+__all__ = ["WORKLOADS", "run"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput: int  # T1 messages
+    round_trips: int  # T2
+    warmup: int  # T2 round trips not counted
+    fan_out: int  # T3 messages, each to every subscriber
+    fan_in: int  # T4 messages in all, split over the publishers
+    many: int  # T5 messages
+    channels: int  # T5 channels
+    memory: int  # T6 messages
+    idle: float  # T7 seconds
+    rounds: int  # runs per side of T1-T5, alternating; the best counts
+
+
+FULL = Sizes(500_000, 10_000, 500, 100_000, 500_000, 500_000, 10_000, 1_000_000, 10.0, 2)
+QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1)
+
+FANS = 8  # subscribers of T3, publishers of T4
+
+
+def _t1(side: str, sizes: Sizes) -> dict[str, Any]:
+    return _runs.flow(side, Flow([["bench"]], [["bench"]], sizes.throughput))
+
+
+def _t2(side: str, sizes: Sizes) -> dict[str, Any]:
+    return _runs.ping_pong(side, sizes.round_trips, sizes.warmup)
+
+
+def _t3(side: str, sizes: Sizes) -> dict[str, Any]:
+    return _runs.flow(side, Flow([["bench"]], [["bench"]] * FANS, sizes.fan_out))
+
+
+def _t4(side: str, sizes: Sizes) -> dict[str, Any]:
+    channels = [f"direct-{index}" for index in range(FANS)]
+    shape = Flow(
+        [[channel] for channel in channels],
+        [channels],
+        sizes.fan_in // FANS,
+        every_publisher_starts=True,
+    )
+    return _runs.flow(side, shape)
+
+
+def _t5(side: str, sizes: Sizes) -> dict[str, Any]:
+    channels = [f"direct-{index}" for index in range(sizes.channels)]
+    return _runs.flow(side, Flow([channels], [channels], sizes.many))
+
+
+def _t6(side: str, sizes: Sizes) -> dict[str, Any]:
+    shape = Flow(
+        [["bench"]],
+        [["bench"]],
+        sizes.memory,
+        stalled=1,
+        anchor_high_water_mark=100_000,  # the bus's default; unbounded would grow without end
+        sample_rss=True,
+    )
+    return _runs.flow(side, shape)
+
+
+def _t7(side: str, sizes: Sizes) -> dict[str, Any]:
+    return _runs.idle(side, sizes.idle)
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    measure: Callable[[str, Sizes], dict[str, Any]]
+    repeated: bool  # runs ``rounds`` times per side
+
+
+WORKLOADS = {
+    workload.key: workload
+    for workload in (
+        Workload("T1", "throughput, 1 publisher -> 1 subscriber", _t1, True),
+        Workload("T2", "latency, ping-pong", _t2, True),
+        Workload("T3", f"fan-out, 1 -> {FANS} subscribers", _t3, True),
+        Workload("T4", f"fan-in, {FANS} spawned publishers -> 1", _t4, True),
+        Workload("T5", "many channels, 1 subscriber of 10,000", _t5, True),
+        Workload("T6", "memory, 1 stalled + 1 live subscriber", _t6, False),
+        Workload("T7", "idle cost, no traffic", _t7, False),
+    )
+}
+
+
+# -- summaries --------------------------------------------------------------------------
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(runs, key=lambda result: result["rate"])
+
+
+def _latency(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    pooled = sorted(rtt for result in runs for rtt in result["rtts_ns"])
+    count = len(pooled)
+    return {
+        "round_trips": count,
+        "p50_us": pooled[count // 2] / 1000,
+        "p90_us": pooled[int(count * 0.90)] / 1000,
+        "p99_us": pooled[int(count * 0.99)] / 1000,
+        "max_us": pooled[-1] / 1000,
+        "mean_us": statistics.fmean(pooled) / 1000,
+    }
+
+
+def _row(
+    key: str,
+    measure: str,
+    ours: float | None,
+    anchor: float | None,
+    target: str,
+    met: bool | None,
+    unit: str,
+    ratio: float | None = None,
+) -> dict[str, Any]:
+    if ratio is None and ours is not None and anchor:
+        ratio = ours / anchor
+    return {
+        "workload": key,
+        "measure": measure,
+        "unit": unit,
+        "ours": ours,
+        "anchor": anchor,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }
+
+
+def _summarize(key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float | None) -> list:
+    if key == "T2":
+        ratio = ours["p50_us"] / anchor["p50_us"]
+        return [
+            _row(
+                key,
+                "round trip p50",
+                ours["p50_us"],
+                anchor["p50_us"],
+                "<= 2.5x",
+                ratio <= 2.5,
+                "µs",
+            ),
+            _row(
+                key,
+                "round trip p99",
+                ours["p99_us"],
+                anchor["p99_us"],
+                "< 1000 µs",
+                ours["p99_us"] < 1000,
+                "µs",
+            ),
+        ]
+    if key == "T6":
+        return [
+            _row(
+                key,
+                "peak RSS, publisher",
+                ours["rss_publisher_mb"],
+                anchor["rss_publisher_mb"],
+                "< 200 MB",
+                ours["rss_publisher_mb"] < 200,
+                "MB",
+            ),
+            _row(
+                key,
+                "peak RSS, hub",
+                ours["rss_hub_mb"],
+                None,
+                "< 200 MB",
+                ours["rss_hub_mb"] < 200,
+                "MB",
+            ),
+            _row(
+                key,
+                "live subscriber lost",
+                ours["lost"],
+                anchor["lost"],
+                "0",
+                ours["lost"] == 0,
+                "msgs",
+            ),
+            _row(
+                key,
+                "stalled subscriber missed",
+                ours["stalled_missed"],
+                anchor["stalled_missed"],
+                "counted",
+                True,
+                "msgs",
+            ),
+        ]
+    if key == "T7":
+        return [
+            _row(
+                key,
+                "CPU, all processes",
+                ours["cpu_percent"],
+                anchor["cpu_percent"],
+                "< 1% of a core",
+                ours["cpu_percent"] < 1.0,
+                "% core",
+            ),
+        ]
+    unit = "deliveries/s" if key == "T3" else "msgs/s"
+    rows = []
+    if key == "T1":
+        rows.append(
+            _row(
+                key,
+                "throughput",
+                ours["rate"],
+                anchor["rate"],
+                ">= 1.0x",
+                ours["rate"] >= anchor["rate"] and ours["lost"] == 0,
+                unit,
+            )
+        )
+    elif key == "T3":
+        rows.append(
+            _row(
+                key,
+                "aggregate deliveries",
+                ours["rate"],
+                anchor["rate"],
+                "all received",
+                ours["lost"] == 0,
+                unit,
+            )
+        )
+    else:
+        rows.append(_row(key, "throughput", ours["rate"], anchor["rate"], "", None, unit))
+        share = ours["rate"] / t1 if t1 else None
+        rows.append(
+            _row(
+                key,
+                "ours vs ours T1",
+                ours["rate"],
+                t1,
+                ">= 0.8x T1",
+                None if share is None else share >= 0.8 and ours["lost"] == 0,
+                unit,
+                ratio=share,
+            )
+        )
+    rows.append(_row(key, "lost", ours["lost"], anchor["lost"], "0", ours["lost"] == 0, "msgs"))
+    return rows
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("msgs/s", "deliveries/s", "msgs"):
+        return f"{value:,.0f}"
+    if unit == "% core":
+        return f"{value:.2f}"
+    return f"{value:,.1f}"
+
+
+def _table(rows: list[dict[str, Any]], quick: bool) -> Table:
+    table = Table(title="shellbot bus vs bare pyzmq" + (" (quick: no thresholds)" if quick else ""))
+    for name, justify in (
+        ("workload", "left"),
+        ("measure", "left"),
+        ("unit", "left"),
+        ("ours", "right"),
+        ("anchor", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+        ("met", "center"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        met = "" if quick or row["met"] is None else ("yes" if row["met"] else "NO")
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        table.add_row(
+            row["workload"],
+            row["measure"],
+            row["unit"],
+            _number(row["ours"], row["unit"]),
+            _number(row["anchor"], row["unit"]),
+            ratio,
+            row["target"],
+            met,
+        )
+    return table
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def run(quick: bool = False, json_file: str | None = None, only: list[str] | None = None) -> int:
+    """Runs the benchmark, prints the table; returns the exit code (0: every run finished)."""
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    keys = [key.strip().upper() for key in only] if only else list(WORKLOADS)
+    unknown = [key for key in keys if key not in WORKLOADS]
+    if unknown:
+        console.print(
+            f"[red]Unknown workload {', '.join(unknown)}: choose among {', '.join(WORKLOADS)}"
+        )
+        return 2
+    sizes = QUICK if quick else FULL
+    plan = [
+        (WORKLOADS[key], round_, side)
+        for key in keys
+        for round_ in range(sizes.rounds if WORKLOADS[key].repeated else 1)
+        for side in (ANCHOR, OURS)
+    ]
+    measured: dict[str, dict[str, list[dict[str, Any]]]] = {k: {OURS: [], ANCHOR: []} for k in keys}
+    errors: list[str] = []
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(plan))
+        for workload, round_, side in plan:
+            progress.update(
+                task, description=f"{workload.key} {workload.title}: {side}, round {round_ + 1}"
+            )
+            if workload.key not in {error.split(":")[0] for error in errors}:
+                try:
+                    measured[workload.key][side].append(workload.measure(side, sizes))
+                except Exception as error:  # one failed run must not hide the others
+                    errors.append(f"{workload.key}: {side}: {type(error).__name__}: {error}")
+            progress.advance(task)
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, Any] = {}
+    t1 = None
+    for key in keys:
+        runs = measured[key]
+        if not runs[OURS] or not runs[ANCHOR]:
+            continue
+        if key == "T2":
+            ours, anchor = _latency(runs[OURS]), _latency(runs[ANCHOR])
+        elif key in ("T6", "T7"):
+            ours, anchor = runs[OURS][0], runs[ANCHOR][0]
+        else:
+            ours, anchor = _best(runs[OURS]), _best(runs[ANCHOR])
+        if key == "T1":
+            t1 = ours["rate"]
+        workload_rows = _summarize(key, ours, anchor, t1)
+        rows.extend(workload_rows)
+        summaries[key] = {
+            "title": WORKLOADS[key].title,
+            "ours": ours,
+            "anchor": anchor,
+            "rounds": {side: [_slim(result) for result in runs[side]] for side in (OURS, ANCHOR)},
+            "rows": workload_rows,
+        }
+    console.print(_table(rows, quick))
+    for error in errors:
+        console.print(f"[red]failed: {error}")
+    console.print(
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, pyzmq {zmq.__version__}, "
+        f"libzmq {zmq.zmq_version()}, {started:%Y-%m-%d %H:%M} UTC"
+    )
+    if json_file:
+        report = {
+            "command": " ".join(["python -m shellbot.bench", *sys.argv[1:]]),
+            "date": started.isoformat(timespec="seconds"),
+            "cores": os.cpu_count(),
+            "quick": quick,
+            "python": platform.python_version(),
+            "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(),
+            "sizes": sizes.__dict__,
+            "workloads": {key: _slim(summary) for key, summary in summaries.items()},
+            "errors": errors,
+        }
+        with open(json_file, "wb") as file:
+            file.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 1 if errors else 0
+
+
+def _slim(result: dict[str, Any]) -> dict[str, Any]:
+    """Without raw samples: the JSON report keeps figures, not every round trip."""
+    return json.loads(json.dumps({k: v for k, v in result.items() if k != "rtts_ns"}))

@@ -1,0 +1,379 @@
+"""The processes of the benchmark: ours (the bus) and the anchor (bare pyzmq).
+
+Each function runs in a process of its own, started with ``spawn`` so that it
+shares no object with the parent. They report on the ``results`` queue as
+``(kind, name, payload)`` tuples: ``up`` once bound or started, ``ready`` once
+subscriptions are live, then ``sent``, ``result`` or ``rtts``.
+
+The anchor is what a careful user of pyzmq writes by hand for one hop: a PUB
+socket (XPUB, to see the subscriptions arrive) bound by the publisher, SUB
+sockets connected by subscribers, the channel as the first frame, orjson for
+each message, and no send before the subscriptions are in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+import zmq
+
+WAIT = 60.0  # the longest any step of a run waits for another process
+IDLE_END = 3.0  # a receiver that got nothing for this long stops and reports what it has
+STOP = -1  # the counter of the message that ends a ping-pong
+
+
+def message(counter: int) -> dict[str, Any]:
+    """The message of every workload."""
+    return {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter}
+
+
+def _bus(address: str) -> Any:
+    from shellbot import Context
+    from shellbot.bus import Bus
+
+    bus = Bus(Context({"bus": {"address": address}}))
+    bus.check()
+    return bus
+
+
+# -- ours ---------------------------------------------------------------------------
+
+
+def ours_publisher(
+    name: str,
+    address: str,
+    channels: list[str],
+    count: int,
+    start: bool,
+    go: Any,
+    done: Any,
+    results: Any,
+) -> None:
+    """Puts ``count`` messages, cycling over ``channels``, once ``go`` is set."""
+    bus = _bus(address)
+    publisher = bus.publish()
+    if start:
+        publisher.start()
+    results.put(("up", name, {"pid": os.getpid(), "hub_pid": publisher.pid}))
+    if not go.wait(WAIT):
+        return
+    put = publisher.put
+    width = len(channels)
+    started = time.perf_counter()
+    if width == 1:
+        channel = channels[0]
+        for counter in range(count):
+            put(
+                channel,
+                {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter},
+            )
+    else:
+        for counter in range(count):
+            put(
+                channels[counter % width],
+                {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter},
+            )
+    ended = time.perf_counter()
+    results.put(("sent", name, {"started": started, "ended": ended}))
+    done.wait(WAIT)
+    if start:
+        results.put(("hub", name, publisher.stats))
+        publisher.stop(timeout=5.0)
+
+
+def ours_subscriber(
+    name: str,
+    address: str,
+    channels: list[str],
+    expected: int,
+    stall: Any,
+    results: Any,
+) -> None:
+    """Receives until ``expected`` messages came (or none came for a while)."""
+    bus = _bus(address)
+    subscriber = bus.subscribe(channels)
+    ready = subscriber.wait_ready(timeout=WAIT)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    if stall is not None and not stall.wait(WAIT * 5):
+        return
+    get = subscriber.get
+    received = 0
+    ended = time.perf_counter()
+    while received < expected:
+        if get(True, IDLE_END) is None:
+            break
+        received += 1
+        if received == expected:
+            break
+    ended = time.perf_counter()
+    stats = subscriber.stats
+    results.put(("result", name, {"received": received, "ended": ended, "stats": stats}))
+    subscriber.close()
+
+
+def ours_pinger(name: str, address: str, rounds: int, warmup: int, go: Any, results: Any) -> None:
+    """Holds the hub; measures ``rounds`` round trips ping -> pong."""
+    bus = _bus(address)
+    publisher = bus.publish()
+    publisher.start()
+    subscriber = bus.subscribe("pong")
+    ready = subscriber.wait_ready(timeout=WAIT)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    if not go.wait(WAIT):
+        return
+    put, get, clock = publisher.put, subscriber.get, time.perf_counter_ns
+    rtts = []
+    for counter in range(warmup + rounds):
+        started = clock()
+        put("ping", message(counter))
+        if get(True, 5.0) is None:
+            break
+        rtts.append(clock() - started)
+    put("ping", message(STOP))
+    results.put(("rtts", name, rtts[warmup:]))
+    subscriber.close()
+    publisher.stop(timeout=5.0)
+
+
+def ours_ponger(name: str, address: str, results: Any) -> None:
+    """Answers each ping with a pong, until the stop message."""
+    bus = _bus(address)
+    publisher = bus.publish()  # put() needs no started process: the pinger holds the hub
+    subscriber = bus.subscribe("ping")
+    ready = subscriber.wait_ready(timeout=WAIT)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    put, get = publisher.put, subscriber.get
+    while True:
+        received = get(True, WAIT)
+        if received is None or received["counter"] == STOP:
+            break
+        put("pong", received)
+    subscriber.close()
+
+
+def ours_idle_subscriber(name: str, address: str, results: Any) -> None:
+    """Blocks in ``get(block=True)`` until the message that ends the idle window."""
+    bus = _bus(address)
+    subscriber = bus.subscribe("idle")
+    ready = subscriber.wait_ready(timeout=WAIT)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    subscriber.get(block=True)
+    results.put(("result", name, {}))
+    subscriber.close()
+
+
+def ours_idle_publisher(name: str, address: str, done: Any, results: Any) -> None:
+    """Holds the hub, idle until ``done``, then ends the idle subscriber's wait."""
+    bus = _bus(address)
+    publisher = bus.publish()
+    publisher.start()
+    results.put(("up", name, {"pid": os.getpid(), "hub_pid": publisher.pid}))
+    done.wait(WAIT * 5)
+    publisher.put("idle", message(STOP))
+    publisher.stop(timeout=5.0)
+
+
+# -- the anchor: bare pyzmq ---------------------------------------------------------
+
+
+def _xpub(context: zmq.Context, port: int, high_water_mark: int) -> zmq.Socket:
+    socket = context.socket(zmq.XPUB)
+    socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # one subscription message per subscriber
+    socket.setsockopt(zmq.SNDHWM, high_water_mark)
+    socket.setsockopt(zmq.RCVHWM, 0)  # subscriptions beyond a high-water mark would be lost
+    socket.bind(f"tcp://127.0.0.1:{port}")
+    return socket
+
+
+def _wait_subscriptions(socket: zmq.Socket, count: int) -> bool:
+    deadline = time.monotonic() + WAIT
+    seen = 0
+    while seen < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not socket.poll(int(remaining * 1000)):
+            return False
+        if socket.recv()[:1] == b"\x01":
+            seen += 1
+    return True
+
+
+def _sub(context: zmq.Context, ports: list[int], high_water_mark: int) -> zmq.Socket:
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.RCVHWM, high_water_mark)
+    socket.setsockopt(zmq.SNDHWM, 0)  # subscriptions travel this way; none may be dropped
+    for port in ports:
+        socket.connect(f"tcp://127.0.0.1:{port}")
+    return socket
+
+
+def anchor_publisher(
+    name: str,
+    port: int,
+    channels: list[str],
+    count: int,
+    subscriptions: int,
+    high_water_mark: int,
+    go: Any,
+    done: Any,
+    results: Any,
+) -> None:
+    """Binds a PUB socket, waits for ``subscriptions``, sends once ``go`` is set."""
+    context = zmq.Context()
+    socket = _xpub(context, port, high_water_mark)
+    ready = _wait_subscriptions(socket, subscriptions)
+    results.put(("up", name, {"pid": os.getpid(), "ready": ready}))
+    if go.wait(WAIT):
+        send, dumps = socket.send_multipart, orjson.dumps
+        topics = [channel.encode() for channel in channels]
+        width = len(topics)
+        started = time.perf_counter()
+        if width == 1:
+            topic = topics[0]
+            for counter in range(count):
+                send(
+                    (
+                        topic,
+                        dumps(
+                            {
+                                "from": "direct-42",
+                                "input": {"key": "vote", "value": "yes"},
+                                "counter": counter,
+                            }
+                        ),
+                    )
+                )
+        else:
+            for counter in range(count):
+                send(
+                    (
+                        topics[counter % width],
+                        dumps(
+                            {
+                                "from": "direct-42",
+                                "input": {"key": "vote", "value": "yes"},
+                                "counter": counter,
+                            }
+                        ),
+                    )
+                )
+        ended = time.perf_counter()
+        results.put(("sent", name, {"started": started, "ended": ended}))
+        done.wait(WAIT)
+    socket.close(linger=1000)
+    context.term()
+
+
+def anchor_subscriber(
+    name: str,
+    ports: list[int],
+    channels: list[str],
+    expected: int,
+    high_water_mark: int,
+    stall: Any,
+    results: Any,
+) -> None:
+    """Connects a SUB socket to ``ports``; receives like ``ours_subscriber``."""
+    context = zmq.Context()
+    socket = _sub(context, ports, high_water_mark)
+    for channel in channels:
+        socket.setsockopt(zmq.SUBSCRIBE, channel.encode())
+    results.put(("ready", name, {"pid": os.getpid(), "ready": True}))
+    if stall is not None and not stall.wait(WAIT * 5):
+        return
+    socket.setsockopt(zmq.RCVTIMEO, int(IDLE_END * 1000))
+    receive, loads = socket.recv_multipart, orjson.loads
+    received = 0
+    missed = 0
+    last = -1
+    try:
+        while received < expected:
+            _, body = receive()
+            counter = loads(body)["counter"]
+            if counter != last + 1:
+                missed += counter - last - 1
+            last = counter
+            received += 1
+    except zmq.Again:
+        pass
+    ended = time.perf_counter()
+    stats = {"received": received, "dropped": 0, "missed": missed}
+    results.put(("result", name, {"received": received, "ended": ended, "stats": stats}))
+    socket.close(linger=0)
+    context.term()
+
+
+def anchor_pinger(
+    name: str, port: int, peer: int, rounds: int, warmup: int, go: Any, results: Any
+) -> None:
+    context = zmq.Context()
+    publisher = _xpub(context, port, 1000)
+    subscriber = _sub(context, [peer], 1000)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"pong")
+    ready = _wait_subscriptions(publisher, 1)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    if go.wait(WAIT):
+        send, receive = publisher.send_multipart, subscriber.recv_multipart
+        dumps, loads, clock = orjson.dumps, orjson.loads, time.perf_counter_ns
+        subscriber.setsockopt(zmq.RCVTIMEO, 5000)
+        rtts = []
+        try:
+            for counter in range(warmup + rounds):
+                started = clock()
+                send((b"ping", dumps(message(counter))))
+                loads(receive()[1])
+                rtts.append(clock() - started)
+        except zmq.Again:
+            pass
+        send((b"ping", dumps(message(STOP))))
+        results.put(("rtts", name, rtts[warmup:]))
+    publisher.close(linger=1000)
+    subscriber.close(linger=0)
+    context.term()
+
+
+def anchor_ponger(name: str, port: int, peer: int, results: Any) -> None:
+    context = zmq.Context()
+    publisher = _xpub(context, port, 1000)
+    subscriber = _sub(context, [peer], 1000)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"ping")
+    ready = _wait_subscriptions(publisher, 1)
+    results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
+    send, receive = publisher.send_multipart, subscriber.recv_multipart
+    dumps, loads = orjson.dumps, orjson.loads
+    subscriber.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    try:
+        while True:
+            received = loads(receive()[1])
+            if received["counter"] == STOP:
+                break
+            send((b"pong", dumps(received)))
+    except zmq.Again:
+        pass
+    publisher.close(linger=1000)
+    subscriber.close(linger=0)
+    context.term()
+
+
+def anchor_idle_publisher(name: str, port: int, done: Any, results: Any) -> None:
+    context = zmq.Context()
+    socket = _xpub(context, port, 1000)
+    ready = _wait_subscriptions(socket, 1)
+    results.put(("up", name, {"pid": os.getpid(), "ready": ready}))
+    done.wait(WAIT * 5)
+    socket.send_multipart((b"idle", orjson.dumps(message(STOP))))
+    socket.close(linger=1000)
+    context.term()
+
+
+def anchor_idle_subscriber(name: str, port: int, results: Any) -> None:
+    context = zmq.Context()
+    socket = _sub(context, [port], 1000)
+    socket.setsockopt(zmq.SUBSCRIBE, b"idle")
+    results.put(("ready", name, {"pid": os.getpid(), "ready": True}))
+    orjson.loads(socket.recv_multipart()[1])  # blocks, as get(block=True) does
+    results.put(("result", name, {}))
+    socket.close(linger=0)
+    context.term()
