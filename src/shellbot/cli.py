@@ -15,10 +15,12 @@ Exit codes, for every command:
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -503,8 +505,8 @@ def hub(
     with _stop_on_signals(stop):
         the_hub = transport.open_hub()
         if the_hub is None:
-            fail(f"a hub already holds {address}: publishers and subscribers can use it as is")
-        console = Console(highlight=False)
+            fail(_why_taken(settings.address))
+        console = Console(highlight=False, soft_wrap=True)
 
         def log(*parts: str | tuple[str, str]) -> None:
             console.print(Text.assemble((_stamp() + " ", "dim"), *parts))
@@ -525,6 +527,24 @@ def hub(
             log(f"stopping: forwarding what still arrives, up to {settings.drain_timeout:g} s")
             the_hub.close(settings.drain_timeout)
             log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}, 0))
+
+
+def _why_taken(address: str) -> str:
+    """Why a hub could not bind ``address``: held already, or not an address of this machine."""
+    scheme, rest = address.split("://", 1)
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        host = "0.0.0.0" if host == "*" else host.strip("[]")
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host, int(port)))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return (
+                    f"cannot bind {address} ({error.strerror}): a hub binds an address of its "
+                    "own machine; tcp://0.0.0.0:PORT takes every interface"
+                )
+    return f"{address} is taken, most likely by a hub: publishers and subscribers can use it"
 
 
 def _counters(stats: dict[str, int], last: dict[str, int], interval: float) -> str:
@@ -761,7 +781,10 @@ def _parse(text: str, where: str) -> Any:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        fail(f"{where} is not JSON ({error}): {text.strip()[:60]!r}", EXIT_INPUT)
+        fail(
+            f"{where} is not JSON ({error.msg} at column {error.colno}): {text.strip()[:60]!r}",
+            EXIT_INPUT,
+        )
     if value is None:
         fail(f"{where} is null, which the bus does not carry: send {{}} or false", EXIT_INPUT)
     return value

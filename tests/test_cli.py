@@ -1,0 +1,363 @@
+"""The ``shellbot-bus`` command, driven as a user drives it: in subprocesses, on free ports.
+
+Every wait is bounded. Where one process must be ready before another acts,
+the test waits for the line that says so (the spy prints its banner once its
+subscription is confirmed live, the vote host once it listens for joiners, the
+hub once it is bound), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import orjson
+import pexpect
+import pytest
+
+from shellbot import Context
+from shellbot.bus import Bus
+
+CLI = [sys.executable, "-m", "shellbot.cli"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100", "NO_COLOR": "1"}
+ENV.pop("SHELLBOT_BUS_ADDRESS", None)
+RUN_TIMEOUT = 30.0
+
+
+def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [*CLI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env or ENV,
+    )
+
+
+class Background:
+    """A command running on its own; its output read line by line as it comes."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [*CLI, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream,), daemon=True)
+            for stream in (self.process.stdout, self.process.stderr)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        """The first line holding ``text``; fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r} within {timeout} s; saw {self.seen!r}")
+
+    def finish(self, timeout: float = RUN_TIMEOUT) -> tuple[int, str]:
+        """The exit code and all the output, once the command ended by itself."""
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(5.0)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code, "\n".join(self.seen)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5.0)
+
+
+@pytest.fixture
+def background() -> Iterator[type[Background]]:
+    """Starts commands in the background and kills those still running after the test."""
+    started: list[Background] = []
+
+    def start(*args: str) -> Background:
+        command = Background(*args)
+        started.append(command)
+        return command
+
+    yield start  # type: ignore[misc]
+    for command in started:
+        command.stop()
+
+
+def chart(output: str) -> dict[str, int]:
+    """The counts of the result chart: '  pizza ████ 4 20%' rows after 'Result'."""
+    rows = output.split("Result", 1)[1].splitlines()
+    counts = {}
+    for row in rows:
+        match = re.match(r"\s+(\w+) [█▏▎▍▌▋▊▉ ]*?\s*(\d+)\s+(\d+%|-)\s*$", row)
+        if match:
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+# -- help and errors -------------------------------------------------------------------
+
+
+def test_every_command_has_help_with_an_example_and_the_exit_codes() -> None:
+    for command in ("vote", "hub", "spy", "publish", "bench"):
+        result = run(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Examples" in result.stdout
+        assert f"shellbot-bus {command}" in result.stdout
+        assert "Exit codes" in result.stdout
+        assert "SHELLBOT_BUS_ADDRESS" in result.stdout
+    assert "vote" in run("--help").stdout
+
+
+@pytest.mark.parametrize("command", [["vote"], ["hub"], ["spy"], ["publish", "news", "1"]])
+@pytest.mark.parametrize("address", ["nowhere", "tcp://127.0.0.1:99999", "http://127.0.0.1:1"])
+def test_an_invalid_address_gets_one_line_and_exit_2(command: list[str], address: str) -> None:
+    result = run(*command, "--address", address)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("shellbot-bus: error:")
+    assert address in result.stderr
+
+
+def test_the_address_comes_from_the_environment_too() -> None:
+    result = run("spy", env={**ENV, "SHELLBOT_BUS_ADDRESS": "udp://somewhere:1"})
+    assert result.returncode == 2
+    assert "udp://somewhere:1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_address_of_another_machine_gets_one_line_from_the_hub() -> None:
+    result = run("hub", "--address", "tcp://192.0.2.1:5555")  # TEST-NET: never local
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "cannot bind" in result.stderr
+
+
+# -- spy and publish -------------------------------------------------------------------
+
+
+def test_spy_sees_what_publish_sends_from_another_process(tcp_address: str, background) -> None:
+    news = background("spy", "news", "--json", "--count", "3", "--address", tcp_address)
+    news.wait_for("Spying on")
+    everything = background("spy", "--count", "4", "--address", tcp_address)
+    everything.wait_for("Spying on")
+
+    assert run("publish", "weather", '"rain"', "--address", tcp_address).returncode == 0
+    assert run("publish", "news", '{"title": "hello"}', "--address", tcp_address).returncode == 0
+    piped = run("publish", "news", "--address", tcp_address, stdin='1\n\n["two", 2]\n')
+    assert piped.returncode == 0, piped.stderr
+    assert "Published 2 messages" in piped.stderr
+
+    code, output = news.finish()
+    assert code == 0
+    records = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [record["message"] for record in records] == [{"title": "hello"}, 1, ["two", 2]]
+    assert {record["channel"] for record in records} == {"news"}
+    assert all(record["time"] and record["sequence"] for record in records)
+
+    code, output = everything.finish()
+    assert code == 0
+    lines = [line for line in output.splitlines() if re.match(r"\d\d:\d\d:\d\d", line)]
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        'weather "rain"',
+        'news {"title":"hello"}',
+        "news 1",
+        'news ["two",2]',
+    ]
+
+
+def test_publish_names_the_bad_line_and_sends_the_lines_before(
+    tcp_address: str, background
+) -> None:
+    spy = background("spy", "lines", "--json", "--count", "2", "--address", tcp_address)
+    spy.wait_for("Spying on")
+    result = run("publish", "lines", "--address", tcp_address, stdin='1\n{"a": 2}\nnot json\n4\n')
+    assert result.returncode == 3
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and "line 3 is not JSON" in error[0]
+    assert "Traceback" not in result.stderr
+    code, output = spy.finish()
+    assert code == 0
+    records = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [record["message"] for record in records] == [1, {"a": 2}]
+
+
+def test_publish_refuses_a_message_that_is_not_json(tcp_address: str) -> None:
+    result = run("publish", "news", "hello", "--address", tcp_address)
+    assert result.returncode == 3
+    assert "MESSAGE is not JSON" in result.stderr
+
+
+# -- hub -------------------------------------------------------------------------------
+
+
+def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, background) -> None:
+    hub = background("hub", "--interval", "0.2", "--address", tcp_address)
+    hub.wait_for("hub up")
+    second = run("hub", "--address", tcp_address)
+    assert second.returncode == 1
+    assert "is taken" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+
+    spy = background("spy", "--address", tcp_address)
+    spy.wait_for("Spying on")
+    assert run("publish", "news", "[1]", "--address", tcp_address).returncode == 0
+    spy.wait_for("news [1]")
+    hub.wait_for("connected subscriber")
+    hub.wait_for("forwarded")
+
+    spy.process.send_signal(signal.SIGTERM)
+    assert spy.finish()[0] == 0
+    hub.process.send_signal(signal.SIGTERM)
+    code, output = hub.finish()
+    assert code == 0
+    assert "stopped: forwarded" in output
+
+
+# -- vote ------------------------------------------------------------------------------
+
+
+def test_vote_counts_every_ballot_and_a_seed_reproduces_it(tcp_address: str) -> None:
+    args = ["vote", "--voters", "6", "--workers", "2", "--think", "0.5", "--seed", "11"]
+    first = run(*args, "--address", tcp_address)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Participation: 6 of 6 voters (100%)" in first.stdout
+    assert "Question to last ballot:" in first.stdout
+    assert "Late ballots: none" in first.stdout and "Rejected ballots: none" in first.stdout
+    counts = chart(first.stdout)
+    assert set(counts) == {"pizza", "sushi", "salad", "tacos"}
+    assert sum(counts.values()) == 6
+
+    again = run(*args, env={**ENV, "SHELLBOT_BUS_ADDRESS": tcp_address})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert tcp_address in again.stdout
+    assert chart(again.stdout) == counts
+
+
+def test_voters_join_a_running_vote_from_another_terminal(tcp_address: str, background) -> None:
+    host = background(
+        "vote", "--voters", "2", "--think", "0.5", "--wait", "20", "--expect", "3",
+        "--seed", "4", "--address", tcp_address,
+    )  # fmt: skip
+    host.wait_for("Waiting up to 20 s")
+    joiner = run("vote", "--join", tcp_address, "--voters", "3")
+    assert joiner.returncode == 0, joiner.stdout + joiner.stderr
+    assert "3 voters (voter-03..voter-05)" in joiner.stdout
+    assert len(re.findall(r"voter-0[345] voted", joiner.stdout)) == 3
+
+    code, output = host.finish()
+    assert code == 0, output
+    assert "3 voters joined" in output
+    assert "Participation: 5 of 5 voters (100%)" in output
+    assert sum(chart(output).values()) == 5
+
+
+def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
+    tcp_address: str, background
+) -> None:
+    host = background(
+        "vote", "--voters", "1", "--think", "0.1", "--timeout", "1.5", "--wait", "20",
+        "--expect", "2", "--seed", "1", "--address", tcp_address,
+    )  # fmt: skip
+    host.wait_for("Waiting up to")
+
+    # A voter of our own making, from the library: it joins two voters, then misbehaves.
+    bus = Bus(Context({"bus": {"address": tcp_address}}))
+    publisher = bus.publish()
+    with bus.subscribe("shellbot.vote.join.t0ken") as replies:
+        assert replies.wait_ready(5.0)
+        welcome = None
+        deadline = time.monotonic() + 10.0
+        while welcome is None and time.monotonic() < deadline:
+            publisher.put("shellbot.vote.join", {"kind": "join", "token": "t0ken", "voters": 2})
+            welcome = replies.get(block=True, timeout=0.5)
+    assert welcome and welcome["kind"] == "welcome"
+    first, second = welcome["voters"]
+    vote_id = welcome["vote"]
+    with bus.subscribe([first, second]) as watch:
+        assert watch.wait_ready(5.0)
+        for channel in (first, second):
+            publisher.put(channel, {"kind": "ready", "vote": vote_id, "voter": channel})
+
+        def next_of(kind: str) -> dict:
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                message = watch.get(block=True, timeout=0.5)
+                if isinstance(message, dict) and message.get("kind") == kind:
+                    return message
+            raise AssertionError(f"no {kind} message")
+
+        question = next_of("question")
+        ballot = {"kind": "ballot", "vote": vote_id, "option": question["options"][0]}
+        publisher.put(first, ballot | {"voter": first, "option": "durian"})
+        stranger = f"vote.{vote_id}.voter-99"
+        publisher.put(stranger, ballot | {"voter": stranger})
+        next_of("closed")
+        publisher.put(second, ballot | {"voter": second})
+
+    code, output = host.finish()
+    assert code == 0, output
+    assert "rejected a ballot from voter-02: invalid option 'durian'" in output
+    assert "rejected a ballot from voter-99: unknown voter" in output
+    assert "late ballot from voter-03" in output
+    assert "Closed by the timeout" in output
+    assert "Participation: 1 of 3 voters (33%)" in output
+    assert "Late ballots: 1" in output and "Rejected ballots: 2" in output
+    assert sum(chart(output).values()) == 1
+
+
+def test_the_live_view_through_a_pseudo_terminal(tcp_address: str) -> None:
+    env = {key: value for key, value in ENV.items() if key not in ("NO_COLOR", "COLUMNS")}
+    child = pexpect.spawn(
+        CLI[0],
+        [*CLI[1:], "vote", "--voters", "4", "--workers", "2", "--think", "1.5", "--seed", "2",
+         "--address", tcp_address],
+        env=env,
+        dimensions=(40, 120),
+        encoding="utf-8",
+        timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    try:
+        child.expect("Voters ready|Ballots")
+        child.expect(r"Ballots\s.*?[0-3]/4")  # the bar while ballots come in
+        child.expect(r"4/4")
+        child.expect("Result")
+        child.expect("Participation")
+        live = child.before
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "\x1b[" in live  # colors and cursor moves: the view redraws in place
+    assert "4 of 4 voters (100%)" in child.before
+
+
+def test_bench_sits_in_the_same_command() -> None:
+    result = run("bench", "--help")
+    assert result.returncode == 0
+    assert "--quick" in result.stdout and "--only" in result.stdout
