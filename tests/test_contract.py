@@ -251,3 +251,24 @@ def test_a_second_publisher_uses_the_hub_of_the_first(bus: Bus, publisher: Publi
         assert sorted([subscriber.get(block=True, timeout=5.0) for _ in range(2)]) == [1, 2]
     finally:
         second.stop()
+
+
+def test_another_publisher_takes_over_the_hub(bus: Bus, address: str) -> None:
+    if address.startswith("inproc://"):
+        pytest.skip("inproc connections end with the socket they reach: no takeover there")
+    first, second = bus.publish(), bus.publish()
+    first.start()
+    second.start()
+    try:
+        subscriber = ready(bus, "relay")
+        assert first.holds_hub and not second.holds_hub
+        assert first.stop(timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while not second.holds_hub and time.monotonic() < deadline:
+            second.join(0.05)  # a bounded wait; the takeover is tried every 0.5 s
+        assert second.holds_hub
+        assert subscriber.wait_ready(timeout=5.0)
+        second.put("relay", "through the new hub")
+        assert subscriber.get(block=True, timeout=5.0) == "through the new hub"
+    finally:
+        second.stop()

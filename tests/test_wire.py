@@ -157,3 +157,20 @@ def test_a_raw_subscriber_sees_the_documented_frames(
     assert sequence >= 1
     assert orjson.loads(payload[HEADER.size :]) == {"n": 1}
     peer.close(linger=0)
+
+
+def test_a_taken_inbound_port_is_reported_by_start(tcp_address: str) -> None:
+    import socket
+
+    from shellbot.errors import TransportError
+
+    _, port = tcp_address.rsplit(":", 1)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(port) + 1))
+        squatter.listen()
+        publisher = Bus(Context({"bus": {"address": tcp_address}})).publish()
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="bus.inbound") as raised:
+            publisher.start()
+        assert time.monotonic() - started < 5.0
+        assert str(int(port) + 1) in str(raised.value)

@@ -27,13 +27,13 @@ from ._settings import BusSettings
 from ._transports import transport_for
 from ._transports.base import Hub, Receiver
 from .context import Context
-from .errors import TimeoutError
+from .errors import ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
 START_TIMEOUT = 10.0  # how long start() waits for the process to be up
 STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions")
-_STATE_HUB, _STATE_CLIENT = 1, 2
+_STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
 
 
 class _Snapshot:
@@ -85,6 +85,7 @@ class Publisher(multiprocessing.Process):
         self._ready: Any = None
         self._state: Any = _Snapshot(0)
         self._stats: Any = [0] * len(STAT_NAMES)
+        self._failure: Any = None
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
@@ -119,6 +120,7 @@ class Publisher(multiprocessing.Process):
         self._ready = multiprocessing.Event()
         self._state = multiprocessing.Value("i", 0, lock=False)
         self._stats = multiprocessing.Array("q", len(STAT_NAMES), lock=False)
+        self._failure = multiprocessing.Array("c", 1024, lock=False)
         transport = transport_for(self.settings)
         if transport.process_local:
             self._thread = threading.Thread(target=self.run, name="shellbot-publisher", daemon=True)
@@ -126,7 +128,11 @@ class Publisher(multiprocessing.Process):
         else:
             super().start()
         _outbox.stop_at_exit(id(self), self._stop_at_exit)
-        if not self._ready.wait(START_TIMEOUT):
+        ready = self._ready.wait(START_TIMEOUT)
+        if self._state.value == _STATE_FAILED:
+            self.join(1.0)
+            raise TransportError(self._failure.value.decode("utf-8", "replace"))
+        if not ready:
             self.terminate()
             raise TimeoutError(
                 f"The publisher found no hub at {self.settings.address} within "
@@ -197,6 +203,7 @@ class Publisher(multiprocessing.Process):
         state["_ready"] = None
         state["_state"] = _Snapshot(self._state.value)
         state["_stats"] = list(self._stats)
+        state["_failure"] = None
         return state
 
     # -- in the publisher's process ----------------------------------------------
@@ -207,7 +214,13 @@ class Publisher(multiprocessing.Process):
         if self._thread is None:
             signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         transport = transport_for(self.settings)
-        hub = transport.open_hub()
+        try:
+            hub = transport.open_hub()
+        except ShellbotError as error:  # told to start(), which raises it in the caller
+            self._failure.value = str(error).encode("utf-8")[:1023]
+            self._state.value = _STATE_FAILED
+            self._ready.set()
+            return
         control = transport.open_receiver()
         pill = _codec.PILL + self.publisher_id.encode()
         probe = _codec.PROBE + self.publisher_id.encode()
