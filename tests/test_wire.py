@@ -170,7 +170,7 @@ def test_a_taken_inbound_port_is_reported_by_start(tcp_address: str) -> None:
         squatter.listen()
         publisher = Bus(Context({"bus": {"address": tcp_address}})).publish()
         started = time.monotonic()
-        with pytest.raises(TransportError, match="bus.inbound") as raised:
+        with pytest.raises(TransportError, match=r"bus\.inbound") as raised:
             publisher.start()
         assert time.monotonic() - started < 5.0
         assert str(int(port) + 1) in str(raised.value)
