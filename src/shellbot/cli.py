@@ -193,8 +193,8 @@ def vote(
         typer.Option(
             "--wait",
             min=0.0,
-            help="Seconds to wait for joiners before asking (default: 0); with --join, "
-            "seconds to wait for a vote to take us (default: 10).",
+            help="Seconds to wait for joiners before asking (default: 0, or 60 with "
+            "--expect); with --join, seconds to wait for a vote to take us (default: 10).",
         ),
     ] = None,
     expect: Annotated[
@@ -240,7 +240,7 @@ def vote(
         workers=workers,
         think=think,
         timeout=timeout,
-        wait=wait or 0.0,
+        wait=wait if wait is not None else (60.0 if expect else 0.0),
         expect=expect,
         seed=seed,
     )
@@ -292,7 +292,7 @@ class HostScreen:
     def started(self, vote: Any) -> None:
         self.vote = vote
         where = "this process holds the hub" if vote.holds_hub else "using the hub already there"
-        unit = "threads" if vote.in_threads else "worker processes"
+        unit = "worker threads" if vote.in_threads else "worker processes"
         self.line(
             ("Vote ", "bold"),
             (vote.vote_id, "bold cyan"),
@@ -408,7 +408,7 @@ class HostScreen:
 
 def bars(counts: dict[str, int], total: int, winners: list[str] | None = None) -> Table:
     """A bar chart of the counts: one row per option."""
-    table = Table.grid(padding=(0, 1), pad_edge=True)
+    table = Table.grid(padding=(0, 1))
     table.add_column(width=1)
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
