@@ -26,6 +26,9 @@ from ._settings import BusSettings
 from ._transports import transport_for
 from ._transports.base import Sender
 
+_encode = _codec.encode
+_pack = _codec.HEADER.pack
+
 
 class Outbox:
     """Sender, sender id and sequence numbers of one process on one address."""
@@ -34,31 +37,49 @@ class Outbox:
         self.settings = settings
         self.sender_id = secrets.randbits(64)
         self._sender: Sender = transport_for(settings).open_sender()
-        self._sequences: dict[str, int] = {}
-        self._topics: dict[str, bytes] = {}
+        # channel -> [topic frame, sequence number of the last message sent on it]
+        self._channels: dict[str, list[Any]] = {}
+        self._max_size = settings.max_message_size
         self._lock = threading.Lock()
         self._closed = False
+        send_one = getattr(self._sender, "send_one", None)
+        self._send_one: Callable[[bytes, bytes], None] = (
+            send_one if send_one is not None else self._send_one_of_many
+        )
 
     def put(self, channels: Any, message: Any) -> None:
         """Publishes ``message`` on each channel; raises before queuing anything when invalid."""
+        if channels.__class__ is str and channels:  # the common case, kept short
+            data = _encode(message, self._max_size)
+            with self._lock:
+                state = self._channels.get(channels)
+                if state is None:
+                    state = self._channels[channels] = [_codec.topic_of(channels), 0]
+                sequence = state[1] + 1
+                self._send_one(state[0], _pack(self.sender_id, sequence) + data)
+                state[1] = sequence  # only once sent: a failed send leaves no gap
+            return
         names = _codec.check_channels(channels)
-        data = _codec.encode(message, self.settings.max_message_size)
-        pack = _codec.HEADER.pack
+        data = _encode(message, self._max_size)
         with self._lock:
             frames = []
+            states = []
             for name in names:
-                topic = self._topics.get(name)
-                if topic is None:
-                    topic = self._topics[name] = _codec.topic_of(name)
-                sequence = self._sequences.get(name, 0) + 1
-                self._sequences[name] = sequence
-                frames.append((topic, pack(self.sender_id, sequence) + data))
+                state = self._channels.get(name)
+                if state is None:
+                    state = self._channels[name] = [_codec.topic_of(name), 0]
+                states.append(state)
+                state[1] += 1
+                frames.append((state[0], _pack(self.sender_id, state[1]) + data))
             try:
                 self._sender.send(frames)
             except BaseException:
-                for name in names:  # not sent: the numbers are free again
-                    self._sequences[name] -= 1
+                for state in states:  # not sent: the numbers are free again
+                    state[1] -= 1
                 raise
+
+    def _send_one_of_many(self, topic: bytes, body: bytes) -> None:
+        self._sender.send([(topic, body)])
 
     def send_control(self, topic: bytes) -> None:
         """Sends a bus signal (pill, probe) in order with the messages put before it."""
@@ -80,14 +101,24 @@ _exit_hook_pid: int | None = None
 EXIT_PRIORITY = 100  # above the manager's 0: publishers still read the context while stopping
 
 
+# The outbox asked for last, by identity of its settings: put() skips hashing them.
+_last: tuple[BusSettings | None, Outbox | None] = (None, None)
+
+
 def outbox_for(settings: BusSettings) -> Outbox:
+    global _last
+    last_settings, outbox = _last
+    if last_settings is settings and outbox is not None:
+        return outbox
     outbox = _outboxes.get(settings)
-    if outbox is None:
-        with _outboxes_lock:
-            outbox = _outboxes.get(settings)
-            if outbox is None:
-                outbox = _outboxes[settings] = Outbox(settings)
-                _hook_exit()
+    if outbox is not None:
+        _last = (settings, outbox)
+        return outbox
+    with _outboxes_lock:
+        outbox = _outboxes.get(settings)
+        if outbox is None:
+            outbox = _outboxes[settings] = Outbox(settings)
+            _hook_exit()
     return outbox
 
 
@@ -122,7 +153,8 @@ def _at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
-    global _outboxes_lock
+    global _outboxes_lock, _last
+    _last = (None, None)
     _outboxes.clear()
     _exit_stops.clear()
     _outboxes_lock = threading.Lock()

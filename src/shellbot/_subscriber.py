@@ -190,6 +190,9 @@ class Subscriber:
         With ``block=True``, waits until a message arrives, or at most
         ``timeout`` seconds when given.
         """
+        pending = self._pending
+        if pending and not self._closed:  # what arrived already goes out first, at once
+            return pending.popleft()[3]
         entry = self._next_entry(block, timeout)
         return None if entry is None else entry[3]
 
@@ -294,29 +297,33 @@ class Subscriber:
             return 0
         if topic not in self._exact and not self._wants(topic):
             return 0
-        sender, sequence = _codec.HEADER.unpack_from(body)
-        payload = memoryview(body)[_codec.HEADER_SIZE :]
+        sender, sequence = _unpack_header(body)
         pending = self._pending
-        before = len(pending)
-        if _codec.BATCH_SEPARATOR in payload:
-            parts: list[Any] = bytes(payload).split(_codec.BATCH_SEPARATOR)
-        else:
-            parts = [payload]
-        for part in parts:
+        if body.find(_SEPARATOR, _HEADER_SIZE) < 0:  # one message: the common case when idle
+            count = 1
             try:
-                message = orjson.loads(part)
+                pending.append((topic, sender, sequence, _loads(body[_HEADER_SIZE:])))
+                taken = 1
             except orjson.JSONDecodeError:
                 counters["dropped"] += 1
-                continue
-            pending.append((topic, sender, sequence, message))
-            sequence += 1
+                taken = 0
+        else:  # a run joined by the hub: consecutive sequence numbers from the header's
+            parts = body[_HEADER_SIZE:].split(_SEPARATOR)
+            count = len(parts)
+            taken = 0
+            append = pending.append
+            for offset, part in enumerate(parts):
+                try:
+                    append((topic, sender, sequence + offset, _loads(part)))
+                except orjson.JSONDecodeError:
+                    counters["dropped"] += 1
+                    continue
+                taken += 1
         key = (sender, topic)
         last = self._last_sequence.get(key)
-        first = sequence - len(parts)
-        if last is not None and first > last + 1:
-            counters["missed"] += first - last - 1
-        self._last_sequence[key] = sequence - 1
-        taken = len(pending) - before
+        if last is not None and sequence > last + 1:
+            counters["missed"] += sequence - last - 1
+        self._last_sequence[key] = sequence + count - 1
         counters["received"] += taken
         return taken
 
@@ -371,6 +378,12 @@ class Subscriber:
             return self.context.get("general.switch", "on") == "off"
         except (OSError, EOFError, ConnectionError):
             return True
+
+
+_unpack_header = _codec.HEADER.unpack_from
+_loads = orjson.loads
+_SEPARATOR = _codec.BATCH_SEPARATOR
+_HEADER_SIZE = _codec.HEADER_SIZE
 
 
 def _envelope(entry: _Entry) -> Message:

@@ -28,9 +28,10 @@ import time
 from collections.abc import Sequence
 
 import zmq
+from zmq.backend import Socket as _BackendSocket
 
 from .. import errors
-from .._codec import CONTROL_BYTE, HEADER_SIZE
+from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
 from .._settings import BusSettings
 from .base import Frames, Hub, Receiver, Sender, Transport
 
@@ -44,6 +45,42 @@ WARM_UP_QUIET = 0.05
 WARM_UP_MAX = 0.5
 DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
+# Under a backlog the hub joins consecutive messages of one sender on one channel into
+# one frame of at most this many bytes (or bus.max_message_size when smaller). It only
+# joins what has already arrived: a message alone leaves at once, as it came.
+BATCH_BYTES = 32 * 1024
+
+# The hot path calls the backend's methods: the sugar layer above them costs more per
+# call than sending a small frame (routing_id/group handling, RCVMORE through enums).
+_send = _BackendSocket.send
+_recv = _BackendSocket.recv
+_NOBLOCK = zmq.NOBLOCK
+_SNDMORE = zmq.SNDMORE
+_POLLIN = zmq.POLLIN
+_unpack_header = HEADER.unpack_from
+
+
+def _receive_frames(socket: zmq.Socket) -> Frames:
+    """The frames of the next message (``zmq.Again`` when none waits)."""
+    first = _recv(socket, _NOBLOCK, False)
+    if not first.more:
+        return [first.bytes]
+    second = _recv(socket, _NOBLOCK, False)
+    if not second.more:
+        return [first.bytes, second.bytes]
+    frames = [first.bytes, second.bytes]
+    more = True
+    while more:
+        frame = _recv(socket, _NOBLOCK, False)
+        frames.append(frame.bytes)
+        more = frame.more
+    return frames
+
+
+def _poll_in(socket: zmq.Socket, timeout: float | None) -> bool:
+    """Waits at most ``timeout`` seconds (None: forever) for ``socket`` to be readable."""
+    milliseconds = _milliseconds(timeout)
+    return bool(zmq.zmq_poll([(socket, _POLLIN)], -1 if milliseconds is None else milliseconds))
 
 
 def inbound_address(settings: BusSettings) -> str:
@@ -80,24 +117,33 @@ class ZmqSender(Sender):
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.connect(connect_address(self._address))
         self._lock = threading.Lock()
-        self._send = self._socket.send
 
     def send(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
-        send = self._send
+        socket = self._socket
         with self._lock:
             try:
                 for topic, body in messages:
-                    send(topic, zmq.SNDMORE)
-                    send(body)
-            except zmq.Again:
-                raise errors.TimeoutError(
-                    f"No hub took messages at {self._address} before bus.send_timeout: "
-                    "start a publisher or `shellbot-bus hub` on this address"
-                ) from None
+                    _send(socket, topic, _SNDMORE)
+                    _send(socket, body)
             except zmq.ZMQError as error:
-                raise errors.TransportError(
-                    f"Sending to {self._address} failed: {error}"
-                ) from error
+                raise self._translated(error) from None
+
+    def send_one(self, topic: bytes, body: bytes) -> None:
+        """``send([(topic, body)])`` for a caller that serializes its calls (the outbox)."""
+        socket = self._socket
+        try:
+            _send(socket, topic, _SNDMORE)
+            _send(socket, body)
+        except zmq.ZMQError as error:
+            raise self._translated(error) from None
+
+    def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
+        if isinstance(error, zmq.Again):
+            return errors.TimeoutError(
+                f"No hub took messages at {self._address} before bus.send_timeout: "
+                "start a publisher or `shellbot-bus hub` on this address"
+            )
+        return errors.TransportError(f"Sending to {self._address} failed: {error}")
 
     def close(self, linger: float) -> None:
         with self._lock:
@@ -115,7 +161,6 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(connect_address(settings.address))
-        self._recv = self._socket.recv_multipart
 
     def subscribe(self, prefix: bytes) -> None:
         self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
@@ -124,16 +169,19 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
     def receive(self, timeout: float | None) -> Frames | None:
+        socket = self._socket
         try:
-            return self._recv(zmq.NOBLOCK)
+            return _receive_frames(socket)
         except zmq.Again:
             if timeout == 0:
                 return None
         except zmq.ZMQError as error:
             raise _translated(error) from error
         try:
-            if self._socket.poll(_milliseconds(timeout)):
-                return self._recv(zmq.NOBLOCK)
+            if _poll_in(socket, timeout):
+                return _receive_frames(socket)
+        except zmq.Again:
+            return None
         except zmq.ZMQError as error:
             raise _translated(error) from error
         return None
@@ -220,18 +268,16 @@ class ZmqHub(Hub):
         self._wake_out.close(linger=0)
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._pull, zmq.POLLIN)
-        poller.register(self._xpub, zmq.POLLIN)
-        poller.register(self._wake_in, zmq.POLLIN)
         try:
+            items = [(self._pull, _POLLIN), (self._xpub, _POLLIN), (self._wake_in, _POLLIN)]
+            pull, xpub, wake = self._pull, self._xpub, self._wake_in
             while True:
-                events = dict(poller.poll())
-                if self._xpub in events:
+                ready = [socket for socket, _ in zmq.zmq_poll(items, -1)]
+                if xpub in ready:
                     self._take_subscriptions()
-                if self._pull in events:
+                if pull in ready:
                     self._forward_available()
-                if self._wake_in in events:
+                if wake in ready:
                     break
             self._drain_then_close()
         finally:
@@ -249,32 +295,79 @@ class ZmqHub(Hub):
                     self._counters["subscriptions"] += 1
 
     def _forward_available(self) -> None:
-        receive, send = self._pull.recv_multipart, self._xpub.send
-        counters, max_body = self._counters, self._max_body
-        forwarded = 0
+        """Forwards what has arrived, checked; joins runs of one sender on one channel.
+
+        A run is consecutive messages of one sender on one topic with consecutive
+        sequence numbers: they leave as one body (the first header, then the JSON
+        texts joined by newlines), which the subscriber splits again. Nothing waits
+        for a run to grow: the hub takes only what is already queued.
+        """
+        pull, xpub = self._pull, self._xpub
+        max_body, limit = self._max_body, self._batch_limit
+        forwarded = dropped = oversized = 0
+        topic = b""  # of the run being joined
+        parts: list[bytes] = []
+        sender = following = size = 0
         try:
             for _ in range(FORWARD_BURST):
-                frames = receive(zmq.NOBLOCK)
-                if len(frames) != 2:
-                    counters["dropped"] += 1
+                first = _recv(pull, _NOBLOCK, False)
+                if not first.more:
+                    dropped += 1
                     continue
-                topic, body = frames
+                second = _recv(pull, _NOBLOCK, False)
+                if second.more:
+                    _discard_rest(pull)
+                    dropped += 1
+                    continue
+                head = first.bytes
+                body = second.bytes
+                length = len(body)
                 if (
-                    not topic
-                    or (topic[-1] != CONTROL_BYTE and topic[0] != CONTROL_BYTE)
-                    or len(body) < HEADER_SIZE
+                    not head
+                    or (head[-1] != CONTROL_BYTE and head[0] != CONTROL_BYTE)
+                    or length < HEADER_SIZE
                 ):
-                    counters["dropped"] += 1
+                    dropped += 1
                     continue
-                if len(body) > max_body:
-                    counters["oversized"] += 1
+                if length > max_body:
+                    oversized += 1
                     continue
-                send(topic, zmq.SNDMORE)
-                send(body)
                 forwarded += 1
+                if head[0] == CONTROL_BYTE:  # a bus signal leaves alone, in its place
+                    if parts:
+                        _emit(xpub, topic, parts)
+                        parts = []
+                    _send(xpub, head, _SNDMORE)
+                    _send(xpub, body)
+                    continue
+                identity, sequence = _unpack_header(body)
+                if (
+                    sequence == following
+                    and identity == sender
+                    and head == topic
+                    and size + length <= limit
+                    and parts
+                ):
+                    parts.append(body[HEADER_SIZE:])
+                    size += length - HEADER_SIZE + 1
+                    following += 1
+                    continue
+                if parts:
+                    _emit(xpub, topic, parts)
+                topic, parts, sender, following, size = head, [body], identity, sequence + 1, length
         except zmq.Again:
             pass
-        counters["forwarded"] += forwarded
+        finally:
+            if parts:
+                _emit(xpub, topic, parts)
+            counters = self._counters
+            counters["forwarded"] += forwarded
+            counters["dropped"] += dropped
+            counters["oversized"] += oversized
+
+    @property
+    def _batch_limit(self) -> int:
+        return HEADER_SIZE + min(BATCH_BYTES, self._settings.max_message_size)
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
@@ -284,6 +377,18 @@ class ZmqHub(Hub):
             if remaining <= 0 or not self._pull.poll(min(DRAIN_QUIET_MS, int(remaining * 1000))):
                 return
             self._forward_available()
+
+
+def _emit(xpub: zmq.Socket, topic: bytes, parts: list[bytes]) -> None:
+    _send(xpub, topic, _SNDMORE)
+    _send(xpub, parts[0] if len(parts) == 1 else BATCH_SEPARATOR.join(parts))
+
+
+def _discard_rest(socket: zmq.Socket) -> None:
+    """Takes the remaining frames of a message of the wrong shape."""
+    more = True
+    while more:
+        more = _recv(socket, _NOBLOCK, False).more
 
 
 class ZmqTransport(Transport):
