@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from . import _codec, _outbox
-from ._settings import BusSettings
+from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from ._transports.base import Hub, Receiver
 from .context import Context
@@ -74,11 +74,8 @@ class Publisher(multiprocessing.Process):
 
     def __init__(self, context: Context | str | None = None) -> None:
         super().__init__(daemon=True)
-        if context is None or isinstance(context, str):
-            # The spec also shows Publisher(address).
-            context = Context({"bus": {"address": context}} if context else None)
-        self.context = context
-        self.settings = BusSettings.from_context(context)
+        self.context = as_context(context, "Publisher()")
+        self.settings = BusSettings.from_context(self.context)
         self.publisher_id = secrets.token_hex(8)
         self.fan = Fan(self)
         # Made by start(), so an unstarted publisher can travel to any process.
@@ -213,6 +210,9 @@ class Publisher(multiprocessing.Process):
         stopping = threading.Event()
         if self._thread is None:
             signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+            # Ctrl-C in a terminal reaches the whole process group: it is for the program
+            # that started us, which stops us with a pill at its exit (or we see it gone).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         transport = transport_for(self.settings)
         try:
             hub = transport.open_hub()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._codec import DEFAULT_MAX_MESSAGE_SIZE
+from .context import Context
 from .errors import ConfigurationError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
@@ -72,3 +73,19 @@ def check_address(address: Any) -> bool:
                 "as in tcp://127.0.0.1:5555"
             )
     return True
+
+
+def as_context(value: Any, who: str) -> Context:
+    """The context ``who`` works with: a ``Context``, or a bus address (as the spec's
+    ``Publisher(address)``), or None for the defaults."""
+    if isinstance(value, Context):
+        return value
+    if value is None:
+        return Context()
+    if isinstance(value, str):
+        check_address(value)
+        return Context({"bus": {"address": value}})
+    raise TypeError(
+        f"{who} takes a shellbot.Context (or a bus address); it got {type(value).__name__}: "
+        "make one with Context({'bus': {'address': 'tcp://127.0.0.1:5555'}})"
+    )

@@ -25,7 +25,7 @@ import orjson
 
 from . import _codec, _outbox
 from ._message import Message
-from ._settings import BusSettings
+from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from .context import Context
 from .errors import ClosedError
@@ -86,8 +86,8 @@ class Subscriber:
     def __init__(
         self, context: Context, channels: str | list[str], pattern: bool = False
     ) -> None:
-        self.context = context
-        self.settings = BusSettings.from_context(context)
+        self.context = as_context(context, "Subscriber()")
+        self.settings = BusSettings.from_context(self.context)
         self._receiver = transport_for(self.settings).open_receiver()
         self._exact: dict[bytes, int] = {}
         self._patterns: dict[str, tuple[bytes, re.Pattern[str], int]] = {}
@@ -98,6 +98,7 @@ class Subscriber:
         self._probe = b""
         self._ready = False
         self._closed = False
+        self._released = False
         self._receiving = False
         self.subscribe(channels, pattern=pattern)
 
@@ -175,10 +176,18 @@ class Subscriber:
                 return False
             outbox.send_control(self._probe)
             until = min(deadline, now + interval)
-            while not self._ready and (remaining := until - time.monotonic()) > 0:
-                frames = self._receiver.receive(remaining)
-                if frames is not None:
-                    self._take(frames)
+            self._receiving = True
+            try:
+                while not self._ready and (remaining := until - time.monotonic()) > 0:
+                    if self._closed:
+                        return False
+                    frames = self._receiver.receive(remaining)
+                    if frames is not None:
+                        self._take(frames)
+            finally:
+                self._receiving = False
+                if self._closed:
+                    self._release()
             interval = min(interval * 2, 0.2)
         return True
 
@@ -240,19 +249,19 @@ class Subscriber:
     def _next_entry(
         self, block: bool, timeout: float | None, closing_ends: bool = False
     ) -> _Entry | None:
-        if self._pending:
-            return self._pending.popleft()
         if self._closed:
             if closing_ends:
                 return None
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
+        if self._pending:
+            return self._pending.popleft()
         if not block:
             timeout = 0.0
         deadline = None if timeout is None else time.monotonic() + timeout
         receive = self._receiver.receive
         self._receiving = True
         try:
-            while True:
+            while not self._closed:  # seen here, a close() from elsewhere left the socket to us
                 if deadline is None:
                     wait: float | None = WAIT_SLICE
                 else:
@@ -263,14 +272,17 @@ class Subscriber:
                         return self._pending.popleft()
                 elif self._closed or (deadline is not None and time.monotonic() >= deadline):
                     return None
+            return None
         finally:
             self._receiving = False
             if self._closed:
-                self._receiver.close()
+                self._release()
 
     async def _anext_entry(
         self, timeout: float | None, closing_ends: bool = False
     ) -> _Entry | None:
+        # Messages are only taken in _next_entry, never across an await: a cancelled
+        # wait leaves whatever arrived for the next call.
         loop_deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             entry = self._next_entry(False, 0.0, closing_ends=closing_ends)
@@ -279,7 +291,19 @@ class Subscriber:
             remaining = None if loop_deadline is None else loop_deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
-            await self._receiver.wait_async(remaining)
+            self._receiving = True
+            try:
+                if self._closed:
+                    return None
+                await self._receiver.wait_async(
+                    WAIT_SLICE if remaining is None else min(remaining, WAIT_SLICE)
+                )
+            finally:
+                self._receiving = False
+                if self._closed:
+                    self._release()
+            if self._closed:  # during the wait: it ends with None, as get(block=True) does
+                return None
 
     def _take(self, frames: list[bytes]) -> int:
         """Checks and decodes what arrived into pending entries; returns how many."""
@@ -355,7 +379,14 @@ class Subscriber:
             return
         self._closed = True
         self._pending.clear()
+        self._receiver.interrupt()  # ends a wait in progress, from any thread
         if not self._receiving:  # else the receiving thread closes it when its wait ends
+            self._release()
+
+    def _release(self) -> None:
+        """Frees the receiver, once, from the thread that used it last."""
+        if not self._released:
+            self._released = True
             self._receiver.close()
 
     def __enter__(self) -> Subscriber:

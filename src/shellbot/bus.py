@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ._message import Message
 from ._publisher import Publisher
-from ._settings import DEFAULT_ADDRESS, check_address
+from ._settings import DEFAULT_ADDRESS, as_context, check_address
 from ._subscriber import Subscriber
 from .context import Context
 
@@ -41,7 +41,7 @@ class Bus:
     DEFAULT_ADDRESS = DEFAULT_ADDRESS
 
     def __init__(self, context: Context) -> None:
-        self.context = context
+        self.context = as_context(context, "Bus()")
 
     def check(self) -> None:
         """Checks the settings under ``bus``: sets ``bus.address`` to the default when

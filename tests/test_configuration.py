@@ -1,0 +1,50 @@
+"""Bad settings get a clear error at the call that caused it."""
+
+from __future__ import annotations
+
+import pytest
+
+from shellbot import Context
+from shellbot.bus import Bus, Publisher, Subscriber
+from shellbot.errors import ConfigurationError
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://127.0.0.1:5555",
+        "127.0.0.1:5555",
+        "tcp://127.0.0.1",
+        "tcp://127.0.0.1:99999",
+        "tcp://:5555",
+        "ipc://",
+        42,
+    ],
+)
+def test_an_unusable_address_is_refused_by_check_and_by_use(address: object) -> None:
+    context = Context({"bus": {"address": address}})
+    bus = Bus(context)
+    with pytest.raises(ConfigurationError, match=r"bus\.address"):
+        bus.check()
+    with pytest.raises(ValueError, match=r"bus\.address"):
+        bus.publish()
+    with pytest.raises(ValueError, match=r"bus\.address"):
+        bus.subscribe("direct-1")
+
+
+def test_what_is_not_a_context_is_refused() -> None:
+    for make in (Bus, Publisher, lambda value: Subscriber(value, "x")):
+        with pytest.raises(TypeError, match="Context"):
+            make(42)
+
+
+def test_an_address_may_stand_for_a_context(tcp_address: str) -> None:
+    assert Bus(tcp_address).context.get("bus.address") == tcp_address
+    assert Publisher(tcp_address).settings.address == tcp_address
+    assert Publisher().settings.address == Bus.DEFAULT_ADDRESS
+
+
+@pytest.mark.parametrize("channels", [None, 42, b"bytes", [1], {"a": 1}])
+def test_subscribe_refuses_what_is_not_a_channel(tcp_address: str, channels: object) -> None:
+    with pytest.raises(TypeError, match="subscribe"):
+        Bus(tcp_address).subscribe(channels)  # type: ignore[arg-type]
