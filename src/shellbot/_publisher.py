@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from . import _codec, _outbox
-from ._settings import BusSettings
+from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from ._transports.base import Hub, Receiver
 from .context import Context
@@ -74,11 +74,8 @@ class Publisher(multiprocessing.Process):
 
     def __init__(self, context: Context | str | None = None) -> None:
         super().__init__(daemon=True)
-        if context is None or isinstance(context, str):
-            # The spec also shows Publisher(address).
-            context = Context({"bus": {"address": context}} if context else None)
-        self.context = context
-        self.settings = BusSettings.from_context(context)
+        self.context = as_context(context, "Publisher()")
+        self.settings = BusSettings.from_context(self.context)
         self.publisher_id = secrets.token_hex(8)
         self.fan = Fan(self)
         # Made by start(), so an unstarted publisher can travel to any process.
