@@ -279,7 +279,10 @@ def run_voter(
             question["seed"], voter_number(channel), question["options"], question["think"]
         )
         due = float(question["due"])
-        closed = _think(inbox, max(due, time.time()) + think)
+        now = time.time()
+        # The due time is the host's clock: a voter whose clock runs behind waits no more
+        # than the lead the host gave.
+        closed = _think(inbox, now + min(max(0.0, due - now), DUE_LEAD) + think)
         ballot = {"kind": "ballot", "vote": vote_id, "voter": channel, "option": option}
         publisher.put(channel, ballot | {"think": think})
         if not closed:

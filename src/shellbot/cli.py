@@ -178,6 +178,7 @@ def vote(
         typer.Option(
             "--option",
             "-o",
+            metavar="OPTION",
             help="An option; repeat it for each (default: pizza, sushi, salad, tacos).",
         ),
     ] = None,
@@ -304,7 +305,7 @@ class HostScreen:
         if vote.settings.wait > 0:
             self.line(
                 f"Waiting up to {vote.settings.wait:g} s for more voters: "
-                f"shellbot-bus vote --join {vote.settings.address} --voters 5"
+                f"shellbot-bus vote --join {_reachable(vote.settings.address)} --voters 5"
             )
         self.progress.update(self.ready_task, total=len(vote.tally.registered))
         self.live.start()
@@ -404,6 +405,15 @@ class HostScreen:
         )
         if result.not_ready:
             self.line(("Not ready, left out: ", "bold"), ", ".join(result.not_ready))
+
+
+def _reachable(address: str) -> str:
+    """The address as others would type it: a hub on every interface is reached by name."""
+    scheme, rest = address.split("://", 1)
+    host, _, port = rest.rpartition(":")
+    if scheme == "tcp" and host in ("*", "0.0.0.0"):
+        return f"tcp://{socket.gethostname()}:{port}"
+    return address
 
 
 def bars(counts: dict[str, int], total: int, winners: list[str] | None = None) -> Table:
@@ -623,6 +633,7 @@ def spy(
     channels: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="CHANNEL",
             help="Channels to watch (patterns too: 'vote.*', 'vote.>'); none means every channel.",
             show_default=False,
         ),
@@ -720,10 +731,11 @@ def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Eve
 )
 @guarded
 def publish(
-    channel: Annotated[str, typer.Argument(help="The channel to publish on.")],
+    channel: Annotated[str, typer.Argument(metavar="CHANNEL", help="The channel to publish on.")],
     message: Annotated[
         str | None,
         typer.Argument(
+            metavar="MESSAGE",
             help="One JSON value (a string needs quotes: '\"hi\"'); without it, JSON lines "
             "are read from standard input.",
             show_default=False,
