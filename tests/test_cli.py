@@ -23,6 +23,7 @@ import pexpect
 import pytest
 
 from shellbot import Context
+from shellbot._vote import Tally, choose
 from shellbot.bus import Bus
 
 CLI = [sys.executable, "-m", "shellbot.cli"]
@@ -259,6 +260,16 @@ def test_vote_counts_every_ballot_and_a_seed_reproduces_it(tcp_address: str) -> 
     assert chart(again.stdout) == counts
 
 
+@pytest.mark.parametrize("scheme", ["ipc", "memory"])
+def test_vote_runs_on_any_address(scheme: str, tmp_path) -> None:
+    address = f"ipc://{tmp_path}/bus" if scheme == "ipc" else "memory://lunch"
+    result = run("vote", "--voters", "3", "--think", "0.2", "--address", address)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Participation: 3 of 3 voters (100%)" in result.stdout
+    unit = "worker threads" if scheme == "memory" else "worker processes"
+    assert f"3 voters in 3 {unit}" in result.stdout
+
+
 def test_voters_join_a_running_vote_from_another_terminal(tcp_address: str, background) -> None:
     host = background(
         "vote", "--voters", "2", "--think", "0.5", "--wait", "20", "--expect", "3",
@@ -361,3 +372,44 @@ def test_bench_sits_in_the_same_command() -> None:
     result = run("bench", "--help")
     assert result.returncode == 0
     assert "--quick" in result.stdout and "--only" in result.stdout
+
+
+# -- the vote's logic, without the bus ---------------------------------------------------
+
+
+def test_a_seed_decides_each_choice_and_think_time() -> None:
+    options = ["pizza", "sushi", "salad"]
+    picks = [choose(7, number, options, 2.0) for number in range(1, 30)]
+    assert picks == [choose(7, number, options, 2.0) for number in range(1, 30)]
+    assert {option for option, _ in picks} <= set(options)
+    assert all(0.2 <= think <= 2.0 for _, think in picks)
+    assert picks != [choose(8, number, options, 2.0) for number in range(1, 30)]
+
+
+def test_the_tally_counts_rejects_and_reports_late_ballots() -> None:
+    tally = Tally("v1", ["yes", "no"])
+    one, two, three = (f"vote.v1.voter-0{n}" for n in (1, 2, 3))
+    tally.register([one, two, three], "local")
+    for channel in (one, two):
+        assert tally.take(channel, {"kind": "ready", "voter": channel}, 0.0).kind == "ready"
+    tally.asked, tally.due = [one, two], 1.0
+
+    def ballot(channel: str, option: str, voter: str | None = None) -> dict:
+        return {"kind": "ballot", "voter": voter or channel, "option": option}
+
+    assert tally.take(one, ballot(one, "maybe"), 1.1).reason == "invalid option 'maybe'"
+    assert tally.take(one, ballot(one, "yes", voter=two), 1.1).reason == "unknown voter"
+    assert tally.take("vote.v1.voter-99", ballot("vote.v1.voter-99", "yes"), 1.2).reason == (
+        "unknown voter"
+    )
+    assert tally.take(three, ballot(three, "yes"), 1.2).reason == "not asked"
+    assert tally.take(one, ballot(one, "yes"), 1.5).kind == "counted"
+    assert tally.take(one, ballot(one, "no"), 1.6).reason == "already voted"
+    assert tally.take(one, [1, 2], 1.6).kind == "rejected"
+    assert tally.take(one, {"kind": "question"}, 1.6).kind == "ignored"
+    assert not tally.complete
+    tally.closed_at = 2.0
+    late = tally.take(two, ballot(two, "no"), 2.25)
+    assert late.kind == "late" and late.reason == "0.25 s late"
+    assert tally.counts == {"yes": 1, "no": 0} and tally.winners == ["yes"]
+    assert len(tally.rejected) == 6 and len(tally.late) == 1

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._settings import BusSettings
 from ._transports import transport_for
 from .bus import Bus, Message, Publisher, Subscriber
 from .context import Context
@@ -316,8 +317,7 @@ class Workers:
     ) -> None:
         count = max(1, min(count, len(channels)))
         shares = [channels[index::count] for index in range(count)]
-        settings = Publisher(context).settings
-        self.in_threads = transport_for(settings).process_local
+        self.in_threads = transport_for(BusSettings.from_context(context)).process_local
         self.units: list[Any] = []
         for index, share in enumerate(shares):
             args = (context, vote_id, share, question_by)
@@ -600,7 +600,7 @@ def join_vote(
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()
-    if transport_for(publisher.settings).process_local:
+    if transport_for(BusSettings.from_context(context)).process_local:
         raise VoteError(
             f"{address} lives inside one process: join a vote over tcp:// or ipc:// instead"
         )
