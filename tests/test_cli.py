@@ -368,6 +368,28 @@ def test_the_live_view_through_a_pseudo_terminal(tcp_address: str) -> None:
     assert "4 of 4 voters (100%)" in child.before
 
 
+def test_spy_colors_what_it_prints_on_a_terminal(tcp_address: str) -> None:
+    env = {key: value for key, value in ENV.items() if key not in ("NO_COLOR", "COLUMNS")}
+    child = pexpect.spawn(
+        CLI[0],
+        [*CLI[1:], "spy", "--count", "1", "--address", tcp_address],
+        env=env,
+        dimensions=(40, 120),
+        encoding="utf-8",
+        timeout=RUN_TIMEOUT,
+    )
+    try:
+        child.expect("Spying on")
+        assert run("publish", "colors", '{"red": 1}', "--address", tcp_address).returncode == 0
+        child.expect("colors")
+        child.expect(pexpect.EOF)
+        shown = child.before
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "\x1b[" in shown and '"red"' in shown
+
+
 def test_bench_sits_in_the_same_command() -> None:
     result = run("bench", "--help")
     assert result.returncode == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -68,7 +69,9 @@ def compile_pattern(pattern: str) -> tuple[bytes, re.Pattern[str]]:
 
 
 def _is_pattern(channel: str) -> bool:
-    return any(token in ("*", ">") for token in channel.split("."))
+    # Any '*' or '>' makes a pattern, so that a misplaced one ('votes.a*') is refused
+    # with a ValueError rather than taken silently as a plain channel name.
+    return "*" in channel or ">" in channel
 
 
 class Subscriber:
@@ -80,12 +83,11 @@ class Subscriber:
         subscriber.wait_ready()
         message = subscriber.get(block=True, timeout=5.0)
 
-    One subscriber is used by one thread (or one event loop) at a time.
+    One subscriber is used by one thread (or one asyncio task) at a time; only
+    ``close()`` may come from another thread, to end a wait or an iteration there.
     """
 
-    def __init__(
-        self, context: Context, channels: str | list[str], pattern: bool = False
-    ) -> None:
+    def __init__(self, context: Context, channels: str | list[str], pattern: bool = False) -> None:
         self.context = as_context(context, "Subscriber()")
         self.settings = BusSettings.from_context(self.context)
         self._receiver = transport_for(self.settings).open_receiver()
@@ -98,8 +100,12 @@ class Subscriber:
         self._probe = b""
         self._ready = False
         self._closed = False
-        self._released = False
+        # While a thread (or task) waits on the receiver, close() from elsewhere only marks
+        # the subscriber closed, and the waiting side frees the receiver when its wait ends:
+        # a ZeroMQ socket must never be used by two threads at once.
         self._receiving = False
+        self._released = False
+        self._release_lock = threading.Lock()
         self.subscribe(channels, pattern=pattern)
 
     # -- subscriptions ------------------------------------------------------------
@@ -164,9 +170,12 @@ class Subscriber:
 
         Returns True then (nothing published afterwards is lost while the
         subscriber keeps up), False when ``timeout`` seconds passed first.
-        Messages that arrive meanwhile are kept for ``get()``.
+        Messages that arrive meanwhile are kept for ``get()``. Each call checks
+        anew: after a hub restart or takeover, it waits for the new hub.
         """
         self._check_open()
+        if self._ready:  # an echo of an older probe would prove nothing about the hub now
+            self._renew_probe()
         outbox = _outbox.outbox_for(self.settings)
         deadline = time.monotonic() + timeout
         interval = 0.01
@@ -374,20 +383,31 @@ class Subscriber:
         return self._closed
 
     def close(self) -> None:
-        """Stops receiving and frees the subscriber's socket; idempotent."""
+        """Stops receiving and frees the subscriber's socket; idempotent.
+
+        Afterwards ``get()`` and ``receive()`` raise ``ClosedError``, iteration
+        ends, and a wait in progress returns None. Called from another thread
+        than the one waiting, it only marks the subscriber closed and wakes an
+        ``aget()``; the waiting thread sees it within a fraction of a second and
+        frees the socket itself.
+        """
         if self._closed:
             return
+        # Set before _receiving is read, where _next_entry sets _receiving before it
+        # reads _closed: one of the two sides sees the other. _pending is left alone
+        # (another thread may be taking from it); nothing reads it once closed.
         self._closed = True
-        self._pending.clear()
         self._receiver.interrupt()  # ends a wait in progress, from any thread
-        if not self._receiving:  # else the receiving thread closes it when its wait ends
+        if not self._receiving:  # else the receiving thread frees it when its wait ends
             self._release()
 
     def _release(self) -> None:
-        """Frees the receiver, once, from the thread that used it last."""
-        if not self._released:
+        """Frees the receiver once, whichever side (closer or waiter) comes last."""
+        with self._release_lock:
+            if self._released:
+                return
             self._released = True
-            self._receiver.close()
+        self._receiver.close()
 
     def __enter__(self) -> Subscriber:
         return self

@@ -9,6 +9,8 @@ as a ZeroMQ subscriber would; the sequence numbers above make that visible.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -63,6 +65,7 @@ class MemoryReceiver(Receiver):
         self._arrived = threading.Condition(threading.Lock())
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closed = False
+        self._interrupted = False
         with exchange.lock:
             exchange.receivers.append(self)
 
@@ -77,8 +80,8 @@ class MemoryReceiver(Receiver):
             self._queue.append(frames)
             self._arrived.notify()
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+        if waiters:
+            _wake(waiters)
 
     def subscribe(self, prefix: bytes) -> None:
         with self._exchange.lock:
@@ -96,7 +99,7 @@ class MemoryReceiver(Receiver):
         with self._arrived:
             if not self._queue and timeout != 0:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while not self._queue and not self._closed:
+                while not self._queue and not self._closed and not self._interrupted:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
@@ -107,7 +110,7 @@ class MemoryReceiver(Receiver):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._arrived:
-            if self._queue or self._closed:
+            if self._queue or self._closed or self._interrupted:
                 return True
             self._waiters.append((loop, future))
         try:
@@ -128,7 +131,19 @@ class MemoryReceiver(Receiver):
             self._closed = True
             self._arrived.notify_all()
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
+        _wake(waiters)
+
+    def interrupt(self) -> None:
+        with self._arrived:
+            self._interrupted = True
+            self._arrived.notify_all()
+            waiters, self._waiters = self._waiters, []
+        _wake(waiters)
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits there
             loop.call_soon_threadsafe(_resolve, future)
 
 
@@ -170,3 +185,13 @@ class MemoryTransport(Transport):
                 return None
             self._exchange.hub_held = True
         return MemoryHub(self._exchange)
+
+
+def _forget_after_fork() -> None:
+    """A forked child starts with no receivers, and locks no thread of it can hold."""
+    global _exchanges_lock
+    _exchanges.clear()
+    _exchanges_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -161,6 +161,8 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(connect_address(settings.address))
+        self._interrupted = False
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def subscribe(self, prefix: bytes) -> None:
         self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
@@ -188,29 +190,45 @@ class ZmqReceiver(Receiver):
 
     async def wait_async(self, timeout: float | None) -> bool:
         socket = self._socket
-        if socket.closed or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._interrupted or socket.closed:
             return True
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        descriptor = socket.getsockopt(zmq.FD)
-        while True:
-            woken: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(descriptor, _resolve, woken)
-            try:
-                # ZeroMQ's descriptor is edge-triggered: look again once we listen.
-                if socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    return True
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                try:
-                    await asyncio.wait_for(woken, remaining)
-                except asyncio.TimeoutError:
-                    return bool(socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
-            finally:
-                loop.remove_reader(descriptor)
-            if socket.closed or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        try:
+            if socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return True
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            descriptor = socket.getsockopt(zmq.FD)
+            while True:
+                woken: asyncio.Future[None] = loop.create_future()
+                self._waiter = (loop, woken)
+                loop.add_reader(descriptor, _resolve, woken)
+                try:
+                    # ZeroMQ's descriptor is edge-triggered: look again once we listen.
+                    if self._interrupted or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        return True
+                    remaining = None if deadline is None else deadline - loop.time()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    try:
+                        await asyncio.wait_for(woken, remaining)
+                    except asyncio.TimeoutError:
+                        return bool(socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+                finally:
+                    self._waiter = None
+                    loop.remove_reader(descriptor)
+                if self._interrupted or socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return True
+        except zmq.ZMQError as error:
+            raise _translated(error) from error
+
+    def interrupt(self) -> None:
+        # From another thread: only the event loop's own thread touches the socket.
+        self._interrupted = True
+        waiter = self._waiter
+        if waiter is not None:
+            loop, woken = waiter
+            with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits there
+                loop.call_soon_threadsafe(_resolve, woken)
 
     def close(self) -> None:
         if not self._socket.closed:
