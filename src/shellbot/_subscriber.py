@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any
@@ -111,16 +111,26 @@ class Subscriber:
     # -- subscriptions ------------------------------------------------------------
 
     def subscribe(self, channels: str | list[str], pattern: bool = False) -> None:
-        """Adds channels (or, with ``pattern=True``, patterns such as ``votes.*``)."""
+        """Adds channels (or, with ``pattern=True``, patterns such as ``votes.*``).
+
+        Raises ``ValueError`` for an invalid pattern, before adding any of ``channels``.
+        """
         self._check_open()
-        for channel in _codec.check_subscription(channels):
+        names = _codec.check_subscription(channels)
+        compiled = {
+            channel: compile_pattern(channel)
+            for channel in names
+            if channel and pattern and _is_pattern(channel) and channel not in self._patterns
+        }
+        for channel in names:
             if not channel:
                 self._everything += 1
                 self._receiver.subscribe(b"")
             elif pattern and _is_pattern(channel):
-                prefix, matcher, count = self._patterns.get(channel, (b"", None, 0))
-                if matcher is None:
-                    prefix, matcher = compile_pattern(channel)
+                if channel in self._patterns:
+                    prefix, matcher, count = self._patterns[channel]
+                else:
+                    (prefix, matcher), count = compiled[channel], 0
                 self._patterns[channel] = (prefix, matcher, count + 1)
                 self._receiver.subscribe(prefix)
             else:
@@ -130,17 +140,28 @@ class Subscriber:
         self._renew_probe()
 
     def unsubscribe(self, channels: str | list[str], pattern: bool = False) -> None:
-        """Removes channels or patterns given to ``subscribe()`` before."""
+        """Removes channels or patterns given to ``subscribe()`` before.
+
+        Raises ``ValueError`` for one this subscriber does not have, before removing
+        any of ``channels``.
+        """
         self._check_open()
-        for channel in _codec.check_subscription(channels):
+        names = _codec.check_subscription(channels)
+        wanted = Counter(names)
+        for channel, times in wanted.items():
             if not channel:
-                if not self._everything:
+                if self._everything < times:
                     raise ValueError("unsubscribe(''): this subscriber is not subscribed to ''")
+            elif pattern and _is_pattern(channel):
+                if self._patterns.get(channel, (b"", None, 0))[2] < times:
+                    raise ValueError(f"unsubscribe(): no pattern {channel!r} to remove")
+            elif self._exact.get(_codec.topic_of(channel), 0) < times:
+                raise ValueError(f"unsubscribe(): this subscriber has no channel {channel!r}")
+        for channel in names:
+            if not channel:
                 self._everything -= 1
                 self._receiver.unsubscribe(b"")
             elif pattern and _is_pattern(channel):
-                if channel not in self._patterns:
-                    raise ValueError(f"unsubscribe(): no pattern {channel!r} to remove")
                 prefix, matcher, count = self._patterns[channel]
                 if count > 1:
                     self._patterns[channel] = (prefix, matcher, count - 1)
@@ -149,8 +170,6 @@ class Subscriber:
                 self._receiver.unsubscribe(prefix)
             else:
                 topic = _codec.topic_of(channel)
-                if topic not in self._exact:
-                    raise ValueError(f"unsubscribe(): this subscriber has no channel {channel!r}")
                 self._exact[topic] -= 1
                 if not self._exact[topic]:
                     del self._exact[topic]

@@ -1,0 +1,161 @@
+"""Wildcards, opt-in: NATS-style patterns with pattern=True; plain names stay exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shellbot.bus import Bus, Publisher, Subscriber
+
+CHANNELS = [
+    "votes",
+    "votes.alice",
+    "votes.bob",
+    "votes.alice.final",
+    "votesx.alice",
+    "votes.*",
+    "votes.>",
+    "polls.alice",
+]
+
+
+def ready(bus: Bus, channels: str | list[str], pattern: bool = False) -> Subscriber:
+    subscriber = bus.subscribe(channels, pattern=pattern)
+    assert subscriber.wait_ready(timeout=5.0)
+    return subscriber
+
+
+def drain(subscriber: Subscriber) -> list[str]:
+    """The channels of everything received, up to the 'end' marker sent on 'zz.end'."""
+    channels = []
+    while True:
+        message = subscriber.receive(block=True, timeout=5.0)
+        assert message is not None, f"no end marker; got {channels}"
+        if message.channel == "zz.end":
+            return channels
+        channels.append(message.channel)
+
+
+def publish_all(publisher: Publisher, channels: list[str]) -> None:
+    for channel in channels:
+        publisher.put(channel, {"on": channel})
+    publisher.put("zz.end", "end")
+
+
+@pytest.mark.parametrize(
+    ("patterns", "expected"),
+    [
+        (["votes.*"], ["votes.alice", "votes.bob", "votes.*", "votes.>"]),
+        (
+            ["votes.>"],
+            ["votes.alice", "votes.bob", "votes.alice.final", "votes.*", "votes.>"],
+        ),
+        (["*.alice"], ["votes.alice", "votesx.alice", "polls.alice"]),
+        (["votes.*.final"], ["votes.alice.final"]),
+        (["*"], ["votes"]),
+        ([">"], CHANNELS),
+        (["votes", "votes.alice"], ["votes", "votes.alice"]),  # no wildcard: exact names
+    ],
+)
+def test_patterns_match_what_they_say(
+    bus: Bus, publisher: Publisher, patterns: list[str], expected: list[str]
+) -> None:
+    subscriber = ready(bus, [*patterns, "zz.end"], pattern=True)
+    publish_all(publisher, CHANNELS)
+    assert drain(subscriber) == expected
+
+
+def test_without_pattern_wildcards_are_plain_characters(bus: Bus, publisher: Publisher) -> None:
+    star = ready(bus, ["votes.*", "zz.end"])
+    rest = ready(bus, ["votes.>", "zz.end"])
+    publish_all(publisher, CHANNELS)
+    assert drain(star) == ["votes.*"]
+    assert drain(rest) == ["votes.>"]
+
+
+def test_a_wildcard_in_a_published_channel_is_no_wildcard(bus: Bus, publisher: Publisher) -> None:
+    exact_alice = ready(bus, ["votes.alice", "zz.end"])
+    exact_star = ready(bus, ["votes.*", "zz.end"])
+    pattern_star = ready(bus, ["votes.*", "zz.end"], pattern=True)
+    pattern_other = ready(bus, ["polls.*", "zz.end"], pattern=True)
+    publish_all(publisher, ["votes.*"])
+    assert drain(exact_alice) == []  # '*' published by name does not reach votes.alice
+    assert drain(exact_star) == ["votes.*"]
+    assert drain(pattern_star) == ["votes.*"]  # '*' is a token that votes.* matches
+    assert drain(pattern_other) == []
+
+
+def test_everything_stays_everything(bus: Bus, publisher: Publisher) -> None:
+    everything = ready(bus, "", pattern=True)
+    publish_all(publisher, CHANNELS)
+    assert drain(everything) == CHANNELS
+
+
+def test_patterns_and_names_together_deliver_once(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, ["votes.alice", "zz.end"])
+    subscriber.subscribe(["votes.*", "votes.>"], pattern=True)
+    assert subscriber.wait_ready(timeout=5.0)
+    publish_all(publisher, ["votes.alice", "votes.alice.final", "polls.alice"])
+    assert drain(subscriber) == ["votes.alice", "votes.alice.final"]
+
+
+def test_unsubscribing_a_pattern(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, ["votes.*", "zz.end"], pattern=True)
+    subscriber.subscribe("votes.*", pattern=True)
+    subscriber.unsubscribe("votes.*", pattern=True)
+    publish_all(publisher, ["votes.alice"])
+    assert drain(subscriber) == ["votes.alice"]  # subscribed twice, removed once
+    subscriber.unsubscribe("votes.*", pattern=True)
+    publish_all(publisher, ["votes.alice"])
+    assert drain(subscriber) == []
+    with pytest.raises(ValueError, match="no pattern"):
+        subscriber.unsubscribe("votes.*", pattern=True)
+
+
+def test_the_envelope_carries_the_real_channel(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "votes.>", pattern=True)
+    publisher.put("votes.alice.final", {"vote": "yes"})
+    message = subscriber.receive(block=True, timeout=5.0)
+    assert message is not None
+    assert (message.channel, message.message) == ("votes.alice.final", {"vote": "yes"})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hint"),
+    [
+        ("votes.>.final", "'>' must be the last token"),
+        ("votes..*", "single dots"),
+        ("votes.a*", "stand alone"),
+        ("vo*tes", "stand alone"),
+        ("votes.>>", "stand alone"),
+        (".*", "single dots"),
+        ("votes.*.", "single dots"),
+    ],
+)
+def test_invalid_patterns_are_refused_clearly(bus: Bus, pattern: str, hint: str) -> None:
+    with pytest.raises(ValueError, match=hint) as raised:
+        bus.subscribe(pattern, pattern=True)
+    assert repr(pattern) in str(raised.value)
+    assert "votes.*" in str(raised.value) or "votes.>" in str(raised.value)  # an example
+    with bus.subscribe("ok") as subscriber, pytest.raises(ValueError, match=hint):
+        subscriber.subscribe(["fine.*", pattern], pattern=True)
+
+
+def test_a_refused_pattern_leaves_no_half_subscription(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, "zz.end")
+    with pytest.raises(ValueError):
+        subscriber.subscribe(["fine.*", "bad.>.x"], pattern=True)
+    publish_all(publisher, ["fine.one"])
+    received: list[Any] = drain(subscriber)
+    assert received == []
+
+
+def test_a_refused_unsubscribe_removes_nothing(bus: Bus, publisher: Publisher) -> None:
+    subscriber = ready(bus, ["kept", "zz.end"])
+    with pytest.raises(ValueError, match="no channel 'never'"):
+        subscriber.unsubscribe(["kept", "never"])
+    with pytest.raises(ValueError, match="no channel 'kept'"):
+        subscriber.unsubscribe(["kept", "kept"])  # subscribed once, removed twice
+    publish_all(publisher, ["kept"])
+    assert drain(subscriber) == ["kept"]
