@@ -96,9 +96,10 @@ def test_garbage_to_the_inbound_side_is_dropped_and_counted(
         assert {"good": "from the bus"} in received
         received.remove({"good": "from the bus"})
         assert received == from_peer
-    assert exact.get() is None
+    # The bad bodies came from another sender id, which the hub may forward later.
+    assert eventually(lambda: exact.get() is None and exact.stats["dropped"] == 1)
+    assert eventually(lambda: everything.get() is None and everything.stats["dropped"] == 2)
     assert exact.stats["dropped"] == 1  # the JSON; the bad channel never matched 'votes'
-    assert everything.stats["dropped"] == 2
     assert exact.stats["missed"] == 0
     assert eventually(lambda: hub.stats["dropped"] == 5 and hub.stats["oversized"] == 1)
     peer.close(linger=0)
