@@ -143,7 +143,9 @@ class ZmqSender(Sender):
                 f"No hub took messages at {self._address} before bus.send_timeout: "
                 "start a publisher or `shellbot-bus hub` on this address"
             )
-        return errors.TransportError(f"Sending to {self._address} failed: {error}")
+        return errors.TransportError(
+            f"Sending to {self._address} failed ({error}): check bus.address and bus.inbound"
+        )
 
     def close(self, linger: float) -> None:
         with self._lock:
@@ -243,7 +245,9 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def _translated(error: zmq.ZMQError) -> errors.ShellbotError:
     if error.errno == zmq.ENOTSOCK:
         return errors.ClosedError("The subscriber was closed; subscribe again to go on")
-    return errors.TransportError(f"Receiving failed: {error}")
+    return errors.TransportError(
+        f"Receiving failed ({error}): close this subscriber and subscribe again"
+    )
 
 
 class ZmqHub(Hub):
@@ -441,7 +445,8 @@ class ZmqTransport(Transport):
             if error.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL):
                 return None  # a hub holds it, here or on the machine that owns the address
             raise errors.TransportError(
-                f"Cannot bind bus.address {settings.address}: {error}"
+                f"Cannot bind bus.address {settings.address} ({error}): use an address "
+                "this machine can bind (an ipc:// path short, in a directory that exists)"
             ) from error
         _warm_up(xpub)
         pull = self._context.socket(zmq.PULL)
@@ -481,7 +486,14 @@ def _warm_up(xpub: zmq.Socket) -> None:
 
 
 def _lock_or_none(path: str) -> int | None:
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise errors.TransportError(
+            f"Cannot create {path}, which says that a hub holds this ipc:// address "
+            f"({error.strerror}): use a bus.address in a directory that exists and "
+            "that this user may write to"
+        ) from error
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
