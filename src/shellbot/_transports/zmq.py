@@ -15,6 +15,13 @@ checks the shape of each message (two frames, a topic that ends with the
 terminator or is a control topic, a body with a header, a size within
 ``bus.max_message_size``), counts and drops the rest, and forwards the bytes
 as they are; it never decodes JSON.
+
+On the inbound side only, a message may also come as one frame: the topic and
+the body back to back (the topic's terminator, the first 0xFF byte, ends it).
+Our publishers send messages that way, one frame being cheaper than two at
+both ends; bus signals and other programs use the two frames. Subscribers
+always receive the two frames. Under a backlog the hub joins runs of messages
+(see ``ZmqHub._forward_available``); it never waits to do so.
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
 from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
+from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE, TERMINATOR
 from .._settings import BusSettings
 from .base import Frames, Hub, Receiver, Sender, Transport
 
@@ -129,11 +137,10 @@ class ZmqSender(Sender):
                 raise self._translated(error) from None
 
     def send_one(self, topic: bytes, body: bytes) -> None:
-        """``send([(topic, body)])`` for a caller that serializes its calls (the outbox)."""
-        socket = self._socket
+        """``send([(topic, body)])`` for a caller that serializes its calls (the outbox),
+        as one frame: ``topic`` must end with the terminator (see the module docstring)."""
         try:
-            _send(socket, topic, _SNDMORE)
-            _send(socket, body)
+            _send(self._socket, topic + body)
         except zmq.ZMQError as error:
             raise self._translated(error) from None
 
@@ -319,30 +326,39 @@ class ZmqHub(Hub):
     def _forward_available(self) -> None:
         """Forwards what has arrived, checked; joins runs of one sender on one channel.
 
-        A run is consecutive messages of one sender on one topic with consecutive
-        sequence numbers: they leave as one body (the first header, then the JSON
-        texts joined by newlines), which the subscriber splits again. Nothing waits
-        for a run to grow: the hub takes only what is already queued.
+        A run is messages of one sender, one after the other in that sender's
+        order, on one topic, with consecutive sequence numbers: they leave as one
+        body (the first header, then the JSON texts joined by newlines), which the
+        subscriber splits again. Each sender has its own run, so senders whose
+        messages arrive interleaved (fan-in) are joined too; order is kept per
+        sender, which is all the bus promises (arrival order across senders is
+        ZeroMQ's fair queuing anyway). Nothing waits for a run to grow: the hub
+        takes only what is already queued, and sends every run before it waits.
         """
         pull, xpub = self._pull, self._xpub
         max_body, limit = self._max_body, self._batch_limit
         forwarded = dropped = oversized = 0
-        topic = b""  # of the run being joined
-        parts: list[bytes] = []
-        sender = following = size = 0
+        # sender -> [topic, parts, next sequence, size]: the run being joined
+        runs: dict[int, list[Any]] = {}
         try:
             for _ in range(FORWARD_BURST):
                 first = _recv(pull, _NOBLOCK, False)
-                if not first.more:
-                    dropped += 1
-                    continue
-                second = _recv(pull, _NOBLOCK, False)
-                if second.more:
-                    _discard_rest(pull)
-                    dropped += 1
-                    continue
-                head = first.bytes
-                body = second.bytes
+                if first.more:
+                    second = _recv(pull, _NOBLOCK, False)
+                    if second.more:
+                        _discard_rest(pull)
+                        dropped += 1
+                        continue
+                    head = first.bytes
+                    body = second.bytes
+                else:  # one frame: a data topic, its terminator, then the body
+                    data = first.bytes
+                    end = data.find(TERMINATOR) + 1
+                    if end <= 1:  # no terminator, or a bus signal, which takes two frames
+                        dropped += 1
+                        continue
+                    head = data[:end]
+                    body = data[end:]
                 length = len(body)
                 if (
                     not head
@@ -355,33 +371,28 @@ class ZmqHub(Hub):
                     oversized += 1
                     continue
                 forwarded += 1
-                if head[0] == CONTROL_BYTE:  # a bus signal leaves alone, in its place
-                    if parts:
-                        _emit(xpub, topic, parts)
-                        parts = []
+                identity, sequence = _unpack_header(body)
+                run = runs.get(identity)
+                if head[0] == CONTROL_BYTE:  # a bus signal leaves alone, after its sender's run
+                    if run is not None:
+                        del runs[identity]
+                        _emit(xpub, run[0], run[1])
                     _send(xpub, head, _SNDMORE)
                     _send(xpub, body)
                     continue
-                identity, sequence = _unpack_header(body)
-                if (
-                    sequence == following
-                    and identity == sender
-                    and head == topic
-                    and size + length <= limit
-                    and parts
-                ):
-                    parts.append(body[HEADER_SIZE:])
-                    size += length - HEADER_SIZE + 1
-                    following += 1
-                    continue
-                if parts:
-                    _emit(xpub, topic, parts)
-                topic, parts, sender, following, size = head, [body], identity, sequence + 1, length
+                if run is not None:
+                    if sequence == run[2] and head == run[0] and run[3] + length <= limit:
+                        run[1].append(body[HEADER_SIZE:])
+                        run[2] = sequence + 1
+                        run[3] += length - HEADER_SIZE + 1
+                        continue
+                    _emit(xpub, run[0], run[1])
+                runs[identity] = [head, [body], sequence + 1, length]
         except zmq.Again:
             pass
         finally:
-            if parts:
-                _emit(xpub, topic, parts)
+            for run in runs.values():
+                _emit(xpub, run[0], run[1])
             counters = self._counters
             counters["forwarded"] += forwarded
             counters["dropped"] += dropped

@@ -259,7 +259,8 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
         stall.set()
         late = crew.collect("result", len(stalled)) if stalled else {}
         done.set()
-        hub = crew.collect("hub", 1, timeout=10.0) if side == OURS else {}
+        holders = len(publishers) if shape.every_publisher_starts else 1
+        hub = crew.collect("hub", holders, timeout=15.0) if side == OURS else {}
     finally:
         go.set()
         stall.set()
@@ -278,8 +279,8 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
         * len(publishers)
         / max(r["ended"] - r["started"] for r in sent.values()),
     }
-    if hub:
-        result["hub"] = next(iter(hub.values()))
+    if hub:  # the counters of the publisher that held the hub
+        result["hub"] = max(hub.values(), key=lambda stats: stats.get("forwarded", 0))
     if stalled:
         report = late[stalled[0]]
         result["stalled_received"] = report["received"]

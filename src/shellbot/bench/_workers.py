@@ -80,8 +80,8 @@ def ours_publisher(
     results.put(("sent", name, {"started": started, "ended": ended}))
     done.wait(WAIT)
     if start:
+        publisher.stop(timeout=5.0)  # its last act publishes the hub's final counters
         results.put(("hub", name, publisher.stats))
-        publisher.stop(timeout=5.0)
 
 
 def ours_subscriber(
