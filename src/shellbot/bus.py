@@ -22,11 +22,17 @@ Example::
 
 from __future__ import annotations
 
+import typing
+
 from ._message import Message
 from ._publisher import Publisher
-from ._settings import DEFAULT_ADDRESS, as_context, check_address
+from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+from ._settings import as_context as _as_context
+from ._settings import check_address as _check_address
 from ._subscriber import Subscriber
-from .context import Context
+
+if typing.TYPE_CHECKING:  # the module shows only what __all__ names; Context lives in shellbot
+    from .context import Context
 
 __all__ = ["Bus", "Message", "Publisher", "Subscriber"]
 
@@ -38,17 +44,17 @@ class Bus:
     every channel); messages are JSON values other than ``None``.
     """
 
-    DEFAULT_ADDRESS = DEFAULT_ADDRESS
+    DEFAULT_ADDRESS = _DEFAULT_ADDRESS
 
-    def __init__(self, context: Context) -> None:
-        self.context = as_context(context, "Bus()")
+    def __init__(self, context: Context | str | None) -> None:
+        self.context = _as_context(context, "Bus()")
 
     def check(self) -> None:
         """Checks the settings under ``bus``: sets ``bus.address`` to the default when
         it is missing, and raises ``ConfigurationError`` (a ``ValueError``) for an
         address the bus cannot use."""
         self.context.check("bus.address", self.DEFAULT_ADDRESS)
-        check_address(self.context.get("bus.address"))
+        _check_address(self.context.get("bus.address"))
 
     def publish(self) -> Publisher:
         """A publisher on this bus; ``start()`` it to keep the bus up."""

@@ -117,7 +117,7 @@ class Context:
     def increment(self, key: str, delta: int = 1) -> int:
         """Adds ``delta`` to a counter (missing counts as 0), atomically, and returns the result."""
         with self._lock:
-            value = self._values.get(key, 0) + delta
+            value: int = self._values.get(key, 0) + delta
             self._values[key] = value
             return value
 
