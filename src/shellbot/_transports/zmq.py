@@ -32,7 +32,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zmq
@@ -62,6 +62,8 @@ BATCH_BYTES = 32 * 1024
 # call than sending a small frame (routing_id/group handling, RCVMORE through enums).
 _send = _BackendSocket.send
 _recv = _BackendSocket.recv
+_get = _BackendSocket.get
+_EVENTS = zmq.EVENTS
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 _POLLIN = zmq.POLLIN
@@ -196,6 +198,18 @@ class ZmqReceiver(Receiver):
         except zmq.ZMQError as error:
             raise _translated(error) from error
         return None
+
+    def receive_more(self) -> Iterator[Frames]:
+        """The messages already queued, one by one, without waiting, for as long as the
+        caller asks: what a subscriber behind its stream takes in one go (one cheap
+        check when nothing is queued)."""
+        socket = self._socket
+        try:
+            if _get(socket, _EVENTS) & _POLLIN:
+                while True:
+                    yield _receive_frames(socket)
+        except zmq.ZMQError:  # zmq.Again: all taken; a closed socket shows on the next wait
+            return
 
     async def wait_async(self, timeout: float | None) -> bool:
         socket = self._socket
