@@ -163,22 +163,31 @@ class Publisher(multiprocessing.Process):
     def is_alive(self) -> bool:
         if self._thread is not None:
             return self._thread.is_alive()
-        return self._popen is not None and super().is_alive()
+        return self._process_handle is not None and super().is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
-        elif self._popen is not None:
+        elif self._process_handle is not None:
             super().join(timeout)
 
     def terminate(self) -> None:
-        if self._thread is None and self._popen is not None:
+        if self._thread is None and self._process_handle is not None:
             super().terminate()
+
+    # multiprocessing's own attributes, read through typed names.
+    @property
+    def _process_handle(self) -> Any:
+        return getattr(self, "_popen", None)
+
+    @property
+    def _started_by(self) -> int | None:
+        return getattr(self, "_parent_pid", None)
 
     def _send_pill(self) -> None:
         if not self._started:
             return
-        started_here = self._thread is not None or self._parent_pid == os.getpid()
+        started_here = self._thread is not None or self._started_by == os.getpid()
         if started_here and not self.is_alive():
             return  # its hub may be gone with it: there would be no one to take the pill
         # From another process (forked after start), we cannot tell: a pill to a
@@ -192,7 +201,7 @@ class Publisher(multiprocessing.Process):
         """Lets a publisher travel to another process, where ``put()`` and
         ``fan.put(None)`` work; only the process that started it can join it."""
         state = self.__dict__.copy()
-        if self._popen is None and self._thread is None:
+        if self._process_handle is None and self._thread is None:
             return state  # not started yet, or being started: its process gets everything
         state["_popen"] = None
         state["_thread"] = None

@@ -429,7 +429,7 @@ class VoteHost:
         assert self.tally.due is not None
         self._pump(lambda now: self.tally.complete, self.tally.due + settings.timeout)
         by_timeout = not self.tally.complete
-        self.tally.closed_at = time.monotonic()
+        closed_at = self.tally.closed_at = time.monotonic()
         assert self.publisher is not None
         self.publisher.put(list(self.tally.registered), self.result(by_timeout).to_message())
         self.view.closed(self)
@@ -437,7 +437,7 @@ class VoteHost:
             tally = self.tally
             self._pump(
                 lambda now: all(v in tally.ballots or self._late(v) for v in tally.asked),
-                tally.closed_at + LATE_GRACE,
+                closed_at + LATE_GRACE,
             )
         return self.result(by_timeout)
 
@@ -531,7 +531,7 @@ class VoteHost:
             return
         count = request.get("voters")
         if self.tally.due is not None:
-            answer = {"kind": "refused", "reason": "the question is already out"}
+            answer: dict[str, Any] = {"kind": "refused", "reason": "the question is already out"}
             self.view.refused(origin, answer["reason"])
         elif not isinstance(count, int) or not 0 < count <= 1000:
             answer = {"kind": "refused", "reason": "ask for 1 to 1000 voters"}

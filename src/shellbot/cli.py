@@ -583,7 +583,7 @@ class _Connections:
         except ImportError:  # connections are not logged then, counters are
             self.process = None
 
-    def changes(self) -> Iterator[tuple[str, ...]]:
+    def changes(self) -> Iterator[tuple[tuple[str, str], str]]:
         if self.process is None or not self.sides:
             return
         list_connections = (
