@@ -1,0 +1,22 @@
+"""The README's first API example runs as written (on a free port instead of 5555)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_api_example_runs(tcp_address: str) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks, "the README shows no Python example"
+    example = blocks[0].replace("tcp://127.0.0.1:5555'}}", f"{tcp_address}'}}}}")
+    assert tcp_address in example
+    namespace: dict = {}
+    exec(example, namespace)
+    publisher = namespace["publisher"]
+    publisher.join(timeout=5.0)  # the example ends by turning the switch off
+    assert not publisher.is_alive()
+    subscriber = namespace["subscriber"]
+    assert subscriber.stats["received"] == 2
