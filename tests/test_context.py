@@ -31,7 +31,9 @@ def test_nested_settings_become_dotted_keys() -> None:
 def test_set_clear_and_is_empty() -> None:
     context = Context()
     assert context.is_empty()
+    assert not context.is_switched_off()
     context.set("general.switch", "off")
+    assert context.is_switched_off()
     assert not context.is_empty()
     assert context.get("general.switch") == "off"
     context.clear()

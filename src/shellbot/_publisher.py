@@ -276,7 +276,7 @@ class Publisher(multiprocessing.Process):
 
     def _switched_off(self) -> bool:
         try:
-            return self.context.get("general.switch", "on") == "off"
+            return self.context.is_switched_off()
         except (OSError, EOFError, ConnectionError):
             return True  # the program that owns the context is gone
 

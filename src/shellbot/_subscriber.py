@@ -464,7 +464,7 @@ class Subscriber:
 
     def _switched_off(self) -> bool:
         try:
-            return self.context.get("general.switch", "on") == "off"
+            return self.context.is_switched_off()
         except (OSError, EOFError, ConnectionError):
             return True
 

@@ -110,6 +110,10 @@ class Context:
         below = {k[len(prefix) :]: v for k, v in self._values.items() if k.startswith(prefix)}
         return below if below else default
 
+    def is_switched_off(self) -> bool:
+        """True when ``general.switch`` is ``'off'``: one round trip, for loops that ask often."""
+        return self._values.get("general.switch") == "off"
+
     def set(self, key: str, value: Any) -> None:
         """Sets one setting."""
         self._values[key] = value
