@@ -355,7 +355,11 @@ class ZmqHub(Hub):
         # sender -> [topic, parts, next sequence, size]: the run being joined
         runs: dict[int, list[Any]] = {}
         try:
-            for _ in range(FORWARD_BURST):
+            for index in range(FORWARD_BURST):
+                # A message that came alone leaves at once: one cheap look for a second
+                # one, rather than the exception of an empty receive (a few µs of latency).
+                if index == 1 and not _get(pull, _EVENTS) & _POLLIN:
+                    break
                 first = _recv(pull, _NOBLOCK, False)
                 if first.more:
                     second = _recv(pull, _NOBLOCK, False)
