@@ -56,7 +56,12 @@ FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other soc
 # Under a backlog the hub joins consecutive messages of one sender on one channel into
 # one frame of at most this many bytes (or bus.max_message_size when smaller). It only
 # joins what has already arrived: a message alone leaves at once, as it came.
-BATCH_BYTES = 32 * 1024
+BATCH_BYTES = 8 * 1024
+# The hub's high-water mark towards each subscriber counts frames, and a frame may
+# hold a run of BATCH_BYTES: the hub keeps at most about this many bytes for a
+# subscriber that stopped reading (its socket full too), then drops for it alone;
+# the subscriber counts the gap at its next message.
+HUB_BYTES_PER_SUBSCRIBER = 64 * 1024 * 1024
 
 # The hot path calls the backend's methods: the sugar layer above them costs more per
 # call than sending a small frame (routing_id/group handling, RCVMORE through enums).
@@ -463,7 +468,7 @@ class ZmqTransport(Transport):
             if lock_file is None:
                 return None
         xpub = self._context.socket(zmq.XPUB)
-        xpub.setsockopt(zmq.SNDHWM, settings.receive_high_water_mark)
+        xpub.setsockopt(zmq.SNDHWM, _hub_high_water_mark(settings))
         xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
         try:
             xpub.bind(settings.address)
@@ -496,6 +501,17 @@ class ZmqTransport(Transport):
                 f"({error}); free it, or set bus.inbound to a free address"
             ) from error
         return ZmqHub(self._context, settings, xpub, pull, lock_file)
+
+
+def _hub_high_water_mark(settings: BusSettings) -> int:
+    """Frames the hub holds for one subscriber: ``bus.receive_high_water_mark``, capped
+    so that full frames stay within HUB_BYTES_PER_SUBSCRIBER (0 stays 0: no limit)."""
+    frames = settings.receive_high_water_mark
+    cap = max(
+        1000,
+        HUB_BYTES_PER_SUBSCRIBER // (HEADER_SIZE + min(BATCH_BYTES, settings.max_message_size)),
+    )
+    return 0 if frames <= 0 else min(frames, cap)
 
 
 def _warm_up(xpub: zmq.Socket) -> None:

@@ -15,7 +15,8 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T3 fan-out: one publisher, 8 subscribers of its channel, 100,000 messages.
 - T4 fan-in: 8 spawned publishers, each on its own channel, one subscriber of the 8.
 - T5 many channels: one subscriber of 10,000 channels, the publisher cycling over them.
-- T6 memory: 1,000,000 messages while one subscriber stalls and another keeps up.
+- T6 memory: 1,000,000 messages while one subscriber is stopped (SIGSTOP) and another
+  keeps up; then the stopped one reads again and a last message shows it its gap.
 - T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
 
 Exit code: 0 when every run finished, 1 when one failed; targets are reported,
@@ -102,6 +103,7 @@ def _t6(side: str, sizes: Sizes) -> dict[str, Any]:
         stalled=1,
         anchor_high_water_mark=100_000,  # the bus's default; unbounded would grow without end
         sample_rss=True,
+        freeze_stalled=True,  # stopped outright (SIGSTOP): its socket stops reading too
     )
     return _runs.flow(side, shape)
 
@@ -230,11 +232,29 @@ def _summarize(key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float
             ),
             _row(
                 key,
+                "stalled subscriber received",
+                ours["stalled_received"],
+                anchor["stalled_received"],
+                "",
+                None,
+                "msgs",
+            ),
+            _row(
+                key,
                 "stalled subscriber missed",
                 ours["stalled_missed"],
                 anchor["stalled_missed"],
                 "counted",
-                True,
+                None,
+                "msgs",
+            ),
+            _row(
+                key,
+                "stalled: neither received nor counted",
+                ours["stalled_unaccounted"],
+                anchor["stalled_unaccounted"],
+                "0",
+                ours["stalled_unaccounted"] == 0,
                 "msgs",
             ),
         ]

@@ -128,12 +128,14 @@ class Flow:
     every_publisher_starts: bool = False  # ours: each publisher starts its process (fan-in)
     anchor_high_water_mark: int = 0  # 0: the anchor keeps every message, as ours must
     sample_rss: bool = False
+    freeze_stalled: bool = False  # stalled subscribers are stopped (SIGSTOP), socket and all
 
 
 def flow(side: str, shape: Flow) -> dict[str, Any]:
     """Runs a throughput workload; returns rate, losses and (when sampled) peak RSS."""
     crew = Crew()
     go, done, stall = crew.event(), crew.event(), crew.event()
+    tail = crew.event() if shape.stalled else None
     publishers = [f"publisher-{index}" for index in range(len(shape.publishers))]
     subscribers = [f"subscriber-{index}" for index in range(len(shape.subscribers))]
     stalled = [f"stalled-{index}" for index in range(shape.stalled)]
@@ -169,6 +171,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     go,
                     done,
                     crew.results,
+                    tail if index == 0 else None,
                 )
                 if index == 0:
                     up = crew.collect("up", 1)
@@ -189,7 +192,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     name,
                     address,
                     stalled_channels,
-                    shape.per_publisher,
+                    shape.per_publisher + 1,  # and the tail message
                     stall,
                     crew.results,
                 )
@@ -220,6 +223,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     go,
                     done,
                     crew.results,
+                    tail if index == 0 else None,
                 )
             for name, channels in zip(subscribers, shape.subscribers, strict=True):
                 crew.spawn(
@@ -238,7 +242,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     name,
                     ports[:1],
                     stalled_channels,
-                    shape.per_publisher,
+                    shape.per_publisher + 1,  # and the tail message
                     shape.anchor_high_water_mark,
                     stall,
                     crew.results,
@@ -250,13 +254,25 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
             watched["publisher"] = [psutil.Process(up[publishers[0]]["pid"])]
         if not all(report["ready"] for report in ready.values()):
             raise RunFailed("a subscriber was not ready in time")
+        frozen = []
+        if shape.freeze_stalled:
+            frozen = [psutil.Process(ready[name]["pid"]) for name in stalled]
+            for process in frozen:
+                process.suspend()
         sample()
         go.set()
         tick = sample if shape.sample_rss else None
         sent = crew.collect("sent", len(publishers), timeout=_workers.WAIT * 5, tick=tick)
         live = crew.collect("result", len(subscribers), timeout=_workers.WAIT * 5, tick=tick)
         sample()
+        for process in frozen:
+            process.resume()
         stall.set()
+        if tail is not None:
+            # The stalled subscriber reads again; a message published after that shows
+            # it what it missed meanwhile (gaps are seen at the next message).
+            time.sleep(0.5)
+            tail.set()
         late = crew.collect("result", len(stalled)) if stalled else {}
         done.set()
         holders = len(publishers) if shape.every_publisher_starts else 1
@@ -264,6 +280,8 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
     finally:
         go.set()
         stall.set()
+        if tail is not None:
+            tail.set()
         done.set()
         crew.close()
     started = min(report["started"] for report in sent.values())
@@ -285,6 +303,10 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
         report = late[stalled[0]]
         result["stalled_received"] = report["received"]
         result["stalled_missed"] = report["stats"]["missed"]
+        # what neither arrived nor was counted as missed: silence
+        result["stalled_unaccounted"] = (
+            shape.per_publisher + 1 - report["received"] - report["stats"]["missed"]
+        )
     if shape.sample_rss:
         result["rss_publisher_mb"] = peak["publisher"] / 2**20
         result["rss_hub_mb"] = peak["hub"] / 2**20

@@ -51,8 +51,10 @@ def ours_publisher(
     go: Any,
     done: Any,
     results: Any,
+    tail: Any = None,
 ) -> None:
-    """Puts ``count`` messages, cycling over ``channels``, once ``go`` is set."""
+    """Puts ``count`` messages, cycling over ``channels``, once ``go`` is set; then one
+    more when ``tail`` is set (a stalled subscriber sees its gap at the next message)."""
     bus = _bus(address)
     publisher = bus.publish()
     if start:
@@ -78,6 +80,8 @@ def ours_publisher(
             )
     ended = time.perf_counter()
     results.put(("sent", name, {"started": started, "ended": ended}))
+    if tail is not None and tail.wait(WAIT):
+        put(channels[0], message(count))
     done.wait(WAIT)
     if start:
         publisher.stop(timeout=5.0)  # its last act publishes the hub's final counters
@@ -101,14 +105,13 @@ def ours_subscriber(
         return
     get = subscriber.get
     received = 0
-    ended = time.perf_counter()
+    idle = 0.0
     while received < expected:
         if get(True, IDLE_END) is None:
+            idle = IDLE_END  # the wait for what never came is not part of the run
             break
         received += 1
-        if received == expected:
-            break
-    ended = time.perf_counter()
+    ended = time.perf_counter() - idle
     stats = subscriber.stats
     results.put(("result", name, {"received": received, "ended": ended, "stats": stats}))
     subscriber.close()
@@ -219,6 +222,7 @@ def anchor_publisher(
     go: Any,
     done: Any,
     results: Any,
+    tail: Any = None,
 ) -> None:
     """Binds a PUB socket, waits for ``subscriptions``, sends once ``go`` is set."""
     context = zmq.Context()
@@ -261,6 +265,8 @@ def anchor_publisher(
                 )
         ended = time.perf_counter()
         results.put(("sent", name, {"started": started, "ended": ended}))
+        if tail is not None and tail.wait(WAIT):
+            send((topics[0], dumps(message(count))))
         done.wait(WAIT)
     socket.close(linger=1000)
     context.term()
@@ -288,6 +294,7 @@ def anchor_subscriber(
     received = 0
     missed = 0
     last = -1
+    idle = 0.0
     try:
         while received < expected:
             _, body = receive()
@@ -297,8 +304,8 @@ def anchor_subscriber(
             last = counter
             received += 1
     except zmq.Again:
-        pass
-    ended = time.perf_counter()
+        idle = IDLE_END  # the wait for what never came is not part of the run
+    ended = time.perf_counter() - idle
     stats = {"received": received, "dropped": 0, "missed": missed}
     results.put(("result", name, {"received": received, "ended": ended, "stats": stats}))
     socket.close(linger=0)
