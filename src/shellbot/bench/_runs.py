@@ -62,6 +62,12 @@ class Crew:
     def event(self) -> Any:
         return self._context.Event()
 
+    def queue(self) -> Any:
+        """A report queue of its own, for processes that get frozen (SIGSTOP): frozen
+        while its feeder thread holds the queue's lock, a process would block every
+        other writer of a shared queue."""
+        return self._context.Queue()
+
     def spawn(self, target: Callable[..., None], *args: Any) -> None:
         # Not daemonic: a worker starts processes of its own (a publisher, a context manager).
         process = self._context.Process(target=target, args=args)
@@ -74,6 +80,7 @@ class Crew:
         count: int,
         timeout: float = _workers.WAIT,
         tick: Callable[[], None] | None = None,
+        source: Any = None,
     ) -> dict[str, Any]:
         """The payloads of ``count`` reports of ``kind``, by process name."""
         found: dict[str, Any] = {}
@@ -92,7 +99,7 @@ class Crew:
                 )
             wait = min(remaining, SAMPLE_INTERVAL) if tick is not None else min(remaining, 1.0)
             try:
-                report = self.results.get(timeout=wait)
+                report = (source or self.results).get(timeout=wait)
             except queue.Empty:
                 if any(p.exitcode not in (None, 0) for p in self._processes):
                     raise RunFailed(
@@ -136,6 +143,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
     crew = Crew()
     go, done, stall = crew.event(), crew.event(), crew.event()
     tail = crew.event() if shape.stalled else None
+    stalled_results = crew.queue() if shape.stalled else None
     publishers = [f"publisher-{index}" for index in range(len(shape.publishers))]
     subscribers = [f"subscriber-{index}" for index in range(len(shape.subscribers))]
     stalled = [f"stalled-{index}" for index in range(shape.stalled)]
@@ -194,9 +202,11 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     stalled_channels,
                     shape.per_publisher + 1,  # and the tail message
                     stall,
-                    crew.results,
+                    stalled_results,
                 )
-            ready = crew.collect("ready", len(subscribers) + len(stalled))
+            ready = crew.collect("ready", len(subscribers))
+            if stalled:
+                ready.update(crew.collect("ready", len(stalled), source=stalled_results))
             first = up[publishers[0]]
             watched["publisher"] = [psutil.Process(first["pid"])]
             if first.get("hub_pid"):
@@ -245,9 +255,11 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     shape.per_publisher + 1,  # and the tail message
                     shape.anchor_high_water_mark,
                     stall,
-                    crew.results,
+                    stalled_results,
                 )
-            ready = crew.collect("ready", len(subscribers) + len(stalled))
+            ready = crew.collect("ready", len(subscribers))
+            if stalled:
+                ready.update(crew.collect("ready", len(stalled), source=stalled_results))
             up = crew.collect("up", len(publishers))
             if not all(report.get("ready") for report in up.values()):
                 raise RunFailed("an anchor publisher saw no subscription")
@@ -273,7 +285,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
             # it what it missed meanwhile (gaps are seen at the next message).
             time.sleep(0.5)
             tail.set()
-        late = crew.collect("result", len(stalled)) if stalled else {}
+        late = crew.collect("result", len(stalled), source=stalled_results) if stalled else {}
         done.set()
         holders = len(publishers) if shape.every_publisher_starts else 1
         hub = crew.collect("hub", holders, timeout=15.0) if side == OURS else {}
