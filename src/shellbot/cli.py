@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import os
 import signal
 import socket
@@ -831,13 +830,9 @@ def bench(
     try:
         from . import bench as benchmark
     except ImportError as error:
-        fail(f"the benchmark is not part of this installation ({error})")
+        fail(str(error))
     keys = [key for item in only or [] for key in item.split(",") if key.strip()]
-    run = benchmark.run
-    kwargs: dict[str, Any] = {"quick": quick, "json_file": json_file, "only": keys or None}
-    if "address" in inspect.signature(run).parameters:
-        kwargs["address"] = address
-    raise typer.Exit(run(**kwargs))
+    raise typer.Exit(benchmark.run(quick=quick, json_file=json_file, only=keys or None))
 
 
 def main() -> None:

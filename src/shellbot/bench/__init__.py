@@ -37,6 +37,11 @@ from typing import Any
 
 import orjson
 import zmq
+
+try:
+    import psutil  # noqa: F401 - the workloads measure memory and CPU with it
+except ImportError as missing:
+    raise ImportError("the benchmark needs psutil: pip install 'shellbot[bench]'") from missing
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
