@@ -113,3 +113,37 @@ def test_iteration_does_not_start_when_switched_off(bus: Bus, context: Context) 
         started = time.monotonic()
         assert list(subscriber) == []
         assert time.monotonic() - started < 1.0
+
+
+def test_switch_off_ends_it_while_messages_keep_coming(
+    bus: Bus, context: Context, publisher: Publisher
+) -> None:
+    subscriber = ready(bus, "busy")
+    flowing = threading.Event()
+    stop_feeding = threading.Event()
+
+    def feed() -> None:
+        while not stop_feeding.is_set():
+            publisher.put("busy", "more")
+            flowing.set()
+            stop_feeding.wait(0.001)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        assert flowing.wait(5.0)
+        ended_at = None
+        switched_at = None
+        for count, _message in enumerate(subscriber):
+            if count == 100:
+                switched_at = time.monotonic()
+                context.set("general.switch", "off")
+            if switched_at is not None and time.monotonic() - switched_at > 5.0:
+                break  # bounded: the assertion below then fails
+        ended_at = time.monotonic()
+        assert switched_at is not None
+        assert ended_at - switched_at < 1.0
+    finally:
+        stop_feeding.set()
+        feeder.join(5.0)
+        subscriber.close()

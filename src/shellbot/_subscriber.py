@@ -106,6 +106,7 @@ class Subscriber:
         self._probe = b""
         self._ready = False
         self._closed = False
+        self._next_switch_check = 0.0
         # While a thread (or task) waits on the receiver, close() from elsewhere only marks
         # the subscriber closed, and the waiting side frees the receiver when its wait ends:
         # a ZeroMQ socket must never be used by two threads at once.
@@ -246,13 +247,7 @@ class Subscriber:
 
     def __iter__(self) -> Iterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
-        next_check = 0.0
-        while not self._closed:
-            now = time.monotonic()
-            if now >= next_check:
-                if self._switched_off():
-                    return
-                next_check = now + SWITCH_INTERVAL
+        while not self._iteration_ends():
             entry = self._next_entry(True, SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
                 yield _envelope(entry)
@@ -269,16 +264,20 @@ class Subscriber:
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
-        next_check = 0.0
-        while not self._closed:
-            now = time.monotonic()
-            if now >= next_check:
-                if self._switched_off():
-                    return
-                next_check = now + SWITCH_INTERVAL
+        while not self._iteration_ends():
             entry = await self._anext_entry(SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
                 yield _envelope(entry)
+
+    def _iteration_ends(self) -> bool:
+        """True once closed, or once the switch is off (read at most every SWITCH_INTERVAL)."""
+        if self._closed:
+            return True
+        now = time.monotonic()
+        if now < self._next_switch_check:
+            return False
+        self._next_switch_check = now + SWITCH_INTERVAL
+        return self._switched_off()
 
     def _next_entry(
         self, block: bool, timeout: float | None, closing_ends: bool = False
