@@ -210,7 +210,7 @@ class ZmqReceiver(Receiver):
         check when nothing is queued)."""
         socket = self._socket
         try:
-            if _get(socket, _EVENTS) & _POLLIN:
+            if int(_get(socket, _EVENTS)) & _POLLIN:
                 while True:
                     yield _receive_frames(socket)
         except zmq.ZMQError:  # zmq.Again: all taken; a closed socket shows on the next wait
@@ -363,7 +363,7 @@ class ZmqHub(Hub):
             for index in range(FORWARD_BURST):
                 # A message that came alone leaves at once: one cheap look for a second
                 # one, rather than the exception of an empty receive (a few µs of latency).
-                if index == 1 and not _get(pull, _EVENTS) & _POLLIN:
+                if index == 1 and not int(_get(pull, _EVENTS)) & _POLLIN:
                     break
                 first = _recv(pull, _NOBLOCK, False)
                 if first.more:
@@ -451,7 +451,7 @@ class ZmqTransport(Transport):
     def __init__(self, settings: BusSettings) -> None:
         super().__init__(settings)
         self.process_local = settings.scheme == "inproc"
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context = zmq.Context.instance()
 
     def open_sender(self) -> Sender:
         return ZmqSender(self._context, self.settings)

@@ -427,8 +427,8 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             "rows": workload_rows,
         }
     console.print(_table(rows, quick))
-    for error in errors:
-        console.print(f"[red]failed: {error}")
+    for failure in errors:
+        console.print(f"[red]failed: {failure}")
     console.print(
         f"{os.cpu_count()} cores, Python {platform.python_version()}, pyzmq {zmq.__version__}, "
         f"libzmq {zmq.zmq_version()}, {started:%Y-%m-%d %H:%M} UTC"
