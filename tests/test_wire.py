@@ -175,3 +175,23 @@ def test_a_taken_inbound_port_is_reported_by_start(tcp_address: str) -> None:
             publisher.start()
         assert time.monotonic() - started < 5.0
         assert str(int(port) + 1) in str(raised.value)
+
+
+def test_an_address_held_by_something_else_times_out_start(tcp_address: str) -> None:
+    import socket
+
+    from shellbot.errors import ShellbotError
+
+    _, port = tcp_address.rsplit(":", 1)
+    with socket.socket() as squatter:  # not a hub: it never answers a probe
+        squatter.bind(("127.0.0.1", int(port)))
+        squatter.listen()
+        context = Context({"bus": {"address": tcp_address, "start_timeout": 0.5}})
+        publisher = Bus(context).publish()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"bus\.start_timeout") as raised:
+            publisher.start()
+        assert time.monotonic() - started < 3.0
+        assert isinstance(raised.value, ShellbotError)
+        publisher.join(2.0)
+        assert not publisher.is_alive()

@@ -31,7 +31,6 @@ from .errors import ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
-START_TIMEOUT = 10.0  # how long start() waits for the process to be up
 STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions")
 _STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
 
@@ -125,7 +124,7 @@ class Publisher(multiprocessing.Process):
         else:
             super().start()
         _outbox.stop_at_exit(id(self), self._stop_at_exit)
-        ready = self._ready.wait(START_TIMEOUT)
+        ready = self._ready.wait(self.settings.start_timeout)
         if self._state.value == _STATE_FAILED:
             self.join(1.0)
             raise TransportError(self._failure.value.decode("utf-8", "replace"))
@@ -133,8 +132,9 @@ class Publisher(multiprocessing.Process):
             self.terminate()
             raise TimeoutError(
                 f"The publisher found no hub at {self.settings.address} within "
-                f"{START_TIMEOUT:.0f} s, nor could it become one: check bus.address, "
-                "or start `shellbot-bus hub` there"
+                f"{self.settings.start_timeout:g} s (bus.start_timeout), nor could it become one "
+                "(does another program hold that port?): check bus.address, or start "
+                "`shellbot-bus hub` there"
             )
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -264,7 +264,7 @@ class Publisher(multiprocessing.Process):
         """Signals readiness once our own probe came back through the hub."""
         outbox = _outbox.outbox_for(self.settings)
         interval = 0.01
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
             outbox.send_control(probe)
             frames = control.receive(interval)

@@ -25,6 +25,7 @@ class BusSettings:
     send_timeout: float = 30.0  # how long put() waits when the hub is away and the queue is full
     linger: float = 5.0  # how long queued messages may take to leave at exit
     drain_timeout: float = 2.0  # how long a stopping hub forwards what is still arriving
+    start_timeout: float = 10.0  # how long start() waits to hold or reach a hub
 
     @property
     def scheme(self) -> str:
@@ -45,6 +46,7 @@ class BusSettings:
             send_timeout=float(values.get("send_timeout", 30.0)),
             linger=float(values.get("linger", 5.0)),
             drain_timeout=float(values.get("drain_timeout", 2.0)),
+            start_timeout=float(values.get("start_timeout", 10.0)),
         )
         check_address(settings.address)
         return settings
