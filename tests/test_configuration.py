@@ -48,3 +48,9 @@ def test_an_address_may_stand_for_a_context(tcp_address: str) -> None:
 def test_subscribe_refuses_what_is_not_a_channel(tcp_address: str, channels: object) -> None:
     with pytest.raises(TypeError, match="subscribe"):
         Bus(tcp_address).subscribe(channels)  # type: ignore[arg-type]
+
+
+def test_a_setting_that_is_not_a_number_is_named(tcp_address: str) -> None:
+    context = Context({"bus": {"address": tcp_address, "linger": "long"}})
+    with pytest.raises(ConfigurationError, match=r"bus\.linger takes a number"):
+        Bus(context).subscribe("direct-1")

@@ -18,7 +18,7 @@ import multiprocessing.util
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from . import _codec
@@ -140,16 +140,12 @@ def stop_at_exit(key: int, stop: Callable[[], None] | None) -> None:
         _hook_exit()
 
 
-def close_all(outboxes: Iterable[Outbox] | None = None) -> None:
-    for outbox in list(outboxes if outboxes is not None else _outboxes.values()):
-        outbox.close()
-
-
 def _at_exit() -> None:
     for stop in list(_exit_stops.values()):
         stop()
     _exit_stops.clear()
-    close_all()
+    for outbox in list(_outboxes.values()):
+        outbox.close()
 
 
 def _forget_after_fork() -> None:

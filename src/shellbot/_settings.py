@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ._codec import DEFAULT_MAX_MESSAGE_SIZE
@@ -11,6 +11,7 @@ from .errors import ConfigurationError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 SCHEMES = ("tcp", "ipc", "inproc", "memory")
+_NUMBER_TYPES: dict[str, type[int] | type[float]] = {"int": int, "float": float}
 
 
 @dataclass(frozen=True)
@@ -33,21 +34,25 @@ class BusSettings:
 
     @classmethod
     def from_context(cls, context: Any) -> BusSettings:
+        """The ``bus.*`` keys of the context; a key missing (or empty) keeps its default."""
         values = context.get("bus", {}) if context is not None else {}
         if not isinstance(values, dict):
             values = {}
-        address = values.get("address") or DEFAULT_ADDRESS
-        settings = cls(
-            address=address,
-            inbound=values.get("inbound"),
-            max_message_size=int(values.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
-            send_high_water_mark=int(values.get("send_high_water_mark", 100_000)),
-            receive_high_water_mark=int(values.get("receive_high_water_mark", 100_000)),
-            send_timeout=float(values.get("send_timeout", 30.0)),
-            linger=float(values.get("linger", 5.0)),
-            drain_timeout=float(values.get("drain_timeout", 2.0)),
-            start_timeout=float(values.get("start_timeout", 10.0)),
-        )
+        given: dict[str, Any] = {}
+        for field in fields(cls):
+            value = values.get(field.name)
+            if value is None or value == "":
+                continue
+            number = _NUMBER_TYPES.get(str(field.type))
+            if number is not None:
+                try:
+                    value = number(value)
+                except (TypeError, ValueError):
+                    raise ConfigurationError(
+                        f"bus.{field.name} takes a number; got {value!r}"
+                    ) from None
+            given[field.name] = value
+        settings = cls(**given)
         check_address(settings.address)
         return settings
 
