@@ -246,7 +246,8 @@ class Publisher(multiprocessing.Process):
                 now = time.monotonic()
                 if now >= next_switch:
                     next_switch = now + SWITCH_INTERVAL
-                    if self._switched_off() or (self._thread is None and os.getppid() != parent):
+                    orphaned = self._thread is None and os.getppid() != parent
+                    if orphaned or self.context.is_switched_off():
                         break
                     self._publish_stats(hub)
                 if hub is None and now >= next_takeover:
@@ -273,12 +274,6 @@ class Publisher(multiprocessing.Process):
                 self._ready.set()
                 return
             interval = min(interval * 2, 0.2)
-
-    def _switched_off(self) -> bool:
-        try:
-            return self.context.is_switched_off()
-        except (OSError, EOFError, ConnectionError):
-            return True  # the program that owns the context is gone
 
     def _publish_stats(self, hub: Hub | None) -> None:
         if hub is not None:

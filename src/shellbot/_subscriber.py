@@ -277,7 +277,7 @@ class Subscriber:
         if now < self._next_switch_check:
             return False
         self._next_switch_check = now + SWITCH_INTERVAL
-        return self._switched_off()
+        return self.context.is_switched_off()
 
     def _next_entry(
         self, block: bool, timeout: float | None, closing_ends: bool = False
@@ -460,12 +460,6 @@ class Subscriber:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
-
-    def _switched_off(self) -> bool:
-        try:
-            return self.context.is_switched_off()
-        except (OSError, EOFError, ConnectionError):
-            return True
 
 
 _unpack_header = _codec.HEADER.unpack_from

@@ -111,8 +111,15 @@ class Context:
         return below if below else default
 
     def is_switched_off(self) -> bool:
-        """True when ``general.switch`` is ``'off'``: one round trip, for loops that ask often."""
-        return self._values.get("general.switch") == "off"
+        """True when ``general.switch`` is ``'off'``: one round trip, for loops that ask often.
+
+        Also True once the program that owns the context is gone (its manager no
+        longer answers): nothing is left to switch the loop off.
+        """
+        try:
+            return self._values.get("general.switch") == "off"
+        except (OSError, EOFError, ConnectionError):
+            return True
 
     def set(self, key: str, value: Any) -> None:
         """Sets one setting."""
