@@ -64,10 +64,14 @@ def bus(context: Context) -> Bus:
     return bus
 
 
-@pytest.fixture
-def publisher(bus: Bus) -> Iterator[Publisher]:
-    """A started publisher, stopped after the test whatever happened."""
+def running_publisher(bus: Bus) -> Iterator[Publisher]:
+    """For fixtures: a started publisher, stopped after the test whatever happened."""
     publisher = bus.publish()
     publisher.start()
     yield publisher
     publisher.stop(timeout=5.0)
+
+
+@pytest.fixture
+def publisher(bus: Bus) -> Iterator[Publisher]:
+    yield from running_publisher(bus)

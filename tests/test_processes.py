@@ -6,9 +6,11 @@ import multiprocessing
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import _workers
 import pytest
+from conftest import running_publisher
 
 from shellbot import Context
 from shellbot.bus import Bus, Publisher
@@ -22,11 +24,8 @@ def tcp_bus(tcp_address: str) -> Bus:
 
 
 @pytest.fixture
-def group_publisher(tcp_bus: Bus):
-    publisher = tcp_bus.publish()
-    publisher.start()
-    yield publisher
-    publisher.stop()
+def group_publisher(tcp_bus: Bus) -> Iterator[Publisher]:
+    yield from running_publisher(tcp_bus)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import orjson
 import pytest
 import zmq
+from conftest import running_publisher
 
 from shellbot import Context
 from shellbot._codec import HEADER
@@ -21,11 +23,8 @@ def wire_bus(tcp_address: str) -> Bus:
 
 
 @pytest.fixture
-def hub(wire_bus: Bus):
-    publisher = wire_bus.publish()
-    publisher.start()
-    yield publisher
-    publisher.stop()
+def hub(wire_bus: Bus) -> Iterator[Publisher]:
+    yield from running_publisher(wire_bus)
 
 
 @pytest.fixture
