@@ -12,6 +12,16 @@ Every transport carries a message as two frames:
   texts may share one body, separated by a newline (JSON encoded here never
   holds a raw newline); they then carry consecutive sequence numbers.
 
+A message may also travel as one frame: the topic, then the body (the topic's
+terminator, its first 0xFF byte, ends it). Publishers send that way to the
+hub, and a hub that routes (the ZeroMQ one) sends a receiver many such frames,
+of any channels, as one batch: a frame of records, each ``RECORD`` (the
+lengths of a message's frame and of its topic, and how many messages the body
+holds) then that frame. It sends the batch on ``ROUTE`` + the
+receiver's id, a topic only that receiver subscribes to. The receiver asks for
+channels with ``ROUTE_REQUEST`` + its id + ``:`` + the topic prefix it wants
+(see ``_transports/zmq.py``).
+
 Validation and encoding happen once, in the caller of ``put()``; decoding
 happens once, in the subscriber. The hub in between forwards bytes.
 """
@@ -37,6 +47,11 @@ BATCH_SEPARATOR = b"\n"
 # The bus's own signals, each followed by the identifier of who it is for.
 PILL = CONTROL + b"pill:"
 PROBE = CONTROL + b"probe:"
+# Routing: batches for one receiver, and a receiver's request for a topic prefix.
+ROUTE = CONTROL + b"to:"
+ROUTE_REQUEST = CONTROL + b"route:"
+RECORD = struct.Struct("<III")
+RECORD_SIZE = RECORD.size
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 

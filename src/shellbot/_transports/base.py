@@ -31,6 +31,10 @@ class Sender(abc.ABC):
 class Receiver(abc.ABC):
     """Used by one subscriber, from one thread at a time."""
 
+    #: Frames whose topic is this hold a batch of messages (``_codec.RECORD`` records)
+    #: that a routing hub sent this receiver alone; None when the transport has no such hub.
+    batch_topic: bytes | None = None
+
     @abc.abstractmethod
     def subscribe(self, prefix: bytes) -> None:
         """Receives from now on the frames whose topic starts with ``prefix``."""

@@ -19,9 +19,19 @@ as they are; it never decodes JSON.
 On the inbound side only, a message may also come as one frame: the topic and
 the body back to back (the topic's terminator, the first 0xFF byte, ends it).
 Our publishers send messages that way, one frame being cheaper than two at
-both ends; bus signals and other programs use the two frames. Subscribers
-always receive the two frames. Under a backlog the hub joins runs of messages
-(see ``ZmqHub._forward_available``); it never waits to do so.
+both ends; bus signals and other programs use the two frames. Under a backlog
+the hub joins runs of messages (see ``ZmqHub._forward_available``); it never
+waits to do so.
+
+Towards subscribers the hub routes. ZeroMQ filters each frame by its topic, so
+a frame holding messages of several channels could only go to everyone; the
+hub instead learns who wants what, and batches per receiver. A receiver
+subscribes (a ZeroMQ subscription, which the XPUB socket hands to the hub) to
+``ROUTE_REQUEST`` + its id + ``:`` + a topic prefix for each of its channels or
+patterns, and to ``ROUTE`` + its id, the topic of the batches the hub sends it
+(see ``_codec``). ZeroMQ's own filter then delivers each batch to its receiver
+alone. Other programs may still subscribe to plain topics: while any do, the
+hub also forwards each message as two frames on its own topic.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,7 +50,17 @@ import zmq
 from zmq.backend import Socket as _BackendSocket
 
 from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE, TERMINATOR
+from .._codec import (
+    BATCH_SEPARATOR,
+    CONTROL,
+    CONTROL_BYTE,
+    HEADER,
+    HEADER_SIZE,
+    RECORD,
+    ROUTE,
+    ROUTE_REQUEST,
+    TERMINATOR,
+)
 from .._settings import BusSettings
 from .base import Frames, Hub, Receiver, Sender, Transport
 
@@ -54,9 +75,11 @@ WARM_UP_MAX = 0.5
 DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
 # Under a backlog the hub joins consecutive messages of one sender on one channel into
-# one frame of at most this many bytes (or bus.max_message_size when smaller). It only
-# joins what has already arrived: a message alone leaves at once, as it came.
+# one body of at most this many bytes (or bus.max_message_size when smaller), and the
+# messages for one receiver into batches of about this size. It only joins what has
+# already arrived: a message alone leaves at once.
 BATCH_BYTES = 8 * 1024
+ROUTE_CACHE_LIMIT = 100_000  # topics whose receivers the hub remembers between changes
 # The hub's high-water mark towards each subscriber counts frames, and a frame may
 # hold a run of BATCH_BYTES: the hub keeps at most about this many bytes for a
 # subscriber that stopped reading (its socket full too), then drops for it alone;
@@ -69,10 +92,13 @@ _send = _BackendSocket.send
 _recv = _BackendSocket.recv
 _get = _BackendSocket.get
 _EVENTS = zmq.EVENTS
+_RCVMORE = zmq.RCVMORE
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
 _POLLIN = zmq.POLLIN
 _unpack_header = HEADER.unpack_from
+_pack_record = RECORD.pack
+_RECORD_SIZE = RECORD.size
 
 
 def _receive_frames(socket: zmq.Socket) -> Frames:
@@ -177,14 +203,28 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(connect_address(settings.address))
+        identity = secrets.token_hex(8).encode()
+        self.batch_topic = ROUTE + identity
+        self._route_request = ROUTE_REQUEST + identity + b":"
+        self._routed = False
         self._interrupted = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def subscribe(self, prefix: bytes) -> None:
-        self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
+        """Bus signals are subscribed to as they are; channels are asked of the hub."""
+        if prefix[:1] == CONTROL:
+            self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
+            return
+        if not self._routed:  # first: the hub may route as soon as it sees the request
+            self._socket.setsockopt(zmq.SUBSCRIBE, self.batch_topic)
+            self._routed = True
+        self._socket.setsockopt(zmq.SUBSCRIBE, self._route_request + prefix)
 
     def unsubscribe(self, prefix: bytes) -> None:
-        self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        if prefix[:1] == CONTROL:
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        else:  # the SUB socket counts: the hub hears of it when the last one goes
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, self._route_request + prefix)
 
     def receive(self, timeout: float | None) -> Frames | None:
         socket = self._socket
@@ -276,6 +316,106 @@ def _translated(error: zmq.ZMQError) -> errors.ShellbotError:
     )
 
 
+class _Routes:
+    """Which receivers want which topics, learnt from the subscriptions the hub sees.
+
+    ZeroMQ's XPUB socket hands up the first subscription to a topic and the last
+    unsubscription from it (also when a subscriber goes away). Route requests
+    name their receiver, so each one comes up; plain data topics (subscribed to
+    by other programs) are counted, to know whether anyone reads plain frames.
+    """
+
+    def __init__(self) -> None:
+        self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
+        self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
+        self.plain = 0
+        self.events = 0
+        self._receivers_of: dict[bytes, tuple[bytes, ...]] = {}
+
+    def take(self, event: bytes) -> None:
+        """Takes one (un)subscription: its first byte is 1 or 0, the topic follows."""
+        if not event or event[0] > 1:
+            return
+        subscribing = event[0] == 1
+        self.events += subscribing
+        topic = event[1:]
+        if topic.startswith(ROUTE_REQUEST):
+            receiver, colon, prefix = topic[len(ROUTE_REQUEST) :].partition(b":")
+            if not colon or not receiver:
+                return
+            batch_topic = ROUTE + receiver
+            # A topic ends with the only terminator it holds: such a prefix matches it alone.
+            table = self.exact if prefix.endswith(TERMINATOR) else self.prefixes
+            if subscribing:
+                table.setdefault(prefix, set()).add(batch_topic)
+            elif prefix in table:
+                table[prefix].discard(batch_topic)
+                if not table[prefix]:
+                    del table[prefix]
+            self._receivers_of.clear()
+        elif topic[:1] != CONTROL:
+            self.plain += 1 if subscribing else -1
+
+    def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
+        """The batch topics of the receivers that want ``topic``."""
+        found = self._receivers_of.get(topic)
+        if found is None:
+            wanting = set(self.exact.get(topic, ()))
+            for prefix, receivers in self.prefixes.items():
+                if topic.startswith(prefix):
+                    wanting |= receivers
+            if len(self._receivers_of) >= ROUTE_CACHE_LIMIT:
+                self._receivers_of.clear()
+            found = self._receivers_of[topic] = tuple(wanting)
+        return found
+
+
+class _Batches:
+    """Messages on their way to each receiver, sent as batches of about ``limit`` bytes.
+
+    A run of messages comes as the first one in the one-frame form (topic,
+    terminator, body), then the JSON texts of the others; in a batch it is a
+    record: ``_codec.RECORD`` (the lengths of the frame and of the topic, and how
+    many messages it holds), then the frame, with the texts joined by newlines.
+    """
+
+    def __init__(self, xpub: zmq.Socket, routes: _Routes, limit: int) -> None:
+        self._xpub = xpub
+        self._routes = routes
+        self._limit = limit
+        # batch topic -> [size in bytes, then the records' parts: header, frame, ...]
+        self._pending: dict[bytes, list[Any]] = {}
+
+    def add(self, topic: bytes, run: list[bytes]) -> None:
+        data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
+        routes = self._routes
+        if routes.plain:  # another program reads plain frames: ZeroMQ filters them
+            _send(self._xpub, topic, _SNDMORE)
+            _send(self._xpub, data[len(topic) :])
+        size = _RECORD_SIZE + len(data)
+        pending = self._pending
+        for batch_topic in routes.receivers_of(topic):
+            batch = pending.get(batch_topic)
+            if batch is None:
+                pending[batch_topic] = [size, _pack_record(len(data), len(topic), len(run)), data]
+            elif batch[0] + size > self._limit:
+                self._send(batch_topic, batch)
+                pending[batch_topic] = [size, _pack_record(len(data), len(topic), len(run)), data]
+            else:
+                batch[0] += size
+                batch += (_pack_record(len(data), len(topic), len(run)), data)
+
+    def flush(self) -> None:
+        """Sends every batch: nothing waits for a batch to fill."""
+        for batch_topic, batch in self._pending.items():
+            self._send(batch_topic, batch)
+        self._pending.clear()
+
+    def _send(self, batch_topic: bytes, batch: list[Any]) -> None:
+        _send(self._xpub, batch_topic, _SNDMORE)
+        _send(self._xpub, b"".join(batch[1:]))
+
+
 class ZmqHub(Hub):
     """Forwards from the PULL socket to the XPUB socket, in a thread of its own."""
 
@@ -286,13 +426,17 @@ class ZmqHub(Hub):
         subscriber_side: zmq.Socket,
         publisher_side: zmq.Socket,
         lock_file: int | None,
+        routes: _Routes,
     ) -> None:
         self._settings = settings
         self._xpub = subscriber_side
         self._pull = publisher_side
         self._lock_file = lock_file
         self._max_body = HEADER_SIZE + settings.max_message_size
-        self._counters = {"forwarded": 0, "dropped": 0, "oversized": 0, "subscriptions": 0}
+        self._routes = routes
+        self._batch_limit = HEADER_SIZE + min(BATCH_BYTES, settings.max_message_size)
+        self._batches = _Batches(subscriber_side, routes, max(BATCH_BYTES, self._batch_limit))
+        self._counters = {"forwarded": 0, "dropped": 0, "oversized": 0}
         wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.bind(wake_address)
@@ -304,7 +448,7 @@ class ZmqHub(Hub):
         self._thread.start()
 
     def stats(self) -> dict[str, int]:
-        return dict(self._counters)
+        return {**self._counters, "subscriptions": self._routes.events}
 
     def close(self, drain: float) -> None:
         if self._closed:
@@ -322,7 +466,7 @@ class ZmqHub(Hub):
             while True:
                 ready = [socket for socket, _ in zmq.zmq_poll(items, -1)]
                 if xpub in ready:
-                    self._take_subscriptions()
+                    _take_subscriptions(xpub, self._routes)
                 if pull in ready:
                     self._forward_available()
                 if wake in ready:
@@ -335,27 +479,27 @@ class ZmqHub(Hub):
             if self._lock_file is not None:
                 os.close(self._lock_file)
 
-    def _take_subscriptions(self) -> None:
-        with contextlib.suppress(zmq.Again):
-            while True:
-                event = self._xpub.recv(zmq.NOBLOCK)
-                if event[:1] == b"\x01":
-                    self._counters["subscriptions"] += 1
-
     def _forward_available(self) -> None:
         """Forwards what has arrived, checked; joins runs of one sender on one channel.
 
         A run is messages of one sender, one after the other in that sender's
         order, on one topic, with consecutive sequence numbers: they leave as one
-        body (the first header, then the JSON texts joined by newlines), which the
-        subscriber splits again. Each sender has its own run, so senders whose
-        messages arrive interleaved (fan-in) are joined too; order is kept per
-        sender, which is all the bus promises (arrival order across senders is
-        ZeroMQ's fair queuing anyway). Nothing waits for a run to grow: the hub
-        takes only what is already queued, and sends every run before it waits.
+        message (the first whole, then the JSON texts of the others, joined by
+        newlines), which the subscriber splits again. Each sender has its own
+        run, so senders whose messages arrive interleaved (fan-in) are joined
+        too; order is kept per sender, which is all the bus promises (arrival
+        order across senders is ZeroMQ's fair queuing anyway). Runs then go
+        into each receiver's batch. Nothing waits for a run or a batch to grow:
+        the hub takes only what is already queued, and sends everything before
+        it waits.
+
+        Frames are received as bytes, one at a time: a frame that holds a data
+        topic and a body is a message (our publishers' one-frame form); any
+        other frame must begin a message of two frames.
         """
-        pull, xpub = self._pull, self._xpub
+        pull = self._pull
         max_body, limit = self._max_body, self._batch_limit
+        add = self._batches.add
         forwarded = dropped = oversized = 0
         # sender -> [topic, parts, next sequence, size]: the run being joined
         runs: dict[int, list[Any]] = {}
@@ -365,65 +509,76 @@ class ZmqHub(Hub):
                 # one, rather than the exception of an empty receive (a few µs of latency).
                 if index == 1 and not int(_get(pull, _EVENTS)) & _POLLIN:
                     break
-                first = _recv(pull, _NOBLOCK, False)
-                if first.more:
-                    second = _recv(pull, _NOBLOCK, False)
-                    if second.more:
-                        _discard_rest(pull)
+                data = _recv(pull, _NOBLOCK, True)
+                end = data.find(TERMINATOR) + 1
+                size = len(data) - end  # of the body
+                if end <= 1 or size <= 0:  # not the one-frame form: a topic frame, or bad
+                    message = self._two_frames(data)
+                    if message is None:
                         dropped += 1
                         continue
-                    head = first.bytes
-                    body = second.bytes
-                else:  # one frame: a data topic, its terminator, then the body
-                    data = first.bytes
-                    end = data.find(TERMINATOR) + 1
-                    if end <= 1:  # no terminator, or a bus signal, which takes two frames
-                        dropped += 1
-                        continue
-                    head = data[:end]
-                    body = data[end:]
-                length = len(body)
-                if (
-                    not head
-                    or (head[-1] != CONTROL_BYTE and head[0] != CONTROL_BYTE)
-                    or length < HEADER_SIZE
-                ):
+                    data, end = message
+                    size = len(data) - end
+                if size < HEADER_SIZE:
                     dropped += 1
                     continue
-                if length > max_body:
+                if size > max_body:
                     oversized += 1
                     continue
                 forwarded += 1
-                identity, sequence = _unpack_header(body)
-                run = runs.get(identity)
-                if head[0] == CONTROL_BYTE:  # a bus signal leaves alone, after its sender's run
-                    if run is not None:
-                        del runs[identity]
-                        _emit(xpub, run[0], run[1])
-                    _send(xpub, head, _SNDMORE)
-                    _send(xpub, body)
+                if data[0] == CONTROL_BYTE:
+                    self._signal(data, end, runs)
                     continue
+                head = data[:end]
+                identity, sequence = _unpack_header(data, end)
+                run = runs.get(identity)
                 if run is not None:
-                    if sequence == run[2] and head == run[0] and run[3] + length <= limit:
-                        run[1].append(body[HEADER_SIZE:])
+                    if sequence == run[2] and head == run[0] and run[3] + size <= limit:
+                        run[1].append(data[end + HEADER_SIZE :])
                         run[2] = sequence + 1
-                        run[3] += length - HEADER_SIZE + 1
+                        run[3] += size - HEADER_SIZE + 1
                         continue
-                    _emit(xpub, run[0], run[1])
-                runs[identity] = [head, [body], sequence + 1, length]
+                    add(run[0], run[1])
+                runs[identity] = [head, [data], sequence + 1, size]
         except zmq.Again:
             pass
         finally:
             for run in runs.values():
-                _emit(xpub, run[0], run[1])
+                add(run[0], run[1])
+            self._batches.flush()
             counters = self._counters
             counters["forwarded"] += forwarded
             counters["dropped"] += dropped
             counters["oversized"] += oversized
 
-    @property
-    def _batch_limit(self) -> int:
-        return HEADER_SIZE + min(BATCH_BYTES, self._settings.max_message_size)
+    def _two_frames(self, topic: bytes) -> tuple[bytes, int] | None:
+        """The message that ``topic`` begins, in the one-frame form with the topic's
+        length, when it is a topic frame followed by exactly one body frame; else
+        None, with the rest of the message taken."""
+        pull = self._pull
+        well_formed = bool(topic) and (topic[0] == CONTROL_BYTE or topic.endswith(TERMINATOR))
+        if not well_formed or not _get(pull, _RCVMORE):
+            _discard_rest(pull)
+            return None
+        body = _recv(pull, _NOBLOCK, True)
+        if _get(pull, _RCVMORE):
+            _discard_rest(pull)
+            return None
+        if topic[0] != CONTROL_BYTE and TERMINATOR in topic[:-1]:
+            return None  # a terminator inside: not a topic
+        return topic + body, len(topic)
+
+    def _signal(self, data: bytes, end: int, runs: dict[int, list[Any]]) -> None:
+        """Sends a bus signal, after everything that came before it, and once the hub
+        knows the routes requested before its subscription: a probe's echo tells the
+        subscriber that its channels reach it."""
+        for run in runs.values():
+            self._batches.add(run[0], run[1])
+        runs.clear()
+        self._batches.flush()
+        _take_subscriptions(self._xpub, self._routes)
+        _send(self._xpub, data[:end], _SNDMORE)
+        _send(self._xpub, data[end:])
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
@@ -435,16 +590,17 @@ class ZmqHub(Hub):
             self._forward_available()
 
 
-def _emit(xpub: zmq.Socket, topic: bytes, parts: list[bytes]) -> None:
-    _send(xpub, topic, _SNDMORE)
-    _send(xpub, parts[0] if len(parts) == 1 else BATCH_SEPARATOR.join(parts))
+def _take_subscriptions(xpub: zmq.Socket, routes: _Routes) -> None:
+    """Takes every (un)subscription the XPUB socket has handed up so far."""
+    with contextlib.suppress(zmq.Again):
+        while True:
+            routes.take(xpub.recv(zmq.NOBLOCK))
 
 
 def _discard_rest(socket: zmq.Socket) -> None:
     """Takes the remaining frames of a message of the wrong shape."""
-    more = True
-    while more:
-        more = _recv(socket, _NOBLOCK, False).more
+    while _get(socket, _RCVMORE):
+        _recv(socket, _NOBLOCK, True)
 
 
 class ZmqTransport(Transport):
@@ -482,7 +638,8 @@ class ZmqTransport(Transport):
                 f"Cannot bind bus.address {settings.address} ({error}): use an address "
                 "this machine can bind (an ipc:// path short, in a directory that exists)"
             ) from error
-        _warm_up(xpub)
+        routes = _Routes()
+        _warm_up(xpub, routes)
         pull = self._context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
         # Far larger frames cost memory before the hub can refuse them: libzmq drops the
@@ -500,7 +657,7 @@ class ZmqTransport(Transport):
                 f"The hub bound {settings.address} but not its inbound side {inbound} "
                 f"({error}); free it, or set bus.inbound to a free address"
             ) from error
-        return ZmqHub(self._context, settings, xpub, pull, lock_file)
+        return ZmqHub(self._context, settings, xpub, pull, lock_file, routes)
 
 
 def _hub_high_water_mark(settings: BusSettings) -> int:
@@ -514,7 +671,7 @@ def _hub_high_water_mark(settings: BusSettings) -> int:
     return 0 if frames <= 0 else min(frames, cap)
 
 
-def _warm_up(xpub: zmq.Socket) -> None:
+def _warm_up(xpub: zmq.Socket, routes: _Routes) -> None:
     """Takes the subscriptions of subscribers already waiting before messages flow."""
     start = last = time.monotonic()
     while True:
@@ -526,7 +683,7 @@ def _warm_up(xpub: zmq.Socket) -> None:
         if xpub.poll(int(WARM_UP_QUIET * 1000)):
             with contextlib.suppress(zmq.Again):
                 while True:
-                    xpub.recv(zmq.NOBLOCK)
+                    routes.take(xpub.recv(zmq.NOBLOCK))
                     last = time.monotonic()
 
 
