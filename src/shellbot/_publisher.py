@@ -31,7 +31,7 @@ from .errors import ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
-STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions")
+STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions", "routes")
 _STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
 
 

@@ -387,13 +387,12 @@ class Subscriber:
             if count != 1 or topic not in exact or length < topic_length + _HEADER_SIZE:
                 taken += self._take_message(topic, batch[split:offset])
                 continue
-            try:
-                message = _loads(batch[split + _HEADER_SIZE : offset])
-            except orjson.JSONDecodeError:
-                self._counters["dropped"] += 1
-                continue
             sender, sequence = _unpack_header(batch, split)
-            append((topic, sender, sequence, message))
+            try:
+                append((topic, sender, sequence, _loads(batch[split + _HEADER_SIZE : offset])))
+                inline += 1
+            except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
+                self._counters["dropped"] += 1
             senders = last_sequence.get(topic)
             if senders is None:
                 senders = last_sequence[topic] = {}
@@ -401,7 +400,6 @@ class Subscriber:
             if last is not None and sequence > last + 1:
                 missed += sequence - last - 1
             senders[sender] = sequence
-            inline += 1
         counters = self._counters
         counters["received"] += inline
         counters["missed"] += missed

@@ -558,7 +558,7 @@ def _why_taken(address: str) -> str:
 
 def _counters(stats: dict[str, int], last: dict[str, int], interval: float) -> str:
     parts = []
-    for name in ("forwarded", "dropped", "oversized", "subscriptions"):
+    for name in ("forwarded", "dropped", "oversized", "subscriptions", "routes"):
         value = stats.get(name, 0)
         delta = value - last.get(name, 0)
         parts.append(f"{name} {value}" + (f" (+{delta})" if last and delta else ""))

@@ -329,7 +329,8 @@ class _Routes:
         self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
         self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
         self.plain = 0
-        self.events = 0
+        self.events = 0  # subscriptions seen
+        self.count = 0  # routes held: (topic or prefix, receiver) pairs
         self._receivers_of: dict[bytes, tuple[bytes, ...]] = {}
 
     def take(self, event: bytes) -> None:
@@ -346,15 +347,18 @@ class _Routes:
             batch_topic = ROUTE + receiver
             # A topic ends with the only terminator it holds: such a prefix matches it alone.
             table = self.exact if prefix.endswith(TERMINATOR) else self.prefixes
-            if subscribing:
-                table.setdefault(prefix, set()).add(batch_topic)
-            elif prefix in table:
-                table[prefix].discard(batch_topic)
-                if not table[prefix]:
-                    del table[prefix]
+            receivers = table.setdefault(prefix, set())
+            if subscribing and batch_topic not in receivers:
+                receivers.add(batch_topic)
+                self.count += 1
+            elif not subscribing and batch_topic in receivers:
+                receivers.discard(batch_topic)
+                self.count -= 1
+            if not receivers:
+                del table[prefix]
             self._receivers_of.clear()
         elif topic[:1] != CONTROL:
-            self.plain += 1 if subscribing else -1
+            self.plain = max(0, self.plain + (1 if subscribing else -1))
 
     def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
         """The batch topics of the receivers that want ``topic``."""
@@ -448,7 +452,8 @@ class ZmqHub(Hub):
         self._thread.start()
 
     def stats(self) -> dict[str, int]:
-        return {**self._counters, "subscriptions": self._routes.events}
+        routes = self._routes
+        return {**self._counters, "subscriptions": routes.events, "routes": routes.count}
 
     def close(self, drain: float) -> None:
         if self._closed:
