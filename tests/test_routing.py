@@ -186,3 +186,36 @@ def test_a_bad_batch_loses_only_what_cannot_be_read(tcp_address: str, fake_hub: 
         assert stats["missed"] == 0  # sequence 4 came, and was dropped: not missed
     finally:
         subscriber.close()
+
+
+def test_gaps_are_counted_per_sender_on_a_shared_channel(
+    tcp_address: str, fake_hub: zmq.Socket
+) -> None:
+    subscriber = Subscriber(tcp_address, "votes")
+    try:
+        batch_topic = batch_topic_of(fake_hub)
+        votes = topic_of("votes")
+
+        def message(sender: int, sequence: int) -> bytes:
+            return record(votes, HEADER.pack(sender, sequence) + orjson.dumps([sender, sequence]))
+
+        # Senders 1 and 2 interleave; 1 skips 3 and 4, 2 skips 2; 3 starts at 5 (its
+        # first message seen: nothing is known before it).
+        sent = [(1, 1), (2, 1), (1, 2), (1, 5), (2, 3), (3, 5), (2, 4), (1, 6)]
+        first = None
+        deadline = time.monotonic() + 5.0
+        while first is None and time.monotonic() < deadline:  # until the filter is in
+            fake_hub.send_multipart([batch_topic, message(9, 1)])
+            first = subscriber.get(block=True, timeout=0.1)
+        fake_hub.send_multipart([batch_topic, b"".join(message(*pair) for pair in sent[:5])])
+        fake_hub.send_multipart([batch_topic, b"".join(message(*pair) for pair in sent[5:])])
+        received = []
+        while len(received) < len(sent):
+            got = subscriber.get(block=True, timeout=5.0)
+            assert got is not None, f"only {received} arrived"
+            if got != [9, 1]:
+                received.append(tuple(got))
+        assert received == sent
+        assert subscriber.stats["missed"] == 3
+    finally:
+        subscriber.close()

@@ -42,6 +42,34 @@ DRAIN_BELOW = 256
 _Entry = tuple[bytes, int, int, Any]
 
 
+class _Topic:
+    """What a subscriber keeps per topic: how many times it subscribed to it exactly
+    (0 for a topic that reached it through a pattern or ''), and the last sequence
+    number seen from each sender, the latest sender's apart (most channels have one)."""
+
+    __slots__ = ("last", "others", "sender", "subscriptions")
+
+    def __init__(self) -> None:
+        self.subscriptions = 0
+        self.sender: int | None = None
+        self.last = 0
+        self.others: dict[int, int] | None = None
+
+    def missed(self, sender: int, first: int, last: int) -> int:
+        """Records messages ``first`` to ``last`` of ``sender``; returns the gap before."""
+        if sender == self.sender:
+            previous: int | None = self.last
+        else:
+            if self.sender is not None:
+                if self.others is None:
+                    self.others = {}
+                self.others[self.sender] = self.last
+            previous = None if self.others is None else self.others.pop(sender, None)
+            self.sender = sender
+        self.last = last
+        return first - previous - 1 if previous is not None and first > previous + 1 else 0
+
+
 def compile_pattern(pattern: str) -> tuple[bytes, re.Pattern[str]]:
     """The transport prefix and the matcher of a NATS-style pattern (``a.*.c``, ``a.>``)."""
     tokens = pattern.split(".")
@@ -99,11 +127,10 @@ class Subscriber:
         self._receiver = transport_for(self.settings).open_receiver()
         # b"\xff" (a control topic no one sends) when the transport routes no batches
         self._batch_topic = self._receiver.batch_topic or _codec.CONTROL
-        self._exact: dict[bytes, int] = {}
+        self._topics: dict[bytes, _Topic] = {}
         self._patterns: dict[str, tuple[bytes, re.Pattern[str], int]] = {}
         self._everything = 0
         self._pending: deque[_Entry] = deque()
-        self._last_sequence: dict[bytes, dict[int, int]] = {}  # topic -> sender -> last
         self._counters = {"received": 0, "dropped": 0, "missed": 0}
         self._probe = b""
         self._ready = False
@@ -144,7 +171,7 @@ class Subscriber:
                 self._receiver.subscribe(prefix)
             else:
                 topic = _codec.topic_of(channel)
-                self._exact[topic] = self._exact.get(topic, 0) + 1
+                self._topic(topic).subscriptions += 1
                 self._receiver.subscribe(topic)
         self._renew_probe()
 
@@ -164,7 +191,7 @@ class Subscriber:
             elif pattern and _is_pattern(channel):
                 if self._patterns.get(channel, (b"", None, 0))[2] < times:
                     raise ValueError(f"unsubscribe(): no pattern {channel!r} to remove")
-            elif self._exact.get(_codec.topic_of(channel), 0) < times:
+            elif self._subscriptions_to(_codec.topic_of(channel)) < times:
                 raise ValueError(f"unsubscribe(): this subscriber has no channel {channel!r}")
         for channel in names:
             if not channel:
@@ -179,10 +206,18 @@ class Subscriber:
                 self._receiver.unsubscribe(prefix)
             else:
                 topic = _codec.topic_of(channel)
-                self._exact[topic] -= 1
-                if not self._exact[topic]:
-                    del self._exact[topic]
+                self._topics[topic].subscriptions -= 1
                 self._receiver.unsubscribe(topic)
+
+    def _topic(self, topic: bytes) -> _Topic:
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._topics[topic] = _Topic()
+        return state
+
+    def _subscriptions_to(self, topic: bytes) -> int:
+        state = self._topics.get(topic)
+        return 0 if state is None else state.subscriptions
 
     def _renew_probe(self) -> None:
         """Subscribes to a new probe topic, after the channels: when the hub echoes it,
@@ -366,9 +401,8 @@ class Subscriber:
         inline, since this loop is what a subscriber of many channels spends its
         time on; the others go through ``_take_message``.
         """
-        exact = self._exact
+        topics = self._topics
         append = self._pending.append
-        last_sequence = self._last_sequence
         taken = inline = missed = 0
         offset = 0
         end = len(batch)
@@ -384,7 +418,13 @@ class Subscriber:
                 self._counters["dropped"] += 1
                 break
             topic = batch[start:split]
-            if count != 1 or topic not in exact or length < topic_length + _HEADER_SIZE:
+            state = topics.get(topic)
+            if (
+                count != 1
+                or state is None
+                or not state.subscriptions
+                or length < topic_length + _HEADER_SIZE
+            ):
                 taken += self._take_message(topic, batch[split:offset])
                 continue
             sender, sequence = _unpack_header(batch, split)
@@ -393,13 +433,12 @@ class Subscriber:
                 inline += 1
             except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
                 self._counters["dropped"] += 1
-            senders = last_sequence.get(topic)
-            if senders is None:
-                senders = last_sequence[topic] = {}
-            last = senders.get(sender)
-            if last is not None and sequence > last + 1:
-                missed += sequence - last - 1
-            senders[sender] = sequence
+            if sender == state.sender:  # the latest sender on this channel, again
+                if sequence > state.last + 1:
+                    missed += sequence - state.last - 1
+                state.last = sequence
+            else:
+                missed += state.missed(sender, sequence, sequence)
         counters = self._counters
         counters["received"] += inline
         counters["missed"] += missed
@@ -407,7 +446,8 @@ class Subscriber:
 
     def _take_message(self, topic: bytes, body: bytes) -> int:
         counters = self._counters
-        if topic not in self._exact:  # an exact channel's topic is valid: no more checks
+        state = self._topics.get(topic)
+        if state is None or not state.subscriptions:  # an exact channel's topic is valid
             if not topic or topic[0] == _codec.CONTROL_BYTE:
                 if topic == self._probe:
                     self._ready = True
@@ -417,6 +457,8 @@ class Subscriber:
                 return 0
             if not self._wants(topic):
                 return 0
+            if state is None:
+                state = self._topics[topic] = _Topic()
         if len(body) < _HEADER_SIZE:
             counters["dropped"] += 1
             return 0
@@ -442,13 +484,7 @@ class Subscriber:
                     counters["dropped"] += 1
                     continue
                 taken += 1
-        senders = self._last_sequence.get(topic)
-        if senders is None:
-            senders = self._last_sequence[topic] = {}
-        last = senders.get(sender)
-        if last is not None and sequence > last + 1:
-            counters["missed"] += sequence - last - 1
-        senders[sender] = sequence + count - 1
+        counters["missed"] += state.missed(sender, sequence, sequence + count - 1)
         counters["received"] += taken
         return taken
 
