@@ -561,7 +561,7 @@ def _counters(stats: dict[str, int], last: dict[str, int], interval: float) -> s
     for name in ("forwarded", "dropped", "oversized", "subscriptions", "routes"):
         value = stats.get(name, 0)
         delta = value - last.get(name, 0)
-        parts.append(f"{name} {value}" + (f" (+{delta})" if last and delta else ""))
+        parts.append(f"{name} {value}" + (f" ({delta:+d})" if last and delta else ""))
     return ", ".join(parts)
 
 
