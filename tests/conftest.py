@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -70,6 +71,17 @@ def running_publisher(bus: Bus) -> Iterator[Publisher]:
     publisher.start()
     yield publisher
     publisher.stop(timeout=5.0)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Looks until ``check()`` holds (counters reach a publisher's stats at most every
+    0.1 s, routes reach the hub when it reads them), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
 
 
 @pytest.fixture

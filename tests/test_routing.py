@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import zmq
+from conftest import eventually
 
 from shellbot import Context
 from shellbot._codec import HEADER, RECORD, ROUTE, ROUTE_REQUEST, topic_of
@@ -39,15 +40,6 @@ def records(batch: bytes) -> Iterator[tuple[bytes, int, int, list[object]]]:
         texts = body[HEADER.size :].split(b"\n")
         assert len(texts) == count
         yield topic, sender, sequence, [orjson.loads(text) for text in texts]
-
-
-def eventually(check, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_a_batch_carries_many_channels_to_the_receiver_that_asked(

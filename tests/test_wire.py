@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import zmq
-from conftest import running_publisher
+from conftest import eventually, running_publisher
 
 from shellbot import Context
 from shellbot._codec import HEADER
@@ -41,16 +41,6 @@ def inbound_of(address: str) -> str:
 
 def body(text: bytes, sequence: int = 1, sender: int = 99) -> bytes:
     return HEADER.pack(sender, sequence) + text
-
-
-def eventually(check, timeout: float = 5.0) -> bool:
-    """Counters reach the publisher's stats at most every 0.1 s: look until they do."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_garbage_to_the_inbound_side_is_dropped_and_counted(
