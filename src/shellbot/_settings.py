@@ -22,7 +22,7 @@ class BusSettings:
     inbound: str | None = None  # the hub's publisher side; derived from address when None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     send_high_water_mark: int = 100_000  # messages a publisher may hold while the hub is away
-    receive_high_water_mark: int = 100_000  # messages a subscriber may fall behind before drops
+    receive_high_water_mark: int = 100_000  # frames (messages or batches) a subscriber queues
     send_timeout: float = 30.0  # how long put() waits when the hub is away and the queue is full
     linger: float = 5.0  # how long queued messages may take to leave at exit
     drain_timeout: float = 2.0  # how long a stopping hub forwards what is still arriving
