@@ -6,7 +6,7 @@ Every transport carries a message as two frames:
   contains the byte 0xFF, so a prefix filter on ``channel + TERMINATOR`` (the
   only filter ZeroMQ has) matches that channel exactly: ``chan`` never sees
   ``channel``. Topics that start with ``CONTROL`` carry the bus's own signals
-  (stop pills, readiness probes) and are never shown to users.
+  (stop pills, readiness probes, routing) and are never shown to users.
 - the body: ``HEADER`` (the sending socket's random id and the sequence number
   of the message on that channel, from 1) then the JSON text. Several JSON
   texts may share one body, separated by a newline (JSON encoded here never
@@ -17,10 +17,10 @@ terminator, its first 0xFF byte, ends it). Publishers send that way to the
 hub, and a hub that routes (the ZeroMQ one) sends a receiver many such frames,
 of any channels, as one batch: a frame of records, each ``RECORD`` (the
 lengths of a message's frame and of its topic, and how many messages the body
-holds) then that frame. It sends the batch on ``ROUTE`` + the
-receiver's id, a topic only that receiver subscribes to. The receiver asks for
-channels with ``ROUTE_REQUEST`` + its id + ``:`` + the topic prefix it wants
-(see ``_transports/zmq.py``).
+holds) then that frame. It sends the batch on ``ROUTE`` + the receiver's id, a
+topic only that receiver subscribes to. The receiver asks for channels with
+``ROUTE_REQUEST`` + its id + ``:`` + the topic prefix it wants (see
+``_transports/zmq.py``).
 
 Validation and encoding happen once, in the caller of ``put()``; decoding
 happens once, in the subscriber. The hub in between forwards bytes.
