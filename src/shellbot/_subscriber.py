@@ -457,8 +457,7 @@ class Subscriber:
                 return 0
             if not self._wants(topic):
                 return 0
-            if state is None:
-                state = self._topics[topic] = _Topic()
+            state = self._topic(topic)
         if len(body) < _HEADER_SIZE:
             counters["dropped"] += 1
             return 0

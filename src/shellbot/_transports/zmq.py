@@ -396,18 +396,22 @@ class _Batches:
         if routes.plain:  # another program reads plain frames: ZeroMQ filters them
             _send(self._xpub, topic, _SNDMORE)
             _send(self._xpub, data[len(topic) :])
+        receivers = routes.receivers_of(topic)
+        if not receivers:
+            return
+        record = _pack_record(len(data), len(topic), len(run))
         size = _RECORD_SIZE + len(data)
         pending = self._pending
-        for batch_topic in routes.receivers_of(topic):
+        for batch_topic in receivers:
             batch = pending.get(batch_topic)
-            if batch is None:
-                pending[batch_topic] = [size, _pack_record(len(data), len(topic), len(run)), data]
-            elif batch[0] + size > self._limit:
+            if batch is not None and batch[0] + size > self._limit:
                 self._send(batch_topic, batch)
-                pending[batch_topic] = [size, _pack_record(len(data), len(topic), len(run)), data]
+                batch = None
+            if batch is None:
+                pending[batch_topic] = [size, record, data]
             else:
                 batch[0] += size
-                batch += (_pack_record(len(data), len(topic), len(run)), data)
+                batch += (record, data)
 
     def flush(self) -> None:
         """Sends every batch: nothing waits for a batch to fill."""
@@ -548,9 +552,7 @@ class ZmqHub(Hub):
         except zmq.Again:
             pass
         finally:
-            for run in runs.values():
-                add(run[0], run[1])
-            self._batches.flush()
+            self._send_runs(runs)
             counters = self._counters
             counters["forwarded"] += forwarded
             counters["dropped"] += dropped
@@ -561,7 +563,10 @@ class ZmqHub(Hub):
         length, when it is a topic frame followed by exactly one body frame; else
         None, with the rest of the message taken."""
         pull = self._pull
-        well_formed = bool(topic) and (topic[0] == CONTROL_BYTE or topic.endswith(TERMINATOR))
+        # A data topic holds one terminator, at its end; a bus signal starts with it.
+        well_formed = bool(topic) and (
+            topic[0] == CONTROL_BYTE or topic.find(TERMINATOR) == len(topic) - 1
+        )
         if not well_formed or not _get(pull, _RCVMORE):
             _discard_rest(pull)
             return None
@@ -569,21 +574,23 @@ class ZmqHub(Hub):
         if _get(pull, _RCVMORE):
             _discard_rest(pull)
             return None
-        if topic[0] != CONTROL_BYTE and TERMINATOR in topic[:-1]:
-            return None  # a terminator inside: not a topic
         return topic + body, len(topic)
 
     def _signal(self, data: bytes, end: int, runs: dict[int, list[Any]]) -> None:
         """Sends a bus signal, after everything that came before it, and once the hub
         knows the routes requested before its subscription: a probe's echo tells the
         subscriber that its channels reach it."""
+        self._send_runs(runs)
+        _take_subscriptions(self._xpub, self._routes)
+        _send(self._xpub, data[:end], _SNDMORE)
+        _send(self._xpub, data[end:])
+
+    def _send_runs(self, runs: dict[int, list[Any]]) -> None:
+        """Puts every run into its receivers' batches, then sends the batches."""
         for run in runs.values():
             self._batches.add(run[0], run[1])
         runs.clear()
         self._batches.flush()
-        _take_subscriptions(self._xpub, self._routes)
-        _send(self._xpub, data[:end], _SNDMORE)
-        _send(self._xpub, data[end:])
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
@@ -686,10 +693,8 @@ def _warm_up(xpub: zmq.Socket, routes: _Routes) -> None:
         ):
             return
         if xpub.poll(int(WARM_UP_QUIET * 1000)):
-            with contextlib.suppress(zmq.Again):
-                while True:
-                    routes.take(xpub.recv(zmq.NOBLOCK))
-                    last = time.monotonic()
+            _take_subscriptions(xpub, routes)
+            last = time.monotonic()
 
 
 def _lock_or_none(path: str) -> int | None:
