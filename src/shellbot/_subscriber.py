@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -402,43 +403,45 @@ class Subscriber:
         time on; the others go through ``_take_message``.
         """
         topics = self._topics
-        append = self._pending.append
-        taken = inline = missed = 0
+        pending = self._pending
+        append = pending.append
+        before = len(pending)
+        taken = missed = 0
         offset = 0
         end = len(batch)
-        while offset < end:
-            start = offset + _RECORD_SIZE
-            if start > end:
-                self._counters["dropped"] += 1
-                break
-            length, topic_length, count = _unpack_record(batch, offset)
-            offset = start + length
-            split = start + topic_length
-            if offset > end:  # a record longer than what is left: the rest cannot be read
-                self._counters["dropped"] += 1
-                break
-            topic = batch[start:split]
-            state = topics.get(topic)
-            if (
-                count != 1
-                or state is None
-                or not state.subscriptions
-                or length < topic_length + _HEADER_SIZE
-            ):
-                taken += self._take_message(topic, batch[split:offset])
-                continue
-            sender, sequence = _unpack_header(batch, split)
-            try:
-                append((topic, sender, sequence, _loads(batch[split + _HEADER_SIZE : offset])))
-                inline += 1
-            except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
-                self._counters["dropped"] += 1
-            if sender == state.sender:  # the latest sender on this channel, again
-                if sequence > state.last + 1:
-                    missed += sequence - state.last - 1
-                state.last = sequence
-            else:
-                missed += state.missed(sender, sequence, sequence)
+        try:
+            while offset < end:
+                length, topic_length, count = _unpack_record(batch, offset)
+                start = offset + _RECORD_SIZE
+                offset = start + length
+                if offset > end:  # a record longer than what is left: the rest is unreadable
+                    self._counters["dropped"] += 1
+                    break
+                split = start + topic_length
+                topic = batch[start:split]
+                state = topics.get(topic)
+                if (
+                    count != 1
+                    or state is None
+                    or not state.subscriptions
+                    or length < topic_length + _HEADER_SIZE
+                ):
+                    taken += self._take_message(topic, batch[split:offset])
+                    continue
+                sender, sequence = _unpack_header(batch, split)
+                try:
+                    append((topic, sender, sequence, _loads(batch[split + _HEADER_SIZE : offset])))
+                except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
+                    self._counters["dropped"] += 1
+                if sender == state.sender:  # the latest sender on this channel, again
+                    if sequence > state.last + 1:
+                        missed += sequence - state.last - 1
+                    state.last = sequence
+                else:
+                    missed += state.missed(sender, sequence, sequence)
+        except struct.error:  # a record's header cut short: nothing after it can be read
+            self._counters["dropped"] += 1
+        inline = len(pending) - before - taken
         counters = self._counters
         counters["received"] += inline
         counters["missed"] += missed
