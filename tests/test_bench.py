@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shellbot.bench import WORKLOADS
+from shellbot.bench import WORKLOADS, _plan
 
 
 @pytest.mark.timeout(150)
@@ -50,3 +50,14 @@ def test_unknown_workload_is_refused() -> None:
     )
     assert completed.returncode == 2
     assert "T9" in completed.stdout
+
+
+def test_rounds_go_round_by_round() -> None:
+    """T5 is judged against T1: their rounds interleave, so machine drift weighs on both."""
+    plan = [(workload.key, round_, side) for workload, round_, side in _plan(["T1", "T5", "T7"], 3)]
+    assert plan == [
+        (key, round_, side)
+        for round_ in range(3)
+        for key in ("T1", "T5")
+        for side in ("anchor", "ours")
+    ] + [("T7", 0, "anchor"), ("T7", 0, "ours")]
