@@ -433,7 +433,8 @@ class Subscriber:
                     append((topic, sender, sequence, _loads(batch[split + _HEADER_SIZE : offset])))
                 except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
                     self._counters["dropped"] += 1
-                if sender == state.sender:  # the latest sender on this channel, again
+                # _Topic.missed()'s first case, inline: the latest sender on this channel again
+                if sender == state.sender:
                     if sequence > state.last + 1:
                         missed += sequence - state.last - 1
                     state.last = sequence
