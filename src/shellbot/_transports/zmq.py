@@ -358,16 +358,15 @@ class _Routes:
             self.plain = max(0, self.plain + (1 if subscribing else -1))
 
     def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
-        """The batch topics of the receivers that want ``topic``."""
-        found = self.cache.get(topic)
-        if found is None:
-            wanting = set(self.exact.get(topic, ()))
-            for prefix, receivers in self.prefixes.items():
-                if topic.startswith(prefix):
-                    wanting |= receivers
-            if len(self.cache) >= ROUTE_CACHE_LIMIT:
-                self.cache.clear()
-            found = self.cache[topic] = tuple(wanting)
+        """The batch topics of the receivers that want ``topic``, worked out from the
+        routes and kept in ``cache``, which callers read first."""
+        wanting = set(self.exact.get(topic, ()))
+        for prefix, receivers in self.prefixes.items():
+            if topic.startswith(prefix):
+                wanting |= receivers
+        if len(self.cache) >= ROUTE_CACHE_LIMIT:
+            self.cache.clear()
+        found = self.cache[topic] = tuple(wanting)
         return found
 
 
@@ -392,7 +391,7 @@ class _Batches:
         if self._routes.plain:  # another program reads plain frames: ZeroMQ filters them
             _send(self._xpub, topic, _SNDMORE)
             _send(self._xpub, data[len(topic) :])
-        receivers = self._cache.get(topic)  # the cache first: a call less per message
+        receivers = self._cache.get(topic)
         if receivers is None:
             receivers = self._routes.receivers_of(topic)
         if not receivers:
