@@ -204,9 +204,6 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     stall,
                     stalled_results,
                 )
-            ready = crew.collect("ready", len(subscribers))
-            if stalled:
-                ready.update(crew.collect("ready", len(stalled), source=stalled_results))
             first = up[publishers[0]]
             watched["publisher"] = [psutil.Process(first["pid"])]
             if first.get("hub_pid"):
@@ -257,13 +254,13 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                     stall,
                     stalled_results,
                 )
-            ready = crew.collect("ready", len(subscribers))
-            if stalled:
-                ready.update(crew.collect("ready", len(stalled), source=stalled_results))
             up = crew.collect("up", len(publishers))
             if not all(report.get("ready") for report in up.values()):
                 raise RunFailed("an anchor publisher saw no subscription")
             watched["publisher"] = [psutil.Process(up[publishers[0]]["pid"])]
+        ready = crew.collect("ready", len(subscribers))
+        if stalled:
+            ready.update(crew.collect("ready", len(stalled), source=stalled_results))
         if not all(report["ready"] for report in ready.values()):
             raise RunFailed("a subscriber was not ready in time")
         frozen = []
