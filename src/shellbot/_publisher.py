@@ -25,13 +25,12 @@ import orjson
 from . import _codec, _outbox
 from ._settings import BusSettings, as_context
 from ._transports import transport_for
-from ._transports.base import Hub, Receiver
+from ._transports.base import HUB_COUNTERS, Hub, Receiver
 from .context import Context
 from .errors import ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
-STAT_NAMES = ("forwarded", "dropped", "oversized", "subscriptions", "routes")
 _STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
 
 
@@ -80,7 +79,7 @@ class Publisher(multiprocessing.Process):
         # Made by start(), so an unstarted publisher can travel to any process.
         self._ready: Any = None
         self._state: Any = _Snapshot(0)
-        self._stats: Any = [0] * len(STAT_NAMES)
+        self._stats: Any = [0] * len(HUB_COUNTERS)
         self._failure: Any = None
         self._thread: threading.Thread | None = None
         self._started = False
@@ -115,7 +114,7 @@ class Publisher(multiprocessing.Process):
         self._started = True
         self._ready = multiprocessing.Event()
         self._state = multiprocessing.Value("i", 0, lock=False)
-        self._stats = multiprocessing.Array("q", len(STAT_NAMES), lock=False)
+        self._stats = multiprocessing.Array("q", len(HUB_COUNTERS), lock=False)
         self._failure = multiprocessing.Array("c", 1024, lock=False)
         transport = transport_for(self.settings)
         if transport.process_local:
@@ -158,7 +157,7 @@ class Publisher(multiprocessing.Process):
     @property
     def stats(self) -> dict[str, int]:
         """Counters of the hub this process holds (zeros when it holds none)."""
-        return dict(zip(STAT_NAMES, self._stats, strict=True))
+        return dict(zip(HUB_COUNTERS, self._stats, strict=True))
 
     def is_alive(self) -> bool:
         if self._thread is not None:
@@ -278,5 +277,5 @@ class Publisher(multiprocessing.Process):
     def _publish_stats(self, hub: Hub | None) -> None:
         if hub is not None:
             stats = hub.stats()
-            for index, name in enumerate(STAT_NAMES):
+            for index, name in enumerate(HUB_COUNTERS):
                 self._stats[index] = stats.get(name, 0)

@@ -39,6 +39,7 @@ from rich.text import Text
 
 from . import __version__
 from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
+from ._transports.base import HUB_COUNTERS
 from .errors import ConfigurationError, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
@@ -530,12 +531,12 @@ def hub(
                     log(*change)
                 stats = the_hub.stats()
                 if stats != last:
-                    log(_counters(stats, last, interval))
+                    log(_counters(stats, last))
                     last = stats
         finally:
             log(f"stopping: forwarding what still arrives, up to {settings.drain_timeout:g} s")
             the_hub.close(settings.drain_timeout)
-            log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}, 0))
+            log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}))
 
 
 def _why_taken(address: str) -> str:
@@ -556,9 +557,9 @@ def _why_taken(address: str) -> str:
     return f"{address} is taken, most likely by a hub: publishers and subscribers can use it"
 
 
-def _counters(stats: dict[str, int], last: dict[str, int], interval: float) -> str:
+def _counters(stats: dict[str, int], last: dict[str, int]) -> str:
     parts = []
-    for name in ("forwarded", "dropped", "oversized", "subscriptions", "routes"):
+    for name in HUB_COUNTERS:
         value = stats.get(name, 0)
         delta = value - last.get(name, 0)
         parts.append(f"{name} {value}" + (f" ({delta:+d})" if last and delta else ""))

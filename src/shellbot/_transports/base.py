@@ -64,12 +64,17 @@ class Receiver(abc.ABC):
         """
 
 
+# What a hub counts: messages forwarded, dropped (bad shape), oversized, subscriptions
+# seen since it started, and routes it holds now.
+HUB_COUNTERS = ("forwarded", "dropped", "oversized", "subscriptions", "routes")
+
+
 class Hub(abc.ABC):
     """Holds the address and forwards frames between senders and receivers."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
-        """Counters since the hub started."""
+        """Counters (``HUB_COUNTERS``) since the hub started; a missing one is 0."""
 
     @abc.abstractmethod
     def close(self, drain: float) -> None:
