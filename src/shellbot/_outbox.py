@@ -42,10 +42,7 @@ class Outbox:
         self._max_size = settings.max_message_size
         self._lock = threading.Lock()
         self._closed = False
-        send_one = getattr(self._sender, "send_one", None)
-        self._send_one: Callable[[bytes, bytes], None] = (
-            send_one if send_one is not None else self._send_one_of_many
-        )
+        self._send_one = self._sender.send_one
 
     def put(self, channels: Any, message: Any) -> None:
         """Publishes ``message`` on each channel; raises before queuing anything when invalid."""
@@ -78,13 +75,16 @@ class Outbox:
                     state[1] -= 1
                 raise
 
-    def _send_one_of_many(self, topic: bytes, body: bytes) -> None:
-        self._sender.send([(topic, body)])
-
     def send_control(self, topic: bytes) -> None:
-        """Sends a bus signal (pill, probe) in order with the messages put before it."""
+        """Sends a bus signal (a pill) in order with the messages put before it."""
         with self._lock:
             self._sender.send([(topic, _codec.HEADER.pack(self.sender_id, 0))])
+
+    def send_probe(self, topic: bytes) -> int:
+        """Sends a readiness probe after the messages put before it; returns how many
+        copies of it, from distinct senders, prove readiness (see ``Sender.send_probe``)."""
+        with self._lock:
+            return self._sender.send_probe(topic, _codec.HEADER.pack(self.sender_id, 0))
 
     def close(self) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ import orjson
 from . import _codec, _outbox
 from ._settings import BusSettings, as_context
 from ._transports import transport_for
-from ._transports.base import HUB_COUNTERS, Hub, Receiver
+from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver
 from .context import Context
 from .errors import ShellbotError, TimeoutError, TransportError
 
@@ -129,12 +129,7 @@ class Publisher(multiprocessing.Process):
             raise TransportError(self._failure.value.decode("utf-8", "replace"))
         if not ready:
             self.terminate()
-            raise TimeoutError(
-                f"The publisher found no hub at {self.settings.address} within "
-                f"{self.settings.start_timeout:g} s (bus.start_timeout), nor could it become one "
-                "(does another program hold that port?): check bus.address, or start "
-                "`shellbot-bus hub` there"
-            )
+            raise TimeoutError(transport.unreachable())
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stops the process after what this process put was forwarded; True once it is gone."""
@@ -222,21 +217,29 @@ class Publisher(multiprocessing.Process):
             # that started us, which stops us with a pill at its exit (or we see it gone).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         transport = transport_for(self.settings)
+        # A broker is a hub already running: there is none to hold or take over.
+        embedded = transport.hub_kind is HubKind.EMBEDDED
+        control: Receiver | None = None
+        hub: Hub | None = None
         try:
-            hub = transport.open_hub()
+            hub = transport.open_hub() if embedded else None
+            control = transport.open_receiver()
+            pill = _codec.PILL + self.publisher_id.encode()
+            probe = _codec.PROBE + self.publisher_id.encode()
+            control.subscribe(pill)
+            control.subscribe(probe)
+            self._confirm(control, probe, hub)
         except ShellbotError as error:  # told to start(), which raises it in the caller
             self._failure.value = str(error).encode("utf-8")[:1023]
             self._state.value = _STATE_FAILED
             self._ready.set()
+            if control is not None:
+                control.close()
+            if hub is not None:
+                hub.close(0.0)
             return
-        control = transport.open_receiver()
-        pill = _codec.PILL + self.publisher_id.encode()
-        probe = _codec.PROBE + self.publisher_id.encode()
-        control.subscribe(pill)
-        control.subscribe(probe)
         parent = os.getppid()
         try:
-            self._confirm(control, probe, hub)
             next_switch = next_takeover = time.monotonic()
             while not stopping.is_set():
                 frames = control.receive(SWITCH_INTERVAL)
@@ -249,7 +252,7 @@ class Publisher(multiprocessing.Process):
                     if orphaned or self.context.is_switched_off():
                         break
                     self._publish_stats(hub)
-                if hub is None and now >= next_takeover:
+                if embedded and hub is None and now >= next_takeover:
                     next_takeover = now + TAKEOVER_INTERVAL
                     hub = transport.open_hub()
                     if hub is not None:
@@ -266,7 +269,7 @@ class Publisher(multiprocessing.Process):
         interval = 0.01
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
-            outbox.send_control(probe)
+            outbox.send_probe(probe)  # any copy back proves this process reaches the hub
             frames = control.receive(interval)
             if frames is not None and frames[0] == probe:
                 self._state.value = _STATE_HUB if hub is not None else _STATE_CLIENT

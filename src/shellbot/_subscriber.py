@@ -135,6 +135,11 @@ class Subscriber:
         self._counters = {"received": 0, "dropped": 0, "missed": 0}
         self._probe = b""
         self._ready = False
+        # Readiness: the senders whose copy of the current probe came back, and how
+        # many copies prove it (one through a hub, one per node of a cluster).
+        self._echoes: set[int] = set()
+        self._echoes_needed = 1
+        self._max_body = _HEADER_SIZE + self.settings.max_message_size
         self._closed = False
         self._next_switch_check = 0.0
         # While a thread (or task) waits on the receiver, close() from elsewhere only marks
@@ -169,7 +174,7 @@ class Subscriber:
                 else:
                     (prefix, matcher), count = compiled[channel], 0
                 self._patterns[channel] = (prefix, matcher, count + 1)
-                self._receiver.subscribe(prefix)
+                self._receiver.subscribe(prefix, channel)
             else:
                 topic = _codec.topic_of(channel)
                 self._topic(topic).subscriptions += 1
@@ -204,7 +209,7 @@ class Subscriber:
                     self._patterns[channel] = (prefix, matcher, count - 1)
                 else:
                     del self._patterns[channel]
-                self._receiver.unsubscribe(prefix)
+                self._receiver.unsubscribe(prefix, channel)
             else:
                 topic = _codec.topic_of(channel)
                 self._topics[topic].subscriptions -= 1
@@ -228,6 +233,7 @@ class Subscriber:
         self._probe = _codec.PROBE + secrets.token_hex(8).encode()
         self._receiver.subscribe(self._probe)
         self._ready = False
+        self._echoes = set()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Waits until this subscriber's subscriptions are live at the hub.
@@ -247,7 +253,8 @@ class Subscriber:
             now = time.monotonic()
             if now >= deadline:
                 return False
-            outbox.send_control(self._probe)
+            self._echoes_needed = outbox.send_probe(self._probe)
+            self._ready = len(self._echoes) >= self._echoes_needed
             until = min(deadline, now + interval)
             self._receiving = True
             try:
@@ -342,12 +349,10 @@ class Subscriber:
                     self._take(frames)
                     pending = self._pending
                     if len(pending) < DRAIN_BELOW:  # behind the stream: take what is queued
-                        receive_more = getattr(self._receiver, "receive_more", None)
-                        if receive_more is not None:
-                            for more in receive_more():
-                                self._take(more)
-                                if len(pending) >= DRAIN_BELOW:
-                                    break
+                        for more in self._receiver.receive_more():
+                            self._take(more)
+                            if len(pending) >= DRAIN_BELOW:
+                                break
                     if pending:
                         return pending.popleft()
                 elif self._closed or (deadline is not None and time.monotonic() >= deadline):
@@ -453,8 +458,9 @@ class Subscriber:
         state = self._topics.get(topic)
         if state is None or not state.subscriptions:  # an exact channel's topic is valid
             if not topic or topic[0] == _codec.CONTROL_BYTE:
-                if topic == self._probe:
-                    self._ready = True
+                if topic == self._probe and len(body) >= _HEADER_SIZE:
+                    self._echoes.add(_unpack_header(body)[0])
+                    self._ready = len(self._echoes) >= self._echoes_needed
                 return 0  # another party's bus signal
             if topic[-1] != _codec.CONTROL_BYTE:
                 counters["dropped"] += 1
@@ -462,7 +468,7 @@ class Subscriber:
             if not self._wants(topic):
                 return 0
             state = self._topic(topic)
-        if len(body) < _HEADER_SIZE:
+        if not _HEADER_SIZE <= len(body) <= self._max_body:  # a hub checks; a broker may not
             counters["dropped"] += 1
             return 0
         sender, sequence = _unpack_header(body)

@@ -2,14 +2,20 @@
 
 A transport moves ``(topic, body)`` frames for one bus address: senders put
 frames in, receivers take the frames whose topic starts with one of their
-prefixes out, and a hub (where the transport has one) joins them. Validation,
-JSON, sequence numbers and the public API live above, written once.
+prefixes out, and a hub joins them: one the bus holds itself (ZeroMQ, memory),
+or a broker that is already running (NATS). Validation, JSON, sequence numbers
+and the public API live above, written once.
+
+Topics are the bus's own (``_codec``: a channel's UTF-8 bytes and a terminator,
+or a bus signal); a transport whose wire names things otherwise (NATS
+subjects) maps them, both ways, inside itself.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import enum
+from collections.abc import Iterator, Sequence
 
 from .._settings import BusSettings
 
@@ -22,6 +28,23 @@ class Sender(abc.ABC):
     @abc.abstractmethod
     def send(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Queues ``(topic, body)`` pairs, in order. Waits (bounded) when the queue is full."""
+
+    def send_one(self, topic: bytes, body: bytes) -> None:
+        """``send([(topic, body)])``, for a caller that serializes its calls (the outbox);
+        ``topic`` is a channel's topic. A transport may do this one cheaper."""
+        self.send([(topic, body)])
+
+    def send_probe(self, topic: bytes, body: bytes) -> int:
+        """Sends a readiness probe on the signal ``topic``, in order after what was sent.
+
+        A receiver that subscribed to ``topic`` after its other subscriptions, and
+        then receives the probe, knows those subscriptions live wherever a
+        publisher may be. Returns how many copies prove it, each with another
+        sender id in its header: one through a hub; one per server of a cluster,
+        whose nodes learn of subscriptions each in its own time.
+        """
+        self.send([(topic, body)])
+        return 1
 
     @abc.abstractmethod
     def close(self, linger: float) -> None:
@@ -36,16 +59,30 @@ class Receiver(abc.ABC):
     batch_topic: bytes | None = None
 
     @abc.abstractmethod
-    def subscribe(self, prefix: bytes) -> None:
-        """Receives from now on the frames whose topic starts with ``prefix``."""
+    def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        """Receives from now on the frames whose topic starts with ``prefix``: a
+        channel's topic (that channel), ``b""`` (every channel), a signal's topic,
+        or the literal start of ``pattern`` (a NATS-style pattern, which a broker
+        may match itself; the subscriber checks every match again)."""
 
     @abc.abstractmethod
-    def unsubscribe(self, prefix: bytes) -> None:
-        """Undoes one ``subscribe(prefix)``."""
+    def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        """Undoes one ``subscribe(prefix, pattern)``."""
 
     @abc.abstractmethod
     def receive(self, timeout: float | None) -> Frames | None:
-        """The next frames, waiting at most ``timeout`` seconds (0: not at all, None: forever)."""
+        """The next frames, waiting at most ``timeout`` seconds (0: not at all, None: forever).
+
+        Frames are what the network brought: the subscriber checks them. A transport
+        hands a frame it cannot name (a foreign subject) as one frame, dropped and
+        counted above. Raises ``TransportError`` when the bus refused this process
+        (credentials), ``ClosedError`` once closed.
+        """
+
+    def receive_more(self) -> Iterator[Frames]:
+        """The frames already queued, without waiting, for as long as the caller asks:
+        what a subscriber behind its stream takes in one go."""
+        return iter(())
 
     @abc.abstractmethod
     async def wait_async(self, timeout: float | None) -> bool:
@@ -81,12 +118,20 @@ class Hub(abc.ABC):
         """Forwards what still arrives for at most ``drain`` seconds, then frees the address."""
 
 
+class HubKind(enum.Enum):
+    """Who joins senders and receivers of an address."""
+
+    EMBEDDED = "embedded"  # a hub the bus holds: a started publisher holds it or takes it over
+    BROKER = "broker"  # a server already running (NATS): no one holds or takes over anything
+
+
 class Transport(abc.ABC):
     """One bus address as seen from one process."""
 
     #: True when every party must live in the same process (``inproc://``, ``memory://``):
     #: a publisher then runs its loop in a thread instead of a child process.
     process_local: bool = False
+    hub_kind: HubKind = HubKind.EMBEDDED
 
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings
@@ -101,4 +146,15 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def open_hub(self) -> Hub | None:
-        """A hub holding the address, or None when another hub already holds it."""
+        """A hub holding the address, or None when another hub already holds it
+        (a broker's transport: always None, and nobody asks)."""
+
+    def unreachable(self) -> str:
+        """What ``start()`` says when it reached no hub within ``bus.start_timeout``."""
+        settings = self.settings
+        return (
+            f"The publisher found no hub at {settings.address} within "
+            f"{settings.start_timeout:g} s (bus.start_timeout), nor could it become one "
+            "(does another program hold that port?): check bus.address, or start "
+            "`shellbot-bus hub` there"
+        )

@@ -83,11 +83,11 @@ class MemoryReceiver(Receiver):
         if waiters:
             _wake(waiters)
 
-    def subscribe(self, prefix: bytes) -> None:
+    def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         with self._exchange.lock:
             self._prefixes[prefix] = self._prefixes.get(prefix, 0) + 1
 
-    def unsubscribe(self, prefix: bytes) -> None:
+    def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         with self._exchange.lock:
             count = self._prefixes.get(prefix, 0) - 1
             if count > 0:

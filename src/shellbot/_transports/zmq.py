@@ -213,8 +213,9 @@ class ZmqReceiver(Receiver):
         self._interrupted = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
-    def subscribe(self, prefix: bytes) -> None:
-        """Bus signals are subscribed to as they are; channels are asked of the hub."""
+    def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        """Bus signals are subscribed to as they are; channels are asked of the hub
+        (patterns by their literal start: the subscriber matches the rest)."""
         if prefix[:1] == CONTROL:
             self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
             return
@@ -223,7 +224,7 @@ class ZmqReceiver(Receiver):
             self._routed = True
         self._socket.setsockopt(zmq.SUBSCRIBE, self._route_request + prefix)
 
-    def unsubscribe(self, prefix: bytes) -> None:
+    def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == CONTROL:
             self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix)
         else:  # the SUB socket counts: the hub hears of it when the last one goes
