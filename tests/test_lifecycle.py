@@ -206,8 +206,7 @@ class Exclusive:
 
 
 def receiver_closed(receiver: Any) -> bool:
-    socket = getattr(receiver, "_socket", None)
-    return socket.closed if socket is not None else receiver._closed
+    return bool(receiver.closed)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.0005, 0.003, 0.02])

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._codec import DEFAULT_MAX_MESSAGE_SIZE
 from .context import Context
 from .errors import ConfigurationError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
-SCHEMES = ("tcp", "ipc", "inproc", "memory")
+SCHEMES = ("tcp", "ipc", "inproc", "memory", "nats")
 _NUMBER_TYPES: dict[str, type[int] | type[float]] = {"int": int, "float": float}
 
 
@@ -27,6 +28,13 @@ class BusSettings:
     linger: float = 5.0  # how long queued messages may take to leave at exit
     drain_timeout: float = 2.0  # how long a stopping hub forwards what is still arriving
     start_timeout: float = 10.0  # how long start() waits to hold or reach a hub
+    # nats:// only, read from bus.nats.* (the metadata names the key under bus.)
+    nats_prefix: str = field(default="shellbot", metadata={"key": "nats.prefix"})
+    nats_credentials: str | None = field(default=None, metadata={"key": "nats.credentials"})
+    nats_nkey_seed: str | None = field(default=None, metadata={"key": "nats.nkey_seed"})
+    nats_tls_ca: str | None = field(default=None, metadata={"key": "nats.tls_ca"})
+    nats_tls_cert: str | None = field(default=None, metadata={"key": "nats.tls_cert"})
+    nats_tls_key: str | None = field(default=None, metadata={"key": "nats.tls_key"})
 
     @property
     def scheme(self) -> str:
@@ -39,19 +47,20 @@ class BusSettings:
         if not isinstance(values, dict):
             values = {}
         given: dict[str, Any] = {}
-        for field in fields(cls):
-            value = values.get(field.name)
+        for setting in fields(cls):
+            key = setting.metadata.get("key", setting.name)
+            value = values.get(key)
             if value is None or value == "":
                 continue
-            number = _NUMBER_TYPES.get(str(field.type))
+            number = _NUMBER_TYPES.get(str(setting.type))
             if number is not None:
                 try:
                     value = number(value)
                 except (TypeError, ValueError):
-                    raise ConfigurationError(
-                        f"bus.{field.name} takes a number; got {value!r}"
-                    ) from None
-            given[field.name] = value
+                    raise ConfigurationError(f"bus.{key} takes a number; got {value!r}") from None
+            elif not isinstance(value, str):
+                raise ConfigurationError(f"bus.{key} takes a string; got {value!r}")
+            given[setting.name] = value
         settings = cls(**given)
         check_address(settings.address)
         return settings
@@ -61,7 +70,8 @@ def check_address(address: Any) -> bool:
     """True for an address the bus can use; ``ConfigurationError`` saying why otherwise."""
     if not isinstance(address, str) or "://" not in address:
         raise ConfigurationError(
-            f"bus.address must look like tcp://127.0.0.1:5555 (or ipc://, inproc://, memory://); "
+            "bus.address must look like tcp://127.0.0.1:5555 (or ipc://, inproc://, memory://, "
+            f"nats://); "
             f"got {address!r}"
         )
     scheme, rest = address.split("://", 1)
@@ -79,7 +89,34 @@ def check_address(address: Any) -> bool:
                 f"bus.address {address!r} needs a host and a port below 65535, "
                 "as in tcp://127.0.0.1:5555"
             )
+    if scheme == "nats":
+        nats_servers(address)
     return True
+
+
+def nats_servers(address: str) -> list[str]:
+    """The servers of a ``nats://`` address: one URL, or a comma-separated list of them,
+    each ``nats://[user:password@ or token@]host[:port]``."""
+    servers = [server.strip() for server in address.split(",")]
+    for server in servers:
+        try:
+            parts = urlsplit(server)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None
+            or parts.scheme != "nats"
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or (port is not None and not 0 < port < 65536)
+        ):
+            raise ConfigurationError(
+                f"bus.address {address!r}: {server!r} is not a NATS server; write "
+                "nats://host:4222, or several joined by commas for a cluster "
+                "(nats://h1:4222,nats://h2:4222), with user:password@ or token@ when needed"
+            )
+    return servers
 
 
 def as_context(value: Any, who: str) -> Context:

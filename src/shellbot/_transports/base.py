@@ -88,6 +88,11 @@ class Receiver(abc.ABC):
     async def wait_async(self, timeout: float | None) -> bool:
         """Waits, without blocking the event loop, until ``receive(0)`` may return frames."""
 
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once ``close()`` freed the receiver."""
+
     @abc.abstractmethod
     def close(self) -> None:
         """Frees the receiver; idempotent."""

@@ -8,15 +8,12 @@ as a ZeroMQ subscriber would; the sequence numbers above make that visible.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import threading
-import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .._settings import BusSettings
+from ._inbox import Inbox
 from .base import Frames, Hub, Receiver, Sender, Transport
 
 
@@ -59,13 +56,8 @@ class MemorySender(Sender):
 class MemoryReceiver(Receiver):
     def __init__(self, exchange: _Exchange, high_water_mark: int) -> None:
         self._exchange = exchange
-        self._high_water_mark = high_water_mark
         self._prefixes: dict[bytes, int] = {}
-        self._queue: deque[Frames] = deque()
-        self._arrived = threading.Condition(threading.Lock())
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._closed = False
-        self._interrupted = False
+        self._inbox = Inbox(high_water_mark)
         with exchange.lock:
             exchange.receivers.append(self)
 
@@ -74,14 +66,7 @@ class MemoryReceiver(Receiver):
         return any(topic.startswith(prefix) for prefix in self._prefixes)
 
     def push(self, frames: Frames) -> None:
-        with self._arrived:
-            if len(self._queue) >= self._high_water_mark:
-                return
-            self._queue.append(frames)
-            self._arrived.notify()
-            waiters, self._waiters = self._waiters, []
-        if waiters:
-            _wake(waiters)
+        self._inbox.push(frames)
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         with self._exchange.lock:
@@ -96,60 +81,26 @@ class MemoryReceiver(Receiver):
                 self._prefixes.pop(prefix, None)
 
     def receive(self, timeout: float | None) -> Frames | None:
-        with self._arrived:
-            if not self._queue and timeout != 0:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while not self._queue and not self._closed and not self._interrupted:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._arrived.wait(remaining)
-            return self._queue.popleft() if self._queue else None
+        return self._inbox.receive(timeout)
+
+    def receive_more(self) -> Iterator[Frames]:
+        return self._inbox.receive_more()
 
     async def wait_async(self, timeout: float | None) -> bool:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._arrived:
-            if self._queue or self._closed or self._interrupted:
-                return True
-            self._waiters.append((loop, future))
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            with self._arrived:
-                if (loop, future) in self._waiters:
-                    self._waiters.remove((loop, future))
+        return await self._inbox.wait_async(timeout)
 
     def close(self) -> None:
         with self._exchange.lock:
             if self in self._exchange.receivers:
                 self._exchange.receivers.remove(self)
-        with self._arrived:
-            self._closed = True
-            self._arrived.notify_all()
-            waiters, self._waiters = self._waiters, []
-        _wake(waiters)
+        self._inbox.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inbox.closed
 
     def interrupt(self) -> None:
-        with self._arrived:
-            self._interrupted = True
-            self._arrived.notify_all()
-            waiters, self._waiters = self._waiters, []
-        _wake(waiters)
-
-
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    for loop, future in waiters:
-        with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits there
-            loop.call_soon_threadsafe(_resolve, future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        self._inbox.interrupt()
 
 
 class MemoryHub(Hub):

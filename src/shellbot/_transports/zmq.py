@@ -295,6 +295,10 @@ class ZmqReceiver(Receiver):
             with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits there
                 loop.call_soon_threadsafe(_resolve, woken)
 
+    @property
+    def closed(self) -> bool:
+        return bool(self._socket.closed)
+
     def close(self) -> None:
         if not self._socket.closed:
             self._socket.close(linger=0)
