@@ -12,7 +12,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich")
 @app.command()
 def bench(
     quick: bool = typer.Option(
-        False, "--quick", help="A short smoke run (seconds), with no thresholds."
+        False, "--quick", help="A smoke run of seconds: verdicts shown, figures no measurement."
     ),
     json_file: str = typer.Option(
         None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."
