@@ -22,6 +22,7 @@ _BY_SCHEME = {
     "ipc": ("shellbot._transports.zmq", "ZmqTransport"),
     "inproc": ("shellbot._transports.zmq", "ZmqTransport"),
     "memory": ("shellbot._transports.memory", "MemoryTransport"),
+    "nats": ("shellbot._transports.nats", "NatsTransport"),
 }
 
 _transports: dict[BusSettings, Transport] = {}
