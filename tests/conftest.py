@@ -7,8 +7,10 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from _nats import NatsNode
 
 from shellbot import Context
 from shellbot.bus import Bus, Publisher
@@ -47,10 +49,29 @@ def tcp_address(tmp_path_factory: pytest.TempPathFactory) -> str:
     return unique_address("tcp", tmp_path_factory)
 
 
-@pytest.fixture(params=["tcp", "ipc", "inproc", "memory"])
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsNode]:
+    """A nats-server of this test's own, on free ports, stopped after it."""
+    node = NatsNode(tmp_path / "nats")
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(params=["tcp", "ipc", "inproc", "memory", "nats"])
 def address(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Each transport in turn: the contract suite runs once per transport."""
+    """Each transport in turn: the contract suite runs once per transport (on nats://,
+    against a server of the test's own)."""
+    if request.param == "nats":
+        return str(request.getfixturevalue("nats_server").url)
     return unique_address(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def embedded_hub(address: str) -> None:
+    """For tests of the hub the bus holds itself: a broker's address (nats://) has none."""
+    if address.startswith("nats://"):
+        pytest.skip("a NATS server is the hub: there is none to hold or take over")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import string
@@ -40,10 +41,8 @@ from ._inbox import Inbox
 from .base import Frames, Hub, HubKind, Receiver, Sender, Transport
 
 try:
-    import nats
     from nats import errors as nats_errors
     from nats.aio.client import Client
-    from nats.aio.msg import Msg
 except ImportError as missing:  # the optional extra
     raise errors.ConfigurationError(
         "A nats:// bus.address needs the NATS client, nats-py, which is not installed: "
@@ -132,7 +131,7 @@ class Naming:
         self.signals = prefix + ".s."
         self.everything = self.channels + ">"
         self._subjects: dict[bytes, str] = {}
-        self._topics: dict[str, bytes | None] = {}
+        self._topics: dict[bytes, bytes | None] = {}
 
     def subject(self, topic: bytes) -> str:
         """The subject of a channel's topic or of a signal's."""
@@ -159,14 +158,16 @@ class Naming:
             return self.everything
         return self.subject(prefix)
 
-    def topic(self, subject: str) -> bytes | None:
-        """The topic a subject names, or None for one the rule never writes."""
+    def topic(self, raw_subject: bytes) -> bytes | None:
+        """The topic a subject (as the server sent it) names, or None for one the rule
+        never writes."""
         try:
-            return self._topics[subject]
+            return self._topics[raw_subject]
         except KeyError:
             pass
         topic: bytes | None
         try:
+            subject = raw_subject.decode("utf-8")
             if subject.startswith(self.channels):
                 pieces = subject[len(self.channels) :].split(".")
                 topic = ".".join(map(decode_token, pieces)).encode("utf-8") + b"\xff"
@@ -178,7 +179,7 @@ class Naming:
             topic = None
         if len(self._topics) >= NAME_CACHE_LIMIT:
             self._topics.clear()
-        self._topics[subject] = topic
+        self._topics[raw_subject] = topic
         return topic
 
 
@@ -197,6 +198,44 @@ def _matches(interest: str, subject: str) -> bool:
 # -- the connection of a process ----------------------------------------------------------
 
 
+class _OrderedClient(Client):
+    """nats-py's client, handing the messages of the bus's subscriptions over in order.
+
+    nats-py gives each subscription a task and a queue of its own, so messages of
+    two subscriptions of one subscriber (two channels, or a channel and a
+    pattern) could come out of order; the bus keeps the order of each publisher
+    across channels. So the messages of the subscriptions ``take()`` names are
+    handed over where the client parses them, one by one, as the server sent
+    them (this uses the client's ``_process_msg`` and ``Subscription._id``,
+    hence the range of nats-py versions the extra admits).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._takers: dict[int, Callable[[bytes, bytes], None]] = {}
+
+    def take(self, subscription: Any, deliver: Callable[[bytes, bytes], None]) -> None:
+        """From now on, ``deliver(subject, payload)`` gets the messages of ``subscription``."""
+        sid = subscription._id
+        self._takers[sid] = deliver
+        queue = subscription._pending_queue  # anything that came before, in order
+        while not queue.empty():
+            message = queue.get_nowait()
+            deliver(message.subject.encode(), message.data)
+
+    def forget(self, subscription: Any) -> None:
+        self._takers.pop(subscription._id, None)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> None:
+        deliver = self._takers.get(sid)
+        if deliver is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        else:
+            deliver(subject, data)
+
+
 def _server_key(url: Any) -> str:
     """host:port of a server URL (a string or a parsed one), as the client names it."""
     parts = urlsplit(url) if isinstance(url, str) else url
@@ -211,7 +250,7 @@ class _Connection:
         self.naming = naming
         self.servers = nats_servers(settings.address)
         self.loop = asyncio.new_event_loop()
-        self.client = Client()
+        self.client = _OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
         self.last_error: str | None = None  # why the last attempt failed, for messages
         self.max_payload = 0  # the server's, once connected
@@ -569,7 +608,7 @@ class NatsReceiver(Receiver):
         # more than one matches, the subscription that delivers it (NATS sends once per
         # matching subscription; ZeroMQ, and so the bus, once per receiver).
         self._subscriptions: dict[str, Any] = {}
-        self._deliverer: dict[str, str] = {}
+        self._deliverer: dict[bytes, str] = {}
         self._closed = False
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
@@ -631,35 +670,31 @@ class NatsReceiver(Receiver):
         else:
             subscription = self._subscriptions.pop(subject, None)
             if subscription is not None:
+                self._connection.client.forget(subscription)
                 self._connection.loop.create_task(_unsubscribe(subscription))
 
     async def _subscribe(self, interest: str) -> None:
-        async def deliver(message: Msg) -> None:
-            self._deliver(interest, message)
-
-        # nats-py writes the SUB before its first await that can wait: the tasks made
-        # in order by _change write their SUBs in order.
-        subscription = await self._connection.client.subscribe(
-            interest, cb=deliver, pending_msgs_limit=0, pending_bytes_limit=0
-        )
+        client = self._connection.client
+        subscription = await client.subscribe(interest)
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
+            client.take(subscription, functools.partial(self._deliver, interest))
         else:  # unsubscribed meanwhile
             await _unsubscribe(subscription)
 
-    def _deliver(self, interest: str, message: Msg) -> None:
-        subject = message.subject
+    def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
         if len(self._subscriptions) > 1 and self._delivered_by(subject) != interest:
             return  # another subscription of this receiver delivers this one
         topic = self._naming.topic(subject)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
-        self._inbox.push([message.data] if topic is None else [topic, message.data])
+        self._inbox.push([data] if topic is None else [topic, data])
 
-    def _delivered_by(self, subject: str) -> str | None:
+    def _delivered_by(self, subject: bytes) -> str | None:
         """The first interest, in the order asked, that matches ``subject``."""
         interest = self._deliverer.get(subject)
         if interest is None:
-            interest = next((i for i in self._subscriptions if _matches(i, subject)), None)
+            name = subject.decode("utf-8", "replace")
+            interest = next((i for i in self._subscriptions if _matches(i, name)), None)
             if interest is not None:
                 if len(self._deliverer) >= NAME_CACHE_LIMIT:
                     self._deliverer.clear()
