@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pexpect
@@ -230,6 +231,9 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     assert run("publish", "news", "[1]", "--address", tcp_address).returncode == 0
     spy.wait_for("news [1]")
     hub.wait_for("connected subscriber")
+    # The spy's publisher connects to the hub's inbound side: the README shows those lines.
+    if not any("connected publisher from 127.0.0.1:" in line for line in hub.seen):
+        hub.wait_for("connected publisher from 127.0.0.1:")
     hub.wait_for("forwarded")
 
     spy.process.send_signal(signal.SIGTERM)
@@ -238,6 +242,13 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     code, output = hub.finish()
     assert code == 0
     assert "stopped: forwarded" in output
+
+
+def test_what_the_hub_needs_to_log_connections_comes_with_the_install() -> None:
+    """`pip install .` alone gives the `connected publisher from ...` lines of the README."""
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    core = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert re.search(r'"psutil\b', core), core
 
 
 # -- vote ------------------------------------------------------------------------------

@@ -567,7 +567,7 @@ def _counters(stats: dict[str, int], last: dict[str, int]) -> str:
 
 
 class _Connections:
-    """Connections to the hub's TCP ports, seen through psutil when it is installed."""
+    """Connections to the hub's TCP ports, seen through psutil (a dependency of the install)."""
 
     def __init__(self, address: str, inbound: str) -> None:
         self.sides: dict[int, str] = {}
@@ -580,8 +580,10 @@ class _Connections:
             import psutil
 
             self.process: Any = psutil.Process()
-        except ImportError:  # connections are not logged then, counters are
+        except ImportError:  # an install without its dependencies: say so, log counters
             self.process = None
+            if self.sides:
+                err.print("Connections are not logged: psutil is missing (pip install psutil)")
 
     def changes(self) -> Iterator[tuple[tuple[str, str], str]]:
         if self.process is None or not self.sides:
