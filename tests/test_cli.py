@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -175,6 +176,7 @@ def test_spy_sees_what_publish_sends_from_another_process(tcp_address: str, back
     piped = run("publish", "news", "--address", tcp_address, stdin='1\n\n["two", 2]\n')
     assert piped.returncode == 0, piped.stderr
     assert "Published 2 messages" in piped.stderr
+    assert "no subscriber" not in piped.stderr  # spies listen (and hold the hub)
 
     code, output = news.finish()
     assert code == 0
@@ -210,6 +212,31 @@ def test_publish_names_the_bad_line_and_sends_the_lines_before(
     assert [record["message"] for record in records] == [1, {"a": 2}]
 
 
+def test_publish_says_when_no_subscriber_was_listening(tcp_address: str) -> None:
+    result = run("publish", "news", '"hello"', "--address", tcp_address)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"Published 1 message on 'news' at {tcp_address}: no subscriber was listening"
+    )
+
+
+@pytest.mark.parametrize("command", [["hub"], ["spy"], ["publish", "news", "1"], ["vote"]])
+def test_a_port_held_by_another_program_is_told_apart_from_a_hub(
+    command: list[str], tcp_address: str
+) -> None:
+    host, port = tcp_address.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as other:  # listens, and never speaks ZeroMQ
+        other.bind((host, int(port)))
+        other.listen()
+        started = time.monotonic()
+        result = run(*command, "--address", tcp_address)
+        took = time.monotonic() - started
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{tcp_address} is held by another program, not a hub" in result.stderr
+    assert took < 8.0  # well before bus.start_timeout (10 s)
+
+
 def test_publish_refuses_a_message_that_is_not_json(tcp_address: str) -> None:
     result = run("publish", "news", "hello", "--address", tcp_address)
     assert result.returncode == 3
@@ -224,7 +251,8 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     hub.wait_for("hub up")
     second = run("hub", "--address", tcp_address)
     assert second.returncode == 1
-    assert "is taken" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert "taken by a hub, which answered the bus's probe" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
 
     spy = background("spy", "--address", tcp_address)
     spy.wait_for("Spying on")
@@ -297,6 +325,16 @@ def test_voters_join_a_running_vote_from_another_terminal(tcp_address: str, back
     assert "3 voters joined" in output
     assert "Participation: 5 of 5 voters (100%)" in output
     assert sum(chart(output).values()) == 5
+
+
+def test_a_host_expecting_joiners_says_how_many_came(tcp_address: str) -> None:
+    result = run(
+        "vote", "--voters", "2", "--think", "0.2", "--wait", "1", "--expect", "3",
+        "--address", tcp_address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Joined: 0 of 3 expected voters, after waiting 1 s" in result.stdout
+    assert "Participation: 2 of 2 voters (100%)" in result.stdout
 
 
 def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(

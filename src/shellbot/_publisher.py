@@ -27,11 +27,20 @@ from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from ._transports.base import HUB_COUNTERS, Hub, Receiver
 from .context import Context
-from .errors import ShellbotError, TimeoutError, TransportError
+from .errors import AddressInUse, ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
 _STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
+
+
+def _inbound(settings: BusSettings) -> str:
+    """Where publishers reach the hub of ``settings``, for messages that name both sides."""
+    if settings.scheme in ("tcp", "ipc", "inproc"):
+        from ._transports.zmq import inbound_address
+
+        return inbound_address(settings)
+    return settings.inbound or settings.address
 
 
 class _Snapshot:
@@ -129,10 +138,12 @@ class Publisher(multiprocessing.Process):
             raise TransportError(self._failure.value.decode("utf-8", "replace"))
         if not ready:
             self.terminate()
+            address = self.settings.address
             raise TimeoutError(
-                f"The publisher found no hub at {self.settings.address} within "
-                f"{self.settings.start_timeout:g} s (bus.start_timeout), nor could it become one "
-                "(does another program hold that port?): check bus.address, or start "
+                f"No hub answered at {address} within {self.settings.start_timeout:g} s "
+                f"(bus.start_timeout): the publisher could not hold the hub there, and its "
+                f"probe, sent to the hub's inbound side {_inbound(self.settings)}, never came "
+                f"back through {address}; check bus.address and bus.inbound, or start "
                 "`shellbot-bus hub` there"
             )
 
@@ -224,6 +235,9 @@ class Publisher(multiprocessing.Process):
         transport = transport_for(self.settings)
         try:
             hub = transport.open_hub()
+            # Something that is not a hub holds the address: say so now, not at the timeout.
+            if hub is None and (foreign := transport.not_a_hub()) is not None:
+                raise AddressInUse(foreign)
         except ShellbotError as error:  # told to start(), which raises it in the caller
             self._failure.value = str(error).encode("utf-8")[:1023]
             self._state.value = _STATE_FAILED

@@ -45,6 +45,7 @@ from .errors import ConfigurationError, ShellbotError
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
+PROBE_TIMEOUT = 2.0  # how long hub waits for the holder of its address to answer a probe
 
 EXIT_CODES = (
     "**Exit codes**: 0 done; 1 the bus could not be used or the command failed on it; "
@@ -338,6 +339,15 @@ class HostScreen:
                 else ""
             )
         )
+        expect = vote.settings.expect
+        if expect:
+            joined = sum(1 for channel in tally.asked if tally.registered[channel] != "local")
+            short = joined < expect
+            self.line(
+                ("Joined: ", "bold"),
+                (f"{joined} of {expect} expected voters", "yellow" if short else ""),
+                f", after waiting {time.monotonic() - self.ready_since:.0f} s" if short else "",
+            )
         self.line(
             f"Asked {len(tally.asked)} voters, due at {_stamp(vote.asked_wall)}; "
             f"the vote closes {vote.settings.timeout:g} s later"
@@ -515,7 +525,7 @@ def hub(
     with _stop_on_signals(stop):
         the_hub = transport.open_hub()
         if the_hub is None:
-            fail(_why_taken(settings.address))
+            fail(_why_taken(settings, transport))
         console = Console(highlight=False, soft_wrap=True)
 
         def log(*parts: str | tuple[str, str]) -> None:
@@ -539,8 +549,10 @@ def hub(
             log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}))
 
 
-def _why_taken(address: str) -> str:
-    """Why a hub could not bind ``address``: held already, or not an address of this machine."""
+def _why_taken(settings: BusSettings, transport: Any) -> str:
+    """Why a hub could not bind the address: not an address of this machine, held by
+    another program, or held by a hub (which answers the bus's probe)."""
+    address = settings.address
     scheme, rest = address.split("://", 1)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
@@ -554,7 +566,44 @@ def _why_taken(address: str) -> str:
                     f"cannot bind {address} ({error.strerror}): a hub binds an address of its "
                     "own machine; tcp://0.0.0.0:PORT takes every interface"
                 )
-    return f"{address} is taken, most likely by a hub: publishers and subscribers can use it"
+    foreign = transport.not_a_hub()
+    if foreign is not None:
+        return foreign
+    if _hub_answers(settings, PROBE_TIMEOUT):
+        return (
+            f"{address} is taken by a hub, which answered the bus's probe: publishers and "
+            "subscribers can use it as it is"
+        )
+    return (
+        f"{address} is taken by a program that speaks ZeroMQ but did not answer the bus's "
+        f"probe within {PROBE_TIMEOUT:g} s: not a hub of this bus (or one whose inbound side "
+        "is not the usual one); stop that program, or use another address"
+    )
+
+
+def _hub_answers(settings: BusSettings, timeout: float) -> bool:
+    """True when a probe sent to the hub's inbound side comes back at the address."""
+    import dataclasses
+
+    from . import _codec, _outbox
+    from ._transports import transport_for
+
+    # Probes that no hub takes must not hold the command at exit.
+    settings = dataclasses.replace(settings, linger=0.0)
+    probe = _codec.PROBE + os.urandom(8).hex().encode()
+    receiver = transport_for(settings).open_receiver()
+    try:
+        receiver.subscribe(probe)
+        outbox = _outbox.outbox_for(settings)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            outbox.send_control(probe)
+            frames = receiver.receive(min(0.1, left))
+            if frames is not None and frames[0] == probe:
+                return True
+        return False
+    finally:
+        receiver.close()
 
 
 def _counters(stats: dict[str, int], last: dict[str, int]) -> str:
@@ -786,7 +835,15 @@ def publish(
     if not left:
         fail(f"the publisher did not stop in time: some of {sent} messages may not have left")
     plural = "message" if sent == 1 else "messages"
-    err.print(f"Published {sent} {plural} on {channel!r} at {address}")
+    # Only a hub of our own knows where the messages went; another one keeps it to itself.
+    unrouted = publisher.stats["unrouted"] if publisher.holds_hub and sent else 0
+    if unrouted >= sent > 0:
+        heard = ": no subscriber was listening"
+    elif unrouted:
+        heard = f": {unrouted} of them reached no subscriber"
+    else:
+        heard = ""
+    err.print(f"Published {sent} {plural} on {channel!r} at {address}{heard}")
     if problem is not None:
         raise problem
 

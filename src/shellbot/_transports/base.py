@@ -64,9 +64,19 @@ class Receiver(abc.ABC):
         """
 
 
-# What a hub counts: messages forwarded, dropped (bad shape), oversized, subscriptions
-# seen since it started, and routes it holds now.
-HUB_COUNTERS = ("forwarded", "dropped", "oversized", "subscriptions", "routes")
+# What a hub counts: users' messages forwarded, and of those, unrouted (no subscriber
+# wanted them); the bus's own signals forwarded (readiness probes, stop pills); messages
+# dropped (bad shape) and oversized; and, now, subscribers (receivers that asked for at
+# least one channel) and routes (channel or pattern, subscriber pairs).
+HUB_COUNTERS = (
+    "forwarded",
+    "unrouted",
+    "signals",
+    "dropped",
+    "oversized",
+    "subscribers",
+    "routes",
+)
 
 
 class Hub(abc.ABC):
@@ -102,3 +112,8 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def open_hub(self) -> Hub | None:
         """A hub holding the address, or None when another hub already holds it."""
+
+    def not_a_hub(self) -> str | None:
+        """Once ``open_hub()`` found the address held: why its holder cannot be a hub,
+        when the transport can tell at once (it does not speak the protocol); else None."""
+        return None
