@@ -341,7 +341,7 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
     tcp_address: str, background
 ) -> None:
     host = background(
-        "vote", "--voters", "1", "--think", "0.1", "--timeout", "1.5", "--wait", "20",
+        "vote", "--voters", "1", "--think", "0.1", "--timeout", "4", "--wait", "20",
         "--expect", "2", "--seed", "1", "--address", tcp_address,
     )  # fmt: skip
     host.wait_for("Waiting up to")
@@ -374,7 +374,12 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
 
         question = next_of("question")
         ballot = {"kind": "ballot", "vote": vote_id, "option": question["options"][0]}
+        # Another process, on the channel of one of our voters: not that voter's ballot.
+        forged = orjson.dumps(ballot | {"voter": second}).decode()
+        assert run("publish", second, forged, "--address", tcp_address).returncode == 0
         publisher.put(first, ballot | {"voter": first, "option": "durian"})
+        publisher.put(first, ballot | {"voter": first})
+        publisher.put(first, ballot | {"voter": first})
         stranger = f"vote.{vote_id}.voter-99"
         publisher.put(stranger, ballot | {"voter": stranger})
         next_of("closed")
@@ -382,13 +387,35 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
 
     code, output = host.finish()
     assert code == 0, output
+    assert re.search(r"rejected a ballot from voter-03: sent by \w+, not by the voter's", output)
     assert "rejected a ballot from voter-02: invalid option 'durian'" in output
+    assert "rejected a ballot from voter-02: duplicate" in output
     assert "rejected a ballot from voter-99: unknown voter" in output
     assert "late ballot from voter-03" in output
     assert "Closed by the timeout" in output
-    assert "Participation: 1 of 3 voters (33%)" in output
-    assert "Late ballots: 1" in output and "Rejected ballots: 2" in output
-    assert sum(chart(output).values()) == 1
+    assert "Participation: 2 of 3 voters (67%)" in output
+    assert "Late ballots: 1  Rejected ballots: 4  Silent voters: none" in output
+    assert sum(chart(output).values()) == 2
+
+
+def test_every_voter_appears_in_the_outcome_even_when_late_past_the_grace(
+    tcp_address: str,
+) -> None:
+    result = run(
+        "vote", "--voters", "10", "--think", "3", "--timeout", "1", "--seed", "2",
+        "--address", tcp_address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout
+    counted = int(re.search(r"Participation: (\d+) of 10", output).group(1))
+    summary = re.search(
+        r"Late ballots: (\w+)  Rejected ballots: (\w+)  Silent voters: (\w+)", output
+    )
+    late, rejected, silent = (0 if n == "none" else int(n) for n in summary.groups())
+    assert counted + late + rejected + silent == 10, output
+    assert silent > 0  # some think past the close and the grace after it
+    names = re.search(r"Silent, no ballot by 1 s after the close: (.*)", output).group(1)
+    assert len(names.split(", ")) == silent
 
 
 def test_the_live_view_through_a_pseudo_terminal(tcp_address: str) -> None:
@@ -475,7 +502,7 @@ def test_the_tally_counts_rejects_and_reports_late_ballots() -> None:
     )
     assert tally.take(three, ballot(three, "yes"), 1.2).reason == "not asked"
     assert tally.take(one, ballot(one, "yes"), 1.5).kind == "counted"
-    assert tally.take(one, ballot(one, "no"), 1.6).reason == "already voted"
+    assert tally.take(one, ballot(one, "no"), 1.6).reason.startswith("duplicate")
     assert tally.take(one, [1, 2], 1.6).kind == "rejected"
     assert tally.take(one, {"kind": "question"}, 1.6).kind == "ignored"
     assert not tally.complete
@@ -484,3 +511,30 @@ def test_the_tally_counts_rejects_and_reports_late_ballots() -> None:
     assert late.kind == "late" and late.reason == "0.25 s late"
     assert tally.counts == {"yes": 1, "no": 0} and tally.winners == ["yes"]
     assert len(tally.rejected) == 6 and len(tally.late) == 1
+    assert tally.silent == []  # each asked voter was counted, late or rejected
+
+
+def test_the_tally_knows_each_voter_by_its_sender_and_names_the_silent() -> None:
+    tally = Tally("v1", ["yes", "no"])
+    one, two, three = (f"vote.v1.voter-0{n}" for n in (1, 2, 3))
+    tally.register([one, two, three], "local")
+    for channel, sender in ((one, 11), (two, 22), (three, 33)):
+        tally.take(channel, {"kind": "ready", "voter": channel}, 0.0, sender)
+    tally.asked, tally.due = [one, two, three], 1.0
+
+    forged = tally.take(one, {"kind": "ballot", "voter": one, "option": "no"}, 1.1, 99)
+    assert forged.kind == "rejected" and forged.voter == "voter-01"
+    assert "not by the voter's process" in forged.reason
+    assert tally.take(one, {"kind": "ballot", "voter": one, "option": "yes"}, 1.2, 11).kind == (
+        "counted"
+    )
+    again = tally.take(one, {"kind": "ballot", "voter": one, "option": "yes"}, 1.3, 11)
+    assert again.kind == "rejected" and again.reason.startswith("duplicate")
+    tally.closed_at = 2.0
+    assert tally.take(two, {"kind": "ballot", "voter": two, "option": "no"}, 2.5, 22).kind == (
+        "late"
+    )
+    late_again = tally.take(two, {"kind": "ballot", "voter": two, "option": "no"}, 2.6, 22)
+    assert late_again.reason.startswith("duplicate")
+    assert tally.ballots == {one: "yes"}
+    assert tally.silent == [three]

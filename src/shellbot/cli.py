@@ -398,7 +398,8 @@ class HostScreen:
                 )
             else:
                 names = ", ".join(result.winners[:-1]) + " and " + result.winners[-1]
-                self.line(("Tie: ", "bold"), f"{names}, {best} ballots each")
+                plural = "ballot" if best == 1 else "ballots"
+                self.line(("Tie: ", "bold"), f"{names}, {best} {plural} each")
         else:
             self.line(("No ballot counted", "bold red"))
         self.line(
@@ -412,7 +413,16 @@ class HostScreen:
             f"{len(result.late) or 'none'}",
             ("  Rejected ballots: ", "bold"),
             f"{len(result.rejected) or 'none'}",
+            ("  Silent voters: ", "bold"),
+            f"{len(result.silent) or 'none'}",
         )
+        if result.late:
+            self.line(("Late, not counted: ", "bold"), ", ".join(o.voter for o in result.late))
+        if result.silent:
+            self.line(
+                (f"Silent, no ballot by {result.grace:g} s after the close: ", "bold"),
+                ", ".join(result.silent),
+            )
         if result.not_ready:
             self.line(("Not ready, left out: ", "bold"), ", ".join(result.not_ready))
 
