@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pexpect
+import psutil
 import pytest
 
 from shellbot import Context
@@ -32,6 +33,7 @@ CLI = [sys.executable, "-m", "shellbot.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100", "NO_COLOR": "1"}
 ENV.pop("SHELLBOT_BUS_ADDRESS", None)
 RUN_TIMEOUT = 30.0
+ENV_NAME = "SHELLBOT_BUS_ADDRESS"
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
@@ -148,6 +150,34 @@ def test_an_invalid_address_gets_one_line_and_exit_2(command: list[str], address
     assert address in result.stderr
 
 
+def test_usage_errors_are_one_line_too() -> None:
+    for args in (["vote", "--votrs", "3"], ["vote", "--voters", "0"], ["publish"]):
+        result = run(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("shellbot-bus: error:")
+        assert f"see shellbot-bus {args[0]} --help" in result.stderr
+
+
+def test_help_shows_plain_metavars() -> None:
+    for command in ("vote", "hub", "spy", "publish", "bench"):
+        shown = run(command, "--help").stdout
+        assert not re.search(r"<(bool|int|float|str|list)", shown), (command, shown)
+    assert re.search(r"--think\s+SECONDS", run("vote", "--help").stdout)
+    spy = run("spy", "--help").stdout
+    assert "CHANNEL..." in spy and "sequence" in spy
+
+
+def test_join_errors_name_join(tcp_address: str) -> None:
+    bare = run("vote", "--join", "127.0.0.1:47650")
+    assert bare.returncode == 2
+    assert "--join must look like tcp://" in bare.stderr and ENV_NAME not in bare.stderr
+    both = run("vote", "--join", tcp_address, "--address", tcp_address)
+    assert both.returncode == 2
+    assert "give --join alone" in both.stderr
+    assert len(both.stderr.strip().splitlines()) == 1
+
+
 def test_the_address_comes_from_the_environment_too() -> None:
     result = run("spy", env={**ENV, "SHELLBOT_BUS_ADDRESS": "udp://somewhere:1"})
     assert result.returncode == 2
@@ -183,6 +213,7 @@ def test_spy_sees_what_publish_sends_from_another_process(tcp_address: str, back
     records = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert [record["message"] for record in records] == [{"title": "hello"}, 1, ["two", 2]]
     assert {record["channel"] for record in records} == {"news"}
+    assert all(isinstance(record["sender"], int) for record in records)  # as Message.sender
     assert all(record["time"] and record["sequence"] for record in records)
 
     code, output = everything.finish()
@@ -235,6 +266,16 @@ def test_a_port_held_by_another_program_is_told_apart_from_a_hub(
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{tcp_address} is held by another program, not a hub" in result.stderr
     assert took < 8.0  # well before bus.start_timeout (10 s)
+
+
+def test_a_message_too_large_gets_a_hint_the_command_line_can_follow(tcp_address: str) -> None:
+    large = orjson.dumps(["x" * 1000] * 1100).decode()  # over the 1 MiB default
+    result = run("publish", "big", "--address", tcp_address, stdin=f"1\n{large}\n")
+    assert result.returncode == 3
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("shellbot-bus: error: line 2 is too large for the bus")
+    assert "split it into smaller messages" in error and "bus.max_message_size" not in error
+    assert "Published 1 message" in result.stderr  # the line before it left
 
 
 def test_publish_refuses_a_message_that_is_not_json(tcp_address: str) -> None:
@@ -396,6 +437,27 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
     assert "Participation: 2 of 3 voters (67%)" in output
     assert "Late ballots: 1  Rejected ballots: 4  Silent voters: none" in output
     assert sum(chart(output).values()) == 2
+
+
+def test_a_tie_of_one_ballot_each_says_ballot(tcp_address: str) -> None:
+    result = run(
+        "vote", "--voters", "2", "--think", "0.2", "--seed", "5896", "--address", tcp_address
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Tie: sushi and tacos, 1 ballot each" in result.stdout
+
+
+def test_vote_stops_on_sigterm_with_143_and_leaves_no_process(tcp_address: str, background) -> None:
+    host = background("vote", "--voters", "4", "--think", "20", "--address", tcp_address)
+    host.wait_for("Asked 4 voters")
+    children = psutil.Process(host.process.pid).children(recursive=True)
+    assert children
+    host.process.send_signal(signal.SIGTERM)
+    code, output = host.finish()
+    assert code == 143, output
+    assert "shellbot-bus: error: stopped by SIGTERM" in output
+    _, alive = psutil.wait_procs(children, timeout=5.0)
+    assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_every_voter_appears_in_the_outcome_even_when_late_past_the_grace(

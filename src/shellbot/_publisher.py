@@ -167,7 +167,11 @@ class Publisher(multiprocessing.Process):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of the hub this process holds (zeros when it holds none)."""
+        """Counters of the hub this process holds (zeros when it holds none).
+
+        The process refreshes them every ``SWITCH_INTERVAL`` (0.1 s), and once more as
+        it stops: right after traffic they may lag by that much; after ``stop()`` they
+        are final."""
         return dict(zip(HUB_COUNTERS, self._stats, strict=True))
 
     def is_alive(self) -> bool:

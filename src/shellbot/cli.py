@@ -9,12 +9,15 @@ Exit codes, for every command:
 - 1: the bus could not be used, or the command failed on it (no hub answered,
   the address is held by something else, no voter got ready, a join refused);
 - 2: a usage error: an unknown option, a bad value, an invalid address;
-- 3: invalid input: a message or a line of standard input that is not JSON;
-- 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0).
+- 3: invalid input: a message or a line of standard input that is not JSON, or
+  too large for the bus;
+- 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0);
+- 143: stopped by SIGTERM (``hub`` and ``spy`` stop on it with 0).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
@@ -37,20 +41,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+try:  # recent typers carry their own click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:
+    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+
 from . import __version__
 from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
 from ._transports.base import HUB_COUNTERS
-from .errors import ConfigurationError, ShellbotError
+from .errors import ConfigurationError, MessageTooLarge, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process killed so
 READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
 PROBE_TIMEOUT = 2.0  # how long hub waits for the holder of its address to answer a probe
 
 EXIT_CODES = (
     "**Exit codes**: 0 done; 1 the bus could not be used or the command failed on it; "
-    "2 usage error (bad option, invalid address); 3 input that is not JSON; "
-    "130 interrupted."
+    "2 usage error (bad option, invalid address); 3 input that is not JSON, or a message "
+    "over the size limit; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM."
 )
 
 
@@ -95,6 +105,14 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so the same cleanup runs."""
+
+
+def _terminate(*_: Any) -> None:
+    raise Terminated
+
+
 class CommandError(Exception):
     """Ends a command with a one-line message and an exit code."""
 
@@ -116,6 +134,9 @@ def guarded(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        # hub and spy stop on SIGTERM their own way, while they run (_stop_on_signals).
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except CommandError as error:
@@ -124,6 +145,8 @@ def guarded(command: F) -> F:
             code, message = EXIT_USAGE, f"{error} (from --address or {ENV_ADDRESS})"
         except ShellbotError as error:
             code, message = EXIT_FAILED, str(error)
+        except Terminated:
+            code, message = EXIT_TERMINATED, "stopped by SIGTERM"
         except KeyboardInterrupt:
             code, message = EXIT_INTERRUPTED, "interrupted"
         err.print(Text.assemble(("shellbot-bus: error: ", "bold red"), _one_line(message)))
@@ -132,9 +155,14 @@ def guarded(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def checked(address: str) -> str:
-    """The address when the bus can use it; a usage error otherwise."""
-    check_address(address)
+def checked(address: str, option: str = "--address") -> str:
+    """The address when the bus can use it; a usage error naming ``option`` otherwise."""
+    try:
+        check_address(address)
+    except ConfigurationError as error:
+        if option == "--address":
+            raise  # guarded() names --address and the environment variable
+        fail(str(error).replace("bus.address", option, 1), EXIT_USAGE)
     return address
 
 
@@ -147,7 +175,8 @@ def _stamp(moment: float | None = None) -> str:
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+        bool,
+        typer.Option("--version", metavar="", help="Print the version and exit.", is_eager=True),
     ] = False,
 ) -> None:
     if version:
@@ -168,12 +197,16 @@ def _root(
 )
 @guarded
 def vote(
+    ctx: typer.Context,
     voters: Annotated[
-        int, typer.Option("--voters", "-n", min=1, max=1000, help="Voters to host (or to add).")
+        int,
+        typer.Option(
+            "--voters", "-n", min=1, max=1000, metavar="N", help="Voters to host (or to add)."
+        ),
     ] = 20,
-    question: Annotated[str, typer.Option("--question", "-q", help="The question.")] = (
-        "Where shall we have lunch?"
-    ),
+    question: Annotated[
+        str, typer.Option("--question", "-q", metavar="TEXT", help="The question.")
+    ] = "Where shall we have lunch?",
     options: Annotated[
         list[str] | None,
         typer.Option(
@@ -184,35 +217,56 @@ def vote(
         ),
     ] = None,
     think: Annotated[
-        float, typer.Option("--think", min=0.0, help="Longest think time of a voter, seconds.")
+        float,
+        typer.Option(
+            "--think", min=0.0, metavar="SECONDS", help="Longest think time of a voter, seconds."
+        ),
     ] = 2.0,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.1, help="Seconds from the question to the closing."),
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Seconds from the question to the closing.",
+        ),
     ] = 30.0,
     wait: Annotated[
         float | None,
         typer.Option(
             "--wait",
             min=0.0,
+            metavar="SECONDS",
             help="Seconds to wait for joiners before asking (default: 0, or 60 with "
             "--expect); with --join, seconds to wait for a vote to take us (default: 10).",
         ),
     ] = None,
     expect: Annotated[
         int,
-        typer.Option("--expect", min=0, help="Ask as soon as this many joined voters are ready."),
+        typer.Option(
+            "--expect",
+            min=0,
+            metavar="N",
+            help="Ask as soon as this many joined voters are ready.",
+        ),
     ] = 0,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="Worker processes hosting the voters.")
+        int,
+        typer.Option(
+            "--workers", min=1, max=64, metavar="N", help="Worker processes hosting the voters."
+        ),
     ] = 4,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Makes choices and think times reproducible.")
+        int | None,
+        typer.Option("--seed", metavar="N", help="Makes choices and think times reproducible."),
     ] = None,
     join: Annotated[
         str | None,
         typer.Option(
-            "--join", metavar="ADDRESS", help="Add --voters voters to the vote running there."
+            "--join",
+            metavar="ADDRESS",
+            help="Add --voters voters to the vote running there (the bus address of its host; "
+            "--address is not used then).",
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
@@ -229,7 +283,14 @@ def vote(
 
     console = Console(highlight=False)
     if join is not None:
-        checked(join)
+        checked(join, "--join")
+        source = ctx.get_parameter_source("address")
+        if source is not None and source.name == "COMMANDLINE":
+            fail(
+                "--join names the address of the vote to join, so --address would go unused: "
+                "give --join alone",
+                EXIT_USAGE,
+            )
         joiner = JoinScreen(console)
         closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner)
         joiner.finish(closed)
@@ -515,7 +576,10 @@ class JoinScreen:
 @guarded
 def hub(
     interval: Annotated[
-        float, typer.Option("--interval", min=0.1, help="Seconds between two looks at counters.")
+        float,
+        typer.Option(
+            "--interval", min=0.1, metavar="SECONDS", help="Seconds between two looks at counters."
+        ),
     ] = 1.0,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
@@ -694,16 +758,25 @@ def spy(
     channels: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="CHANNEL",
+            metavar="CHANNEL...",
             help="Channels to watch (patterns too: 'vote.*', 'vote.>'); none means every channel.",
             show_default=False,
         ),
     ] = None,
     json_lines: Annotated[
-        bool, typer.Option("--json", help="Print JSON lines: channel, time, message, sender.")
+        bool,
+        typer.Option(
+            "--json",
+            metavar="",
+            help="Print JSON lines: channel, time, message, sender (an integer, as in "
+            "Message.sender) and sequence.",
+        ),
     ] = False,
     count: Annotated[
-        int, typer.Option("--count", "-c", min=0, help="Stop after this many messages (0: never).")
+        int,
+        typer.Option(
+            "--count", "-c", min=0, metavar="N", help="Stop after this many messages (0: never)."
+        ),
     ] = 0,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
@@ -757,7 +830,7 @@ def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Eve
                         "channel": message.channel,
                         "time": datetime.fromtimestamp(now).astimezone().isoformat(),
                         "message": message.message,
-                        "sender": f"{message.sender:016x}",
+                        "sender": message.sender,
                         "sequence": message.sequence,
                     }
                 ).decode()
@@ -824,7 +897,7 @@ def publish(
     problem: CommandError | None = None
     try:
         if first is not None:
-            publisher.put(channel, first)
+            _put(publisher, channel, first, "MESSAGE")
             sent = 1
         else:
             if sys.stdin.isatty():
@@ -833,11 +906,10 @@ def publish(
                 if not line.strip():
                     continue
                 try:
-                    value = _parse(line, f"line {number}")
+                    _put(publisher, channel, _parse(line, f"line {number}"), f"line {number}")
                 except CommandError as error:
                     problem = error
                     break
-                publisher.put(channel, value)
                 sent += 1
     finally:
         # What was put leaves before the publisher process ends: stop() waits for that.
@@ -856,6 +928,19 @@ def publish(
     err.print(f"Published {sent} {plural} on {channel!r} at {address}{heard}")
     if problem is not None:
         raise problem
+
+
+def _put(publisher: Any, channel: str, value: Any, where: str) -> None:
+    """Puts one message; one too large is bad input, with a hint a command line can follow."""
+    try:
+        publisher.put(channel, value)
+    except MessageTooLarge:
+        fail(
+            f"{where} is too large for the bus ({len(orjson.dumps(value))} bytes as JSON, over "
+            f"the limit of {publisher.settings.max_message_size} that hubs and subscribers keep "
+            "too): split it into smaller messages, such as one JSON value per line",
+            EXIT_INPUT,
+        )
 
 
 def _parse(text: str, where: str) -> Any:
@@ -881,7 +966,9 @@ def _parse(text: str, where: str) -> Any:
 )
 @guarded
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="A smoke run of seconds.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", metavar="", help="A smoke run of seconds.")
+    ] = False,
     json_file: Annotated[
         str | None, typer.Option("--json", metavar="FILE", help="Also write the figures here.")
     ] = None,
@@ -906,8 +993,41 @@ def bench(
 
 
 def main() -> None:
-    """The ``shellbot-bus`` entry point."""
-    app(prog_name="shellbot-bus")
+    """The ``shellbot-bus`` entry point: usage errors too are one line on stderr."""
+    command = typer.main.get_command(app)
+    _plain_placeholders(command)
+    try:
+        code = command.main(prog_name="shellbot-bus", standalone_mode=False)
+    except _ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # no command: the help, as asked
+            error.show()
+            sys.exit(error.exit_code)
+        where = getattr(getattr(error, "ctx", None), "command_path", "shellbot-bus")
+        err.print(
+            Text.assemble(
+                ("shellbot-bus: error: ", "bold red"),
+                _one_line(error.format_message()),
+                f" (see {where} --help)",
+            )
+        )
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _plain_placeholders(command: Any) -> None:
+    """Help shows the metavars people expect (N, SECONDS, CHANNEL...), without the type
+    placeholders (<bool>, <list[str]>) that typer draws for flags and arguments."""
+    names = SimpleNamespace(help_option_names=["-h", "--help"])
+    for each in [command, *getattr(command, "commands", {}).values()]:
+        with contextlib.suppress(Exception):  # only looks: help works without it
+            help_option = each.get_help_option(names)
+            if help_option is not None:
+                help_option.metavar = ""
+        for param in each.params:
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None
 
 
 if __name__ == "__main__":
