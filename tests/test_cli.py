@@ -456,6 +456,7 @@ def test_vote_stops_on_sigterm_with_143_and_leaves_no_process(tcp_address: str, 
     code, output = host.finish()
     assert code == 143, output
     assert "shellbot-bus: error: stopped by SIGTERM" in output
+    assert "Traceback" not in output  # its workers, ended by SIGTERM too, end quietly
     _, alive = psutil.wait_procs(children, timeout=5.0)
     assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
 

@@ -109,7 +109,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C is, so the same cleanup runs."""
 
 
+_command_pid = os.getpid()
+
+
 def _terminate(*_: Any) -> None:
+    if os.getpid() != _command_pid:  # a forked child kept the handler: end as SIGTERM does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated
 
 
@@ -135,7 +142,9 @@ def guarded(command: F) -> F:
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         # hub and spy stop on SIGTERM their own way, while they run (_stop_on_signals).
+        global _command_pid
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            _command_pid = os.getpid()
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
