@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +130,34 @@ def test_quick_table_shows_verdicts() -> None:
     met = {cell[2].strip(): cell[-2].strip() for cell in cells}
     assert met["throughput"] == "yes" and met["lost"] == "yes"
     assert met["ours vs ours T1"] == ""
+
+
+def test_without_psutil_both_entry_points_give_the_install_hint_on_one_line(
+    tmp_path: Path,
+) -> None:
+    # A psutil that cannot be imported, as after an install without it.
+    (tmp_path / "psutil.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psutil'\", name='psutil')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for command in (
+        [sys.executable, "-m", "shellbot.bench", "--help"],
+        [sys.executable, "-m", "shellbot.cli", "bench", "--quick"],
+    ):
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+        assert completed.returncode == 1, completed.stderr
+        assert "Traceback" not in completed.stderr
+        lines = completed.stderr.strip().splitlines()
+        assert len(lines) == 1, completed.stderr
+        assert "pip install psutil" in lines[0] and "pip install '.[bench]'" in lines[0]
+
+
+def test_the_distribution_has_a_name_of_its_own_and_every_hint_installs_this_project() -> None:
+    """The name shellbot on PyPI is another project: installing it replaces this one."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'^name = "shellbot-bus"$', pyproject, re.M)
+    texts = [root / "README.md", *root.glob("docs/*.md"), *root.glob("src/shellbot/**/*.py")]
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"pip install (-U |--upgrade )?'?shellbot\b(?!-bus)", text), path

@@ -12,14 +12,17 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pexpect
+import psutil
 import pytest
 
 from shellbot import Context
@@ -30,6 +33,7 @@ CLI = [sys.executable, "-m", "shellbot.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100", "NO_COLOR": "1"}
 ENV.pop("SHELLBOT_BUS_ADDRESS", None)
 RUN_TIMEOUT = 30.0
+ENV_NAME = "SHELLBOT_BUS_ADDRESS"
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
@@ -146,6 +150,34 @@ def test_an_invalid_address_gets_one_line_and_exit_2(command: list[str], address
     assert address in result.stderr
 
 
+def test_usage_errors_are_one_line_too() -> None:
+    for args in (["vote", "--votrs", "3"], ["vote", "--voters", "0"], ["publish"]):
+        result = run(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("shellbot-bus: error:")
+        assert f"see shellbot-bus {args[0]} --help" in result.stderr
+
+
+def test_help_shows_plain_metavars() -> None:
+    for command in ("vote", "hub", "spy", "publish", "bench"):
+        shown = run(command, "--help").stdout
+        assert not re.search(r"<(bool|int|float|str|list)", shown), (command, shown)
+    assert re.search(r"--think\s+SECONDS", run("vote", "--help").stdout)
+    spy = run("spy", "--help").stdout
+    assert "CHANNEL..." in spy and "sequence" in spy
+
+
+def test_join_errors_name_join(tcp_address: str) -> None:
+    bare = run("vote", "--join", "127.0.0.1:47650")
+    assert bare.returncode == 2
+    assert "--join must look like tcp://" in bare.stderr and ENV_NAME not in bare.stderr
+    both = run("vote", "--join", tcp_address, "--address", tcp_address)
+    assert both.returncode == 2
+    assert "give --join alone" in both.stderr
+    assert len(both.stderr.strip().splitlines()) == 1
+
+
 def test_the_address_comes_from_the_environment_too() -> None:
     result = run("spy", env={**ENV, "SHELLBOT_BUS_ADDRESS": "udp://somewhere:1"})
     assert result.returncode == 2
@@ -174,12 +206,14 @@ def test_spy_sees_what_publish_sends_from_another_process(tcp_address: str, back
     piped = run("publish", "news", "--address", tcp_address, stdin='1\n\n["two", 2]\n')
     assert piped.returncode == 0, piped.stderr
     assert "Published 2 messages" in piped.stderr
+    assert "no subscriber" not in piped.stderr  # spies listen (and hold the hub)
 
     code, output = news.finish()
     assert code == 0
     records = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert [record["message"] for record in records] == [{"title": "hello"}, 1, ["two", 2]]
     assert {record["channel"] for record in records} == {"news"}
+    assert all(isinstance(record["sender"], int) for record in records)  # as Message.sender
     assert all(record["time"] and record["sequence"] for record in records)
 
     code, output = everything.finish()
@@ -209,6 +243,41 @@ def test_publish_names_the_bad_line_and_sends_the_lines_before(
     assert [record["message"] for record in records] == [1, {"a": 2}]
 
 
+def test_publish_says_when_no_subscriber_was_listening(tcp_address: str) -> None:
+    result = run("publish", "news", '"hello"', "--address", tcp_address)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"Published 1 message on 'news' at {tcp_address}: no subscriber was listening"
+    )
+
+
+@pytest.mark.parametrize("command", [["hub"], ["spy"], ["publish", "news", "1"], ["vote"]])
+def test_a_port_held_by_another_program_is_told_apart_from_a_hub(
+    command: list[str], tcp_address: str
+) -> None:
+    host, port = tcp_address.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as other:  # listens, and never speaks ZeroMQ
+        other.bind((host, int(port)))
+        other.listen()
+        started = time.monotonic()
+        result = run(*command, "--address", tcp_address)
+        took = time.monotonic() - started
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{tcp_address} is held by another program, not a hub" in result.stderr
+    assert took < 8.0  # well before bus.start_timeout (10 s)
+
+
+def test_a_message_too_large_gets_a_hint_the_command_line_can_follow(tcp_address: str) -> None:
+    large = orjson.dumps(["x" * 1000] * 1100).decode()  # over the 1 MiB default
+    result = run("publish", "big", "--address", tcp_address, stdin=f"1\n{large}\n")
+    assert result.returncode == 3
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("shellbot-bus: error: line 2 is too large for the bus")
+    assert "split it into smaller messages" in error and "bus.max_message_size" not in error
+    assert "Published 1 message" in result.stderr  # the line before it left
+
+
 def test_publish_refuses_a_message_that_is_not_json(tcp_address: str) -> None:
     result = run("publish", "news", "hello", "--address", tcp_address)
     assert result.returncode == 3
@@ -223,13 +292,17 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     hub.wait_for("hub up")
     second = run("hub", "--address", tcp_address)
     assert second.returncode == 1
-    assert "is taken" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert "taken by a hub, which answered the bus's probe" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
 
     spy = background("spy", "--address", tcp_address)
     spy.wait_for("Spying on")
     assert run("publish", "news", "[1]", "--address", tcp_address).returncode == 0
     spy.wait_for("news [1]")
     hub.wait_for("connected subscriber")
+    # The spy's publisher connects to the hub's inbound side: the README shows those lines.
+    if not any("connected publisher from 127.0.0.1:" in line for line in hub.seen):
+        hub.wait_for("connected publisher from 127.0.0.1:")
     hub.wait_for("forwarded")
 
     spy.process.send_signal(signal.SIGTERM)
@@ -238,6 +311,13 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     code, output = hub.finish()
     assert code == 0
     assert "stopped: forwarded" in output
+
+
+def test_what_the_hub_needs_to_log_connections_comes_with_the_install() -> None:
+    """`pip install .` alone gives the `connected publisher from ...` lines of the README."""
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    core = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert re.search(r'"psutil\b', core), core
 
 
 # -- vote ------------------------------------------------------------------------------
@@ -288,11 +368,21 @@ def test_voters_join_a_running_vote_from_another_terminal(tcp_address: str, back
     assert sum(chart(output).values()) == 5
 
 
+def test_a_host_expecting_joiners_says_how_many_came(tcp_address: str) -> None:
+    result = run(
+        "vote", "--voters", "2", "--think", "0.2", "--wait", "1", "--expect", "3",
+        "--address", tcp_address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Joined: 0 of 3 expected voters, after waiting 1 s" in result.stdout
+    assert "Participation: 2 of 2 voters (100%)" in result.stdout
+
+
 def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
     tcp_address: str, background
 ) -> None:
     host = background(
-        "vote", "--voters", "1", "--think", "0.1", "--timeout", "1.5", "--wait", "20",
+        "vote", "--voters", "1", "--think", "0.1", "--timeout", "4", "--wait", "20",
         "--expect", "2", "--seed", "1", "--address", tcp_address,
     )  # fmt: skip
     host.wait_for("Waiting up to")
@@ -325,7 +415,12 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
 
         question = next_of("question")
         ballot = {"kind": "ballot", "vote": vote_id, "option": question["options"][0]}
+        # Another process, on the channel of one of our voters: not that voter's ballot.
+        forged = orjson.dumps(ballot | {"voter": second}).decode()
+        assert run("publish", second, forged, "--address", tcp_address).returncode == 0
         publisher.put(first, ballot | {"voter": first, "option": "durian"})
+        publisher.put(first, ballot | {"voter": first})
+        publisher.put(first, ballot | {"voter": first})
         stranger = f"vote.{vote_id}.voter-99"
         publisher.put(stranger, ballot | {"voter": stranger})
         next_of("closed")
@@ -333,13 +428,57 @@ def test_vote_rejects_unknown_voters_and_bad_options_and_reports_late_ballots(
 
     code, output = host.finish()
     assert code == 0, output
+    assert re.search(r"rejected a ballot from voter-03: sent by \w+, not by the voter's", output)
     assert "rejected a ballot from voter-02: invalid option 'durian'" in output
+    assert "rejected a ballot from voter-02: duplicate" in output
     assert "rejected a ballot from voter-99: unknown voter" in output
     assert "late ballot from voter-03" in output
     assert "Closed by the timeout" in output
-    assert "Participation: 1 of 3 voters (33%)" in output
-    assert "Late ballots: 1" in output and "Rejected ballots: 2" in output
-    assert sum(chart(output).values()) == 1
+    assert "Participation: 2 of 3 voters (67%)" in output
+    assert "Late ballots: 1  Rejected ballots: 4  Silent voters: none" in output
+    assert sum(chart(output).values()) == 2
+
+
+def test_a_tie_of_one_ballot_each_says_ballot(tcp_address: str) -> None:
+    result = run(
+        "vote", "--voters", "2", "--think", "0.2", "--seed", "5896", "--address", tcp_address
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Tie: sushi and tacos, 1 ballot each" in result.stdout
+
+
+def test_vote_stops_on_sigterm_with_143_and_leaves_no_process(tcp_address: str, background) -> None:
+    host = background("vote", "--voters", "4", "--think", "20", "--address", tcp_address)
+    host.wait_for("Asked 4 voters")
+    children = psutil.Process(host.process.pid).children(recursive=True)
+    assert children
+    host.process.send_signal(signal.SIGTERM)
+    code, output = host.finish()
+    assert code == 143, output
+    assert "shellbot-bus: error: stopped by SIGTERM" in output
+    assert "Traceback" not in output  # its workers, ended by SIGTERM too, end quietly
+    _, alive = psutil.wait_procs(children, timeout=5.0)
+    assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_every_voter_appears_in_the_outcome_even_when_late_past_the_grace(
+    tcp_address: str,
+) -> None:
+    result = run(
+        "vote", "--voters", "10", "--think", "3", "--timeout", "1", "--seed", "2",
+        "--address", tcp_address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout
+    counted = int(re.search(r"Participation: (\d+) of 10", output).group(1))
+    summary = re.search(
+        r"Late ballots: (\w+)  Rejected ballots: (\w+)  Silent voters: (\w+)", output
+    )
+    late, rejected, silent = (0 if n == "none" else int(n) for n in summary.groups())
+    assert counted + late + rejected + silent == 10, output
+    assert silent > 0  # some think past the close and the grace after it
+    names = re.search(r"Silent, no ballot by 1 s after the close: (.*)", output).group(1)
+    assert len(names.split(", ")) == silent
 
 
 def test_the_live_view_through_a_pseudo_terminal(tcp_address: str) -> None:
@@ -426,7 +565,7 @@ def test_the_tally_counts_rejects_and_reports_late_ballots() -> None:
     )
     assert tally.take(three, ballot(three, "yes"), 1.2).reason == "not asked"
     assert tally.take(one, ballot(one, "yes"), 1.5).kind == "counted"
-    assert tally.take(one, ballot(one, "no"), 1.6).reason == "already voted"
+    assert tally.take(one, ballot(one, "no"), 1.6).reason.startswith("duplicate")
     assert tally.take(one, [1, 2], 1.6).kind == "rejected"
     assert tally.take(one, {"kind": "question"}, 1.6).kind == "ignored"
     assert not tally.complete
@@ -435,3 +574,30 @@ def test_the_tally_counts_rejects_and_reports_late_ballots() -> None:
     assert late.kind == "late" and late.reason == "0.25 s late"
     assert tally.counts == {"yes": 1, "no": 0} and tally.winners == ["yes"]
     assert len(tally.rejected) == 6 and len(tally.late) == 1
+    assert tally.silent == []  # each asked voter was counted, late or rejected
+
+
+def test_the_tally_knows_each_voter_by_its_sender_and_names_the_silent() -> None:
+    tally = Tally("v1", ["yes", "no"])
+    one, two, three = (f"vote.v1.voter-0{n}" for n in (1, 2, 3))
+    tally.register([one, two, three], "local")
+    for channel, sender in ((one, 11), (two, 22), (three, 33)):
+        tally.take(channel, {"kind": "ready", "voter": channel}, 0.0, sender)
+    tally.asked, tally.due = [one, two, three], 1.0
+
+    forged = tally.take(one, {"kind": "ballot", "voter": one, "option": "no"}, 1.1, 99)
+    assert forged.kind == "rejected" and forged.voter == "voter-01"
+    assert "not by the voter's process" in forged.reason
+    assert tally.take(one, {"kind": "ballot", "voter": one, "option": "yes"}, 1.2, 11).kind == (
+        "counted"
+    )
+    again = tally.take(one, {"kind": "ballot", "voter": one, "option": "yes"}, 1.3, 11)
+    assert again.kind == "rejected" and again.reason.startswith("duplicate")
+    tally.closed_at = 2.0
+    assert tally.take(two, {"kind": "ballot", "voter": two, "option": "no"}, 2.5, 22).kind == (
+        "late"
+    )
+    late_again = tally.take(two, {"kind": "ballot", "voter": two, "option": "no"}, 2.6, 22)
+    assert late_again.reason.startswith("duplicate")
+    assert tally.ballots == {one: "yes"}
+    assert tally.silent == [three]

@@ -78,7 +78,27 @@ def test_put_without_a_hub_times_out_with_our_timeout_error(tcp_address: str) ->
     assert time.monotonic() - started < 5.0
     assert isinstance(raised.value, builtins.TimeoutError)
     assert "start a publisher or `shellbot-bus hub`" in str(raised.value)
-    assert tcp_address.rsplit(":", 1)[0] in str(raised.value)
+    port = int(tcp_address.rsplit(":", 1)[1])
+    # It failed on the inbound side; both sides are named, so neither port surprises.
+    assert f"127.0.0.1:{port + 1}, the inbound side of {tcp_address}" in str(raised.value)
+
+
+def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
+    """A ZeroMQ program that is not a hub of this bus holds the address."""
+    other = zmq.Context()
+    squatter = other.socket(zmq.PUB)
+    squatter.bind(tcp_address)
+    try:
+        context = Context({"bus": {"address": tcp_address, "start_timeout": 1.0}})
+        with pytest.raises(TimeoutError) as raised:
+            Bus(context).publish().start()
+    finally:
+        other.destroy(linger=0)
+    port = int(tcp_address.rsplit(":", 1)[1])
+    message = str(raised.value)
+    assert f"No hub answered at {tcp_address}" in message
+    assert f"the hub's inbound side tcp://127.0.0.1:{port + 1}" in message
+    assert "could not hold the hub there" in message
 
 
 def test_a_bind_error_is_translated_and_says_what_to_do(tmp_path: Path) -> None:

@@ -20,3 +20,21 @@ def test_the_readme_api_example_runs(tcp_address: str) -> None:
     assert not publisher.is_alive()
     subscriber = namespace["subscriber"]
     assert subscriber.stats["received"] == 2
+
+
+def test_the_readme_pattern_example_runs_and_keeps_the_directions_apart(
+    tcp_address: str,
+) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 2, "the README shows no example of the patterns"
+    example = blocks[1].replace("'tcp://127.0.0.1:5555'", f"'{tcp_address}'")
+    assert tcp_address in example
+    namespace: dict = {}
+    exec(example, namespace)
+    assert namespace["instruction"] == {"question": "lunch?"}
+    assert namespace["report"] == {"ballot": "pizza"}  # the group's own instruction never came
+    assert namespace["reports"].get() is None
+    for name in ("group", "outbox"):
+        assert not namespace[name].is_alive()
+    namespace["reports"].close()
+    namespace["inbox"].close()

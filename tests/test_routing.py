@@ -87,14 +87,35 @@ def test_routes_follow_subscribers_in_and_out(tcp_bus: Bus) -> None:
         patterned = tcp_bus.subscribe("votes.*", pattern=True)
         assert subscriber.wait_ready() and patterned.wait_ready()
         assert eventually(lambda: hub.stats["routes"] == 1001)
+        assert hub.stats["subscribers"] == 2
         subscriber.unsubscribe(channels[:10])
         assert eventually(lambda: hub.stats["routes"] == 991)
         subscriber.close()  # gone without unsubscribing: the hub hears it from ZeroMQ
         assert eventually(lambda: hub.stats["routes"] == 1)
+        assert hub.stats["subscribers"] == 1
         patterned.close()
         assert eventually(lambda: hub.stats["routes"] == 0)
+        assert hub.stats["subscribers"] == 0  # live ones: none once everyone left
     finally:
         hub.stop()
+
+
+def test_forwarded_counts_users_messages_and_signals_apart(tcp_bus: Bus) -> None:
+    hub = tcp_bus.publish()
+    hub.start()  # its readiness probe is a signal
+    try:
+        with tcp_bus.subscribe("news") as subscriber:
+            assert subscriber.wait_ready()  # probes too
+            hub.put("news", 1)
+            assert subscriber.get(block=True, timeout=5.0) == 1
+            hub.put("nobody", 2)  # no subscriber wants it
+            assert eventually(lambda: hub.stats["unrouted"] == 1)
+            stats = hub.stats
+            assert stats["forwarded"] == 2
+            assert stats["signals"] >= 2
+    finally:
+        hub.stop()
+    assert hub.stats["forwarded"] == 2  # the stop pill is a signal too
 
 
 def test_wait_ready_covers_every_channel_of_a_large_subscription(tcp_bus: Bus) -> None:

@@ -27,7 +27,7 @@ from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver
 from .context import Context
-from .errors import ShellbotError, TimeoutError, TransportError
+from .errors import AddressInUse, ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
@@ -151,7 +151,11 @@ class Publisher(multiprocessing.Process):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of the hub this process holds (zeros when it holds none)."""
+        """Counters of the hub this process holds (zeros when it holds none).
+
+        The process refreshes them every ``SWITCH_INTERVAL`` (0.1 s), and once more as
+        it stops: right after traffic they may lag by that much; after ``stop()`` they
+        are final."""
         return dict(zip(HUB_COUNTERS, self._stats, strict=True))
 
     def is_alive(self) -> bool:
@@ -223,6 +227,9 @@ class Publisher(multiprocessing.Process):
         hub: Hub | None = None
         try:
             hub = transport.open_hub() if embedded else None
+            # Something that is not a hub holds the address: say so now, not at the timeout.
+            if embedded and hub is None and (foreign := transport.not_a_hub()) is not None:
+                raise AddressInUse(foreign)
             control = transport.open_receiver()
             pill = _codec.PILL + self.publisher_id.encode()
             probe = _codec.PROBE + self.publisher_id.encode()

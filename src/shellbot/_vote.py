@@ -112,12 +112,18 @@ class Outcome:
 
 @dataclass
 class Tally:
-    """The ballot box: who may vote, what was counted, rejected or late."""
+    """The ballot box: who may vote, what was counted, rejected or late, and who was silent.
+
+    A voter's ready message tells its sender (the publishing process): a ballot on
+    that voter's channel from another sender is rejected, not taken for the voter's.
+    """
 
     vote_id: str
     options: list[str]
     registered: dict[str, str] = field(default_factory=dict)  # channel -> 'local' or joiner
     ready: set[str] = field(default_factory=set)
+    senders: dict[str, int] = field(default_factory=dict)  # channel -> sender of its ready
+    heard: set[str] = field(default_factory=set)  # asked channels whose voter sent a ballot
     asked: list[str] = field(default_factory=list)
     ballots: dict[str, str] = field(default_factory=dict)
     rejected: list[Outcome] = field(default_factory=list)
@@ -147,8 +153,15 @@ class Tally:
         for channel in channels:
             self.registered[channel] = origin
 
-    def take(self, channel: str, message: Any, now: float) -> Outcome:
-        """Judges a message that arrived on ``channel`` at monotonic time ``now``."""
+    @property
+    def silent(self) -> list[str]:
+        """The asked voters from whom no ballot came: every other one was counted, late
+        or rejected."""
+        return [channel for channel in self.asked if channel not in self.heard]
+
+    def take(self, channel: str, message: Any, now: float, sender: int | None = None) -> Outcome:
+        """Judges a message that arrived on ``channel`` at monotonic time ``now``, sent by
+        ``sender`` (``Message.sender``; None when unknown)."""
         at = 0.0 if self.due is None else now - self.due
         voter = short_name(channel)
         if not isinstance(message, dict):
@@ -159,6 +172,8 @@ class Tally:
         if kind == "ready":
             if channel in self.registered and message.get("voter") == channel:
                 self.ready.add(channel)
+                if sender is not None:
+                    self.senders.setdefault(channel, sender)
                 return Outcome("ready", voter)
             return Outcome("ignored", voter)
         if kind != "ballot":
@@ -167,13 +182,20 @@ class Tally:
         if channel not in self.registered or claimed != channel:
             name = short_name(claimed) if isinstance(claimed, str) else voter
             return self._reject(name, "unknown voter", at)
+        expected = self.senders.get(channel)
+        if sender is not None and expected is not None and sender != expected:
+            return self._reject(
+                voter, f"sent by {sender:016x}, not by the voter's process ({expected:016x})", at
+            )
+        if self.due is not None and channel in self.asked:
+            self.heard.add(channel)
         option = message.get("option")
         if option not in self.options:
             return self._reject(voter, f"invalid option {option!r}", at)
         if self.due is None or channel not in self.asked:
             return self._reject(voter, "not asked", at)
-        if channel in self.ballots:
-            return self._reject(voter, "already voted", at)
+        if channel in self.ballots or any(outcome.voter == voter for outcome in self.late):
+            return self._reject(voter, "duplicate: this voter's ballot came already", at)
         if self.closed_at is not None:
             outcome = Outcome("late", voter, option, f"{now - self.closed_at:.2f} s late", at)
             self.late.append(outcome)
@@ -205,6 +227,8 @@ class Result:
     rejected: list[Outcome]
     late: list[Outcome]
     not_ready: list[str]
+    silent: list[str] = field(default_factory=list)  # asked voters whose ballot never came
+    grace: float = LATE_GRACE  # how long after the close late ballots were still taken
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -510,7 +534,9 @@ class VoteHost:
             if message.channel == JOIN_CHANNEL:
                 self._join(message.message)
             elif not message.channel.startswith(JOIN_CHANNEL + "."):
-                outcome = self.tally.take(message.channel, message.message, time.monotonic())
+                outcome = self.tally.take(
+                    message.channel, message.message, time.monotonic(), message.sender
+                )
                 if outcome.kind != "ignored":
                     self.view.outcome(self, outcome)
 
@@ -574,6 +600,7 @@ class VoteHost:
             rejected=list(tally.rejected),
             late=list(tally.late),
             not_ready=[short_name(c) for c in tally.registered if c not in tally.asked],
+            silent=[short_name(channel) for channel in tally.silent],
         )
 
     def _shutdown(self) -> None:

@@ -9,12 +9,15 @@ Exit codes, for every command:
 - 1: the bus could not be used, or the command failed on it (no hub answered,
   the address is held by something else, no voter got ready, a join refused);
 - 2: a usage error: an unknown option, a bad value, an invalid address;
-- 3: invalid input: a message or a line of standard input that is not JSON;
-- 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0).
+- 3: invalid input: a message or a line of standard input that is not JSON, or
+  too large for the bus;
+- 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0);
+- 143: stopped by SIGTERM (``hub`` and ``spy`` stop on it with 0).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
@@ -37,19 +41,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+try:  # recent typers carry their own click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:
+    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+
 from . import __version__
 from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
 from ._transports.base import HUB_COUNTERS
-from .errors import ConfigurationError, ShellbotError
+from .errors import ConfigurationError, MessageTooLarge, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process killed so
 READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
+PROBE_TIMEOUT = 2.0  # how long hub waits for the holder of its address to answer a probe
 
 EXIT_CODES = (
     "**Exit codes**: 0 done; 1 the bus could not be used or the command failed on it; "
-    "2 usage error (bad option, invalid address); 3 input that is not JSON; "
-    "130 interrupted."
+    "2 usage error (bad option, invalid address); 3 input that is not JSON, or a message "
+    "over the size limit; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM."
 )
 
 
@@ -94,6 +105,21 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so the same cleanup runs."""
+
+
+_command_pid = os.getpid()
+
+
+def _terminate(*_: Any) -> None:
+    if os.getpid() != _command_pid:  # a forked child kept the handler: end as SIGTERM does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
 class CommandError(Exception):
     """Ends a command with a one-line message and an exit code."""
 
@@ -115,6 +141,11 @@ def guarded(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        # hub and spy stop on SIGTERM their own way, while they run (_stop_on_signals).
+        global _command_pid
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            _command_pid = os.getpid()
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except CommandError as error:
@@ -123,6 +154,8 @@ def guarded(command: F) -> F:
             code, message = EXIT_USAGE, f"{error} (from --address or {ENV_ADDRESS})"
         except ShellbotError as error:
             code, message = EXIT_FAILED, str(error)
+        except Terminated:
+            code, message = EXIT_TERMINATED, "stopped by SIGTERM"
         except KeyboardInterrupt:
             code, message = EXIT_INTERRUPTED, "interrupted"
         err.print(Text.assemble(("shellbot-bus: error: ", "bold red"), _one_line(message)))
@@ -131,9 +164,14 @@ def guarded(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def checked(address: str) -> str:
-    """The address when the bus can use it; a usage error otherwise."""
-    check_address(address)
+def checked(address: str, option: str = "--address") -> str:
+    """The address when the bus can use it; a usage error naming ``option`` otherwise."""
+    try:
+        check_address(address)
+    except ConfigurationError as error:
+        if option == "--address":
+            raise  # guarded() names --address and the environment variable
+        fail(str(error).replace("bus.address", option, 1), EXIT_USAGE)
     return address
 
 
@@ -146,7 +184,8 @@ def _stamp(moment: float | None = None) -> str:
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+        bool,
+        typer.Option("--version", metavar="", help="Print the version and exit.", is_eager=True),
     ] = False,
 ) -> None:
     if version:
@@ -167,12 +206,16 @@ def _root(
 )
 @guarded
 def vote(
+    ctx: typer.Context,
     voters: Annotated[
-        int, typer.Option("--voters", "-n", min=1, max=1000, help="Voters to host (or to add).")
+        int,
+        typer.Option(
+            "--voters", "-n", min=1, max=1000, metavar="N", help="Voters to host (or to add)."
+        ),
     ] = 20,
-    question: Annotated[str, typer.Option("--question", "-q", help="The question.")] = (
-        "Where shall we have lunch?"
-    ),
+    question: Annotated[
+        str, typer.Option("--question", "-q", metavar="TEXT", help="The question.")
+    ] = "Where shall we have lunch?",
     options: Annotated[
         list[str] | None,
         typer.Option(
@@ -183,35 +226,56 @@ def vote(
         ),
     ] = None,
     think: Annotated[
-        float, typer.Option("--think", min=0.0, help="Longest think time of a voter, seconds.")
+        float,
+        typer.Option(
+            "--think", min=0.0, metavar="SECONDS", help="Longest think time of a voter, seconds."
+        ),
     ] = 2.0,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.1, help="Seconds from the question to the closing."),
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Seconds from the question to the closing.",
+        ),
     ] = 30.0,
     wait: Annotated[
         float | None,
         typer.Option(
             "--wait",
             min=0.0,
+            metavar="SECONDS",
             help="Seconds to wait for joiners before asking (default: 0, or 60 with "
             "--expect); with --join, seconds to wait for a vote to take us (default: 10).",
         ),
     ] = None,
     expect: Annotated[
         int,
-        typer.Option("--expect", min=0, help="Ask as soon as this many joined voters are ready."),
+        typer.Option(
+            "--expect",
+            min=0,
+            metavar="N",
+            help="Ask as soon as this many joined voters are ready.",
+        ),
     ] = 0,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="Worker processes hosting the voters.")
+        int,
+        typer.Option(
+            "--workers", min=1, max=64, metavar="N", help="Worker processes hosting the voters."
+        ),
     ] = 4,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Makes choices and think times reproducible.")
+        int | None,
+        typer.Option("--seed", metavar="N", help="Makes choices and think times reproducible."),
     ] = None,
     join: Annotated[
         str | None,
         typer.Option(
-            "--join", metavar="ADDRESS", help="Add --voters voters to the vote running there."
+            "--join",
+            metavar="ADDRESS",
+            help="Add --voters voters to the vote running there (the bus address of its host; "
+            "--address is not used then).",
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
@@ -228,7 +292,14 @@ def vote(
 
     console = Console(highlight=False)
     if join is not None:
-        checked(join)
+        checked(join, "--join")
+        source = ctx.get_parameter_source("address")
+        if source is not None and source.name == "COMMANDLINE":
+            fail(
+                "--join names the address of the vote to join, so --address would go unused: "
+                "give --join alone",
+                EXIT_USAGE,
+            )
         joiner = JoinScreen(console)
         closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner)
         joiner.finish(closed)
@@ -338,6 +409,15 @@ class HostScreen:
                 else ""
             )
         )
+        expect = vote.settings.expect
+        if expect:
+            joined = sum(1 for channel in tally.asked if tally.registered[channel] != "local")
+            short = joined < expect
+            self.line(
+                ("Joined: ", "bold"),
+                (f"{joined} of {expect} expected voters", "yellow" if short else ""),
+                f", after waiting {time.monotonic() - self.ready_since:.0f} s" if short else "",
+            )
         self.line(
             f"Asked {len(tally.asked)} voters, due at {_stamp(vote.asked_wall)}; "
             f"the vote closes {vote.settings.timeout:g} s later"
@@ -388,7 +468,8 @@ class HostScreen:
                 )
             else:
                 names = ", ".join(result.winners[:-1]) + " and " + result.winners[-1]
-                self.line(("Tie: ", "bold"), f"{names}, {best} ballots each")
+                plural = "ballot" if best == 1 else "ballots"
+                self.line(("Tie: ", "bold"), f"{names}, {best} {plural} each")
         else:
             self.line(("No ballot counted", "bold red"))
         self.line(
@@ -402,7 +483,16 @@ class HostScreen:
             f"{len(result.late) or 'none'}",
             ("  Rejected ballots: ", "bold"),
             f"{len(result.rejected) or 'none'}",
+            ("  Silent voters: ", "bold"),
+            f"{len(result.silent) or 'none'}",
         )
+        if result.late:
+            self.line(("Late, not counted: ", "bold"), ", ".join(o.voter for o in result.late))
+        if result.silent:
+            self.line(
+                (f"Silent, no ballot by {result.grace:g} s after the close: ", "bold"),
+                ", ".join(result.silent),
+            )
         if result.not_ready:
             self.line(("Not ready, left out: ", "bold"), ", ".join(result.not_ready))
 
@@ -495,7 +585,10 @@ class JoinScreen:
 @guarded
 def hub(
     interval: Annotated[
-        float, typer.Option("--interval", min=0.1, help="Seconds between two looks at counters.")
+        float,
+        typer.Option(
+            "--interval", min=0.1, metavar="SECONDS", help="Seconds between two looks at counters."
+        ),
     ] = 1.0,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
@@ -515,7 +608,7 @@ def hub(
     with _stop_on_signals(stop):
         the_hub = transport.open_hub()
         if the_hub is None:
-            fail(_why_taken(settings.address))
+            fail(_why_taken(settings, transport))
         console = Console(highlight=False, soft_wrap=True)
 
         def log(*parts: str | tuple[str, str]) -> None:
@@ -539,8 +632,10 @@ def hub(
             log(("stopped", "bold"), ": ", _counters(the_hub.stats(), {}))
 
 
-def _why_taken(address: str) -> str:
-    """Why a hub could not bind ``address``: held already, or not an address of this machine."""
+def _why_taken(settings: BusSettings, transport: Any) -> str:
+    """Why a hub could not bind the address: not an address of this machine, held by
+    another program, or held by a hub (which answers the bus's probe)."""
+    address = settings.address
     scheme, rest = address.split("://", 1)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
@@ -554,7 +649,44 @@ def _why_taken(address: str) -> str:
                     f"cannot bind {address} ({error.strerror}): a hub binds an address of its "
                     "own machine; tcp://0.0.0.0:PORT takes every interface"
                 )
-    return f"{address} is taken, most likely by a hub: publishers and subscribers can use it"
+    foreign = transport.not_a_hub()
+    if foreign is not None:
+        return foreign
+    if _hub_answers(settings, PROBE_TIMEOUT):
+        return (
+            f"{address} is taken by a hub, which answered the bus's probe: publishers and "
+            "subscribers can use it as it is"
+        )
+    return (
+        f"{address} is taken by a program that speaks ZeroMQ but did not answer the bus's "
+        f"probe within {PROBE_TIMEOUT:g} s: not a hub of this bus (or one whose inbound side "
+        "is not the usual one); stop that program, or use another address"
+    )
+
+
+def _hub_answers(settings: BusSettings, timeout: float) -> bool:
+    """True when a probe sent to the hub's inbound side comes back at the address."""
+    import dataclasses
+
+    from . import _codec, _outbox
+    from ._transports import transport_for
+
+    # Probes that no hub takes must not hold the command at exit.
+    settings = dataclasses.replace(settings, linger=0.0)
+    probe = _codec.PROBE + os.urandom(8).hex().encode()
+    receiver = transport_for(settings).open_receiver()
+    try:
+        receiver.subscribe(probe)
+        outbox = _outbox.outbox_for(settings)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            outbox.send_control(probe)
+            frames = receiver.receive(min(0.1, left))
+            if frames is not None and frames[0] == probe:
+                return True
+        return False
+    finally:
+        receiver.close()
 
 
 def _counters(stats: dict[str, int], last: dict[str, int]) -> str:
@@ -567,7 +699,7 @@ def _counters(stats: dict[str, int], last: dict[str, int]) -> str:
 
 
 class _Connections:
-    """Connections to the hub's TCP ports, seen through psutil when it is installed."""
+    """Connections to the hub's TCP ports, seen through psutil (a dependency of the install)."""
 
     def __init__(self, address: str, inbound: str) -> None:
         self.sides: dict[int, str] = {}
@@ -580,8 +712,10 @@ class _Connections:
             import psutil
 
             self.process: Any = psutil.Process()
-        except ImportError:  # connections are not logged then, counters are
+        except ImportError:  # an install without its dependencies: say so, log counters
             self.process = None
+            if self.sides:
+                err.print("Connections are not logged: psutil is missing (pip install psutil)")
 
     def changes(self) -> Iterator[tuple[tuple[str, str], str]]:
         if self.process is None or not self.sides:
@@ -633,16 +767,25 @@ def spy(
     channels: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="CHANNEL",
+            metavar="CHANNEL...",
             help="Channels to watch (patterns too: 'vote.*', 'vote.>'); none means every channel.",
             show_default=False,
         ),
     ] = None,
     json_lines: Annotated[
-        bool, typer.Option("--json", help="Print JSON lines: channel, time, message, sender.")
+        bool,
+        typer.Option(
+            "--json",
+            metavar="",
+            help="Print JSON lines: channel, time, message, sender (an integer, as in "
+            "Message.sender) and sequence.",
+        ),
     ] = False,
     count: Annotated[
-        int, typer.Option("--count", "-c", min=0, help="Stop after this many messages (0: never).")
+        int,
+        typer.Option(
+            "--count", "-c", min=0, metavar="N", help="Stop after this many messages (0: never)."
+        ),
     ] = 0,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
@@ -696,7 +839,7 @@ def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Eve
                         "channel": message.channel,
                         "time": datetime.fromtimestamp(now).astimezone().isoformat(),
                         "message": message.message,
-                        "sender": f"{message.sender:016x}",
+                        "sender": message.sender,
                         "sequence": message.sequence,
                     }
                 ).decode()
@@ -763,7 +906,7 @@ def publish(
     problem: CommandError | None = None
     try:
         if first is not None:
-            publisher.put(channel, first)
+            _put(publisher, channel, first, "MESSAGE")
             sent = 1
         else:
             if sys.stdin.isatty():
@@ -772,11 +915,10 @@ def publish(
                 if not line.strip():
                     continue
                 try:
-                    value = _parse(line, f"line {number}")
+                    _put(publisher, channel, _parse(line, f"line {number}"), f"line {number}")
                 except CommandError as error:
                     problem = error
                     break
-                publisher.put(channel, value)
                 sent += 1
     finally:
         # What was put leaves before the publisher process ends: stop() waits for that.
@@ -784,9 +926,30 @@ def publish(
     if not left:
         fail(f"the publisher did not stop in time: some of {sent} messages may not have left")
     plural = "message" if sent == 1 else "messages"
-    err.print(f"Published {sent} {plural} on {channel!r} at {address}")
+    # Only a hub of our own knows where the messages went; another one keeps it to itself.
+    unrouted = publisher.stats["unrouted"] if publisher.holds_hub and sent else 0
+    if unrouted >= sent > 0:
+        heard = ": no subscriber was listening"
+    elif unrouted:
+        heard = f": {unrouted} of them reached no subscriber"
+    else:
+        heard = ""
+    err.print(f"Published {sent} {plural} on {channel!r} at {address}{heard}")
     if problem is not None:
         raise problem
+
+
+def _put(publisher: Any, channel: str, value: Any, where: str) -> None:
+    """Puts one message; one too large is bad input, with a hint a command line can follow."""
+    try:
+        publisher.put(channel, value)
+    except MessageTooLarge:
+        fail(
+            f"{where} is too large for the bus ({len(orjson.dumps(value))} bytes as JSON, over "
+            f"the limit of {publisher.settings.max_message_size} that hubs and subscribers keep "
+            "too): split it into smaller messages, such as one JSON value per line",
+            EXIT_INPUT,
+        )
 
 
 def _parse(text: str, where: str) -> Any:
@@ -812,7 +975,9 @@ def _parse(text: str, where: str) -> Any:
 )
 @guarded
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="A smoke run of seconds.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", metavar="", help="A smoke run of seconds.")
+    ] = False,
     json_file: Annotated[
         str | None, typer.Option("--json", metavar="FILE", help="Also write the figures here.")
     ] = None,
@@ -837,8 +1002,41 @@ def bench(
 
 
 def main() -> None:
-    """The ``shellbot-bus`` entry point."""
-    app(prog_name="shellbot-bus")
+    """The ``shellbot-bus`` entry point: usage errors too are one line on stderr."""
+    command = typer.main.get_command(app)
+    _plain_placeholders(command)
+    try:
+        code = command.main(prog_name="shellbot-bus", standalone_mode=False)
+    except _ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # no command: the help, as asked
+            error.show()
+            sys.exit(error.exit_code)
+        where = getattr(getattr(error, "ctx", None), "command_path", "shellbot-bus")
+        err.print(
+            Text.assemble(
+                ("shellbot-bus: error: ", "bold red"),
+                _one_line(error.format_message()),
+                f" (see {where} --help)",
+            )
+        )
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _plain_placeholders(command: Any) -> None:
+    """Help shows the metavars people expect (N, SECONDS, CHANNEL...), without the type
+    placeholders (<bool>, <list[str]>) that typer draws for flags and arguments."""
+    names = SimpleNamespace(help_option_names=["-h", "--help"])
+    for each in [command, *getattr(command, "commands", {}).values()]:
+        with contextlib.suppress(Exception):  # only looks: help works without it
+            help_option = each.get_help_option(names)
+            if help_option is not None:
+                help_option.metavar = ""
+        for param in each.params:
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None
 
 
 if __name__ == "__main__":

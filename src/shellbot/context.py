@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = ["Context"]
 _manager: SyncManager | None = None
 _manager_pid: int | None = None
 _manager_lock = threading.Lock()
+PARENT_WATCH_INTERVAL = 0.25  # how often the manager process looks whether its program lives
 
 
 def _shared_manager() -> SyncManager:
@@ -28,9 +30,37 @@ def _shared_manager() -> SyncManager:
     global _manager, _manager_pid
     with _manager_lock:
         if _manager is None or _manager_pid != os.getpid():
-            _manager = multiprocessing.Manager()
-            _manager_pid = os.getpid()
+            manager = SyncManager(ctx=multiprocessing.get_context())
+            manager.start(_end_with_program, (os.getpid(),))
+            _manager, _manager_pid = manager, os.getpid()
         return _manager
+
+
+def _end_with_program(program: int) -> None:
+    """In the manager process: ends it once the program that started it is gone, however
+    it ended (a program killed by a signal runs no exit handler to stop its manager).
+
+    Under fork and spawn the program is the manager's parent, and a new parent (init, a
+    subreaper) tells at once. Under forkserver the parent is the fork server, which
+    lives as long as its children do: there, the program's pid is looked at too. Not
+    PR_SET_PDEATHSIG: it fires when the starting thread ends, which a program may outlive.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and _exists(program):
+            time.sleep(PARENT_WATCH_INTERVAL)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="shellbot-context-watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or reused by another user
+        return False
+    return True
 
 
 class Context:

@@ -106,9 +106,19 @@ class Receiver(abc.ABC):
         """
 
 
-# What a hub counts: messages forwarded, dropped (bad shape), oversized, subscriptions
-# seen since it started, and routes it holds now.
-HUB_COUNTERS = ("forwarded", "dropped", "oversized", "subscriptions", "routes")
+# What a hub counts: users' messages forwarded, and of those, unrouted (no subscriber
+# wanted them); the bus's own signals forwarded (readiness probes, stop pills); messages
+# dropped (bad shape) and oversized; and, now, subscribers (receivers that asked for at
+# least one channel) and routes (channel or pattern, subscriber pairs).
+HUB_COUNTERS = (
+    "forwarded",
+    "unrouted",
+    "signals",
+    "dropped",
+    "oversized",
+    "subscribers",
+    "routes",
+)
 
 
 class Hub(abc.ABC):
@@ -154,12 +164,15 @@ class Transport(abc.ABC):
         """A hub holding the address, or None when another hub already holds it
         (a broker's transport: always None, and nobody asks)."""
 
+    def not_a_hub(self) -> str | None:
+        """Once ``open_hub()`` found the address held: why its holder cannot be a hub,
+        when the transport can tell at once (it does not speak the protocol); else None."""
+        return None
+
     def unreachable(self) -> str:
         """What ``start()`` says when it reached no hub within ``bus.start_timeout``."""
         settings = self.settings
         return (
-            f"The publisher found no hub at {settings.address} within "
-            f"{settings.start_timeout:g} s (bus.start_timeout), nor could it become one "
-            "(does another program hold that port?): check bus.address, or start "
-            "`shellbot-bus hub` there"
+            f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
+            "(bus.start_timeout): check bus.address, or start `shellbot-bus hub` there"
         )

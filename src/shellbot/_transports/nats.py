@@ -394,7 +394,7 @@ class _Connection:
         identity = self._probe_ids.setdefault(key, len(self._probe_ids) + 1)
         try:
             await client.publish(subject, HEADER.pack(identity, 0))
-            await client.flush(CONNECT_TIMEOUT)
+            await client.flush(int(CONNECT_TIMEOUT))
         except Exception:
             self._probes_failed[key] = time.monotonic()
             self._probes.pop(key, None)
@@ -592,7 +592,7 @@ class NatsSender(Sender):
                 await self._publish_queued()
                 if not self._queue:
                     with contextlib.suppress(Exception):
-                        await client.flush(max(0.01, deadline - loop.time()))
+                        await client.flush(max(1, round(deadline - loop.time())))  # whole seconds
                         return True
             await asyncio.sleep(0.01)
         return not self._queue

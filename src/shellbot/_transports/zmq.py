@@ -41,6 +41,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import socket as net
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -86,6 +87,10 @@ ROUTE_CACHE_LIMIT = 100_000  # topics whose receivers the hub remembers between 
 # subscriber that stopped reading (its socket full too), then drops for it alone;
 # the subscriber counts the gap at its next message.
 HUB_BYTES_PER_SUBSCRIBER = 64 * 1024 * 1024
+# What a ZeroMQ peer sends first (ZMTP 3: 0xFF, 8 bytes of padding, 0x7F), and how long
+# the holder of a taken tcp:// address has to send it before it is taken for another program.
+ZMTP_SIGNATURE = b"\xff" + bytes(8) + b"\x7f"
+GREETING_TIMEOUT = 1.0
 
 # The hot path calls the backend's methods: the sugar layer above them costs more per
 # call than sending a small frame (routing_id/group handling, RCVMORE through enums).
@@ -155,6 +160,7 @@ def _milliseconds(timeout: float | None) -> int | None:
 class ZmqSender(Sender):
     def __init__(self, context: zmq.Context, settings: BusSettings) -> None:
         self._address = inbound_address(settings)
+        self._bus_address = settings.address
         self._socket = context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
@@ -183,8 +189,9 @@ class ZmqSender(Sender):
     def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
         if isinstance(error, zmq.Again):
             return errors.TimeoutError(
-                f"No hub took messages at {self._address} before bus.send_timeout: "
-                "start a publisher or `shellbot-bus hub` on this address"
+                f"No hub took messages at {self._address}, the inbound side of "
+                f"{self._bus_address}, before bus.send_timeout: start a publisher or "
+                f"`shellbot-bus hub` on {self._bus_address}"
             )
         return errors.TransportError(
             f"Sending to {self._address} failed ({error}): check bus.address and bus.inbound"
@@ -330,8 +337,8 @@ class _Routes:
         self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
         self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
         self.plain = 0
-        self.events = 0  # subscriptions seen
         self.count = 0  # routes held: (topic or prefix, receiver) pairs
+        self.held: dict[bytes, int] = {}  # batch topic -> routes held for that receiver
         # topic -> the batch topics of its receivers; emptied when the routes change
         self.cache: dict[bytes, tuple[bytes, ...]] = {}
 
@@ -340,7 +347,6 @@ class _Routes:
         if not event or event[0] > 1:
             return
         subscribing = event[0] == 1
-        self.events += subscribing
         topic = event[1:]
         if topic.startswith(ROUTE_REQUEST):
             receiver, colon, prefix = topic[len(ROUTE_REQUEST) :].partition(b":")
@@ -350,12 +356,17 @@ class _Routes:
             # A topic ends with the only terminator it holds: such a prefix matches it alone.
             table = self.exact if prefix.endswith(TERMINATOR) else self.prefixes
             receivers = table.setdefault(prefix, set())
+            held = self.held
             if subscribing and batch_topic not in receivers:
                 receivers.add(batch_topic)
                 self.count += 1
+                held[batch_topic] = held.get(batch_topic, 0) + 1
             elif not subscribing and batch_topic in receivers:
                 receivers.discard(batch_topic)
                 self.count -= 1
+                held[batch_topic] -= 1
+                if not held[batch_topic]:
+                    del held[batch_topic]
             if not receivers:
                 del table[prefix]
             self.cache.clear()
@@ -390,6 +401,7 @@ class _Batches:
         self._cache = routes.cache  # the same dict for good: routes only ever clear it
         self._limit = limit
         self._pending: dict[bytes, bytearray] = {}  # batch topic -> records not yet sent
+        self.unrouted = 0  # messages no receiver wanted
 
     def add(self, topic: bytes, run: list[bytes]) -> None:
         data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
@@ -400,6 +412,8 @@ class _Batches:
         if receivers is None:
             receivers = self._routes.receivers_of(topic)
         if not receivers:
+            if not self._routes.plain:  # plain readers may have wanted it: ZeroMQ knows
+                self.unrouted += len(run)
             return
         record = _pack_record(len(data), len(topic), len(run))
         room = self._limit - _RECORD_SIZE - len(data)
@@ -446,7 +460,7 @@ class ZmqHub(Hub):
         self._routes = routes
         self._run_limit = HEADER_SIZE + min(RUN_BYTES, settings.max_message_size)
         self._batches = _Batches(subscriber_side, routes, BATCH_BYTES)
-        self._counters = {"forwarded": 0, "dropped": 0, "oversized": 0}
+        self._counters = {"forwarded": 0, "signals": 0, "dropped": 0, "oversized": 0}
         wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.bind(wake_address)
@@ -459,7 +473,12 @@ class ZmqHub(Hub):
 
     def stats(self) -> dict[str, int]:
         routes = self._routes
-        return {**self._counters, "subscriptions": routes.events, "routes": routes.count}
+        return {
+            **self._counters,
+            "unrouted": self._batches.unrouted,
+            "subscribers": len(routes.held),
+            "routes": routes.count,
+        }
 
     def close(self, drain: float) -> None:
         if self._closed:
@@ -512,7 +531,7 @@ class ZmqHub(Hub):
         pull_items = [(pull, _POLLIN)]
         max_body, limit = self._max_body, self._run_limit
         add = self._batches.add
-        forwarded = dropped = oversized = 0
+        forwarded = signals = dropped = oversized = 0
         # sender -> [topic, parts, next sequence, size]: the run being joined
         runs: dict[int, list[Any]] = {}
         try:
@@ -537,10 +556,11 @@ class ZmqHub(Hub):
                 if size > max_body:
                     oversized += 1
                     continue
-                forwarded += 1
                 if data[0] == CONTROL_BYTE:
+                    signals += 1
                     self._signal(data, end, runs)
                     continue
+                forwarded += 1
                 head = data[:end]
                 identity, sequence = _unpack_header(data, end)
                 run = runs.get(identity)
@@ -558,6 +578,7 @@ class ZmqHub(Hub):
             self._send_runs(runs)
             counters = self._counters
             counters["forwarded"] += forwarded
+            counters["signals"] += signals
             counters["dropped"] += dropped
             counters["oversized"] += oversized
 
@@ -630,6 +651,28 @@ class ZmqTransport(Transport):
     def open_receiver(self) -> Receiver:
         return ZmqReceiver(self._context, self.settings)
 
+    def unreachable(self) -> str:
+        settings = self.settings
+        return (
+            f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
+            f"(bus.start_timeout): the publisher could not hold the hub there, and its "
+            f"probe, sent to the hub's inbound side {inbound_address(settings)}, never came "
+            f"back through {settings.address}; check bus.address and bus.inbound, or start "
+            "`shellbot-bus hub` there"
+        )
+
+    def not_a_hub(self) -> str | None:
+        """On tcp://: a holder that does not greet as ZeroMQ does is another program."""
+        if self.settings.scheme != "tcp":
+            return None
+        host, _, port = connect_address(self.settings.address).split("://", 1)[1].rpartition(":")
+        if _greets_as_zeromq(host.strip("[]"), int(port)) is not False:
+            return None
+        return (
+            f"{self.settings.address} is held by another program, not a hub: it does not "
+            "answer as ZeroMQ does; stop that program, or use another port"
+        )
+
     def open_hub(self) -> Hub | None:
         settings = self.settings
         lock_file = None
@@ -673,6 +716,25 @@ class ZmqTransport(Transport):
                 f"({error}); free it, or set bus.inbound to a free address"
             ) from error
         return ZmqHub(self._context, settings, xpub, pull, lock_file, routes)
+
+
+def _greets_as_zeromq(host: str, port: int) -> bool | None:
+    """True when what listens at ``host:port`` greets as ZeroMQ does, False when it does
+    not within GREETING_TIMEOUT, None when nothing listens there (any more)."""
+    received = b""
+    try:
+        with net.create_connection((host, port), GREETING_TIMEOUT) as peer:
+            peer.sendall(ZMTP_SIGNATURE)
+            while len(received) < len(ZMTP_SIGNATURE):
+                chunk = peer.recv(len(ZMTP_SIGNATURE) - len(received))
+                if not chunk:
+                    break
+                received += chunk
+    except ConnectionRefusedError:
+        return None
+    except OSError:  # a timeout, a reset: not a ZeroMQ peer
+        pass
+    return len(received) == len(ZMTP_SIGNATURE) and received[0] == 0xFF and received[9] & 1 == 1
 
 
 def _hub_high_water_mark(settings: BusSettings) -> int:

@@ -41,7 +41,13 @@ import zmq
 try:
     import psutil  # noqa: F401 - the workloads measure memory and CPU with it
 except ImportError as missing:
-    raise ImportError("the benchmark needs psutil: pip install 'shellbot[bench]'") from missing
+    # Installs that work: the name shellbot on PyPI is another project.
+    hint = (
+        "the benchmark needs psutil: pip install psutil (from a checkout: pip install '.[bench]')"
+    )
+    if sys.argv[:1] == ["-m"]:  # python -m shellbot.bench, still locating its __main__
+        sys.exit(f"shellbot.bench: error: {hint}")
+    raise ImportError(hint) from missing
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
