@@ -67,6 +67,16 @@ def address(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return unique_address(request.param, tmp_path_factory)
 
 
+@pytest.fixture(params=["tcp", "nats"])
+def network_address(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """Each transport that reaches other processes and machines, for the process suites."""
+    if request.param == "nats":
+        return str(request.getfixturevalue("nats_server").url)
+    return unique_address(request.param, tmp_path_factory)
+
+
 @pytest.fixture
 def embedded_hub(address: str) -> None:
     """For tests of the hub the bus holds itself: a broker's address (nats://) has none."""

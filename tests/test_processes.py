@@ -19,24 +19,24 @@ DIRECTS = [f"direct-{index}" for index in range(4)]
 
 
 @pytest.fixture
-def tcp_bus(tcp_address: str) -> Bus:
-    return Bus(Context({"bus": {"address": tcp_address}}))
+def network_bus(network_address: str) -> Bus:
+    return Bus(Context({"bus": {"address": network_address}}))
 
 
 @pytest.fixture
-def group_publisher(tcp_bus: Bus) -> Iterator[Publisher]:
-    yield from running_publisher(tcp_bus)
+def group_publisher(network_bus: Bus) -> Iterator[Publisher]:
+    yield from running_publisher(network_bus)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_fan_out_each_direct_channel_gets_exactly_its_messages(
-    tcp_address: str, group_publisher: Publisher, method: str
+    network_address: str, group_publisher: Publisher, method: str
 ) -> None:
     processes = multiprocessing.get_context(method)
     ready, results = processes.Queue(), processes.Queue()
     listeners = [
         processes.Process(
-            target=_workers.direct_listener, args=(tcp_address, channel, ready, results)
+            target=_workers.direct_listener, args=(network_address, channel, ready, results)
         )
         for channel in DIRECTS
     ]
@@ -67,14 +67,14 @@ def test_fan_out_each_direct_channel_gets_exactly_its_messages(
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_fan_in_many_publishers_on_one_address(
-    tcp_address: str, tcp_bus: Bus, group_publisher: Publisher, method: str
+    network_address: str, network_bus: Bus, group_publisher: Publisher, method: str
 ) -> None:
-    group = tcp_bus.subscribe(DIRECTS)
+    group = network_bus.subscribe(DIRECTS)
     assert group.wait_ready(timeout=5.0)
     count = 500
     processes = multiprocessing.get_context(method)
     reporters = [
-        processes.Process(target=_workers.direct_reporter, args=(tcp_address, channel, count))
+        processes.Process(target=_workers.direct_reporter, args=(network_address, channel, count))
         for channel in DIRECTS
     ]
     for reporter in reporters:
@@ -91,11 +91,13 @@ def test_fan_in_many_publishers_on_one_address(
     assert group.stats == {"received": count * len(DIRECTS), "dropped": 0, "missed": 0}
 
 
-def test_fan_in_from_separate_programs_sharing_nothing(tcp_address: str, tcp_bus: Bus) -> None:
+def test_fan_in_from_separate_programs_sharing_nothing(
+    network_address: str, network_bus: Bus
+) -> None:
     """Other programs, each with its own Context, Bus and Publisher; the first one up holds
     the hub and the others use it, with no server set up beforehand."""
-    group = tcp_bus.subscribe(DIRECTS)
-    group_publisher = tcp_bus.publish()
+    group = network_bus.subscribe(DIRECTS)
+    group_publisher = network_bus.publish()
     group_publisher.start()  # the group broadcasts too, as in the voting system
     assert group.wait_ready(timeout=5.0)
     script = textwrap.dedent(
@@ -115,7 +117,7 @@ def test_fan_in_from_separate_programs_sharing_nothing(tcp_address: str, tcp_bus
     )
     try:
         programs = [
-            subprocess.Popen([sys.executable, "-c", script, tcp_address, channel])
+            subprocess.Popen([sys.executable, "-c", script, network_address, channel])
             for channel in DIRECTS
         ]
         received = [group.receive(block=True, timeout=20.0) for _ in range(200 * len(DIRECTS))]
@@ -130,9 +132,9 @@ def test_fan_in_from_separate_programs_sharing_nothing(tcp_address: str, tcp_bus
 
 
 def test_a_publisher_object_can_be_used_in_a_spawned_process(
-    tcp_bus: Bus, group_publisher: Publisher
+    network_bus: Bus, group_publisher: Publisher
 ) -> None:
-    subscriber = tcp_bus.subscribe("shared")
+    subscriber = network_bus.subscribe("shared")
     assert subscriber.wait_ready(timeout=5.0)
     child = multiprocessing.get_context("spawn").Process(
         target=_workers.put_with, args=(group_publisher, "shared", 50)
