@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shellbot import Context
-from shellbot.bus import Bus, Publisher
+from shellbot.bus import Bus, Publisher, Subscriber
 
 VALUES = [
     {"from": "direct-1", "input": {"key": "vote", "value": "yes"}},
@@ -104,6 +104,25 @@ def test_put_refuses_a_bad_channel_and_queues_nothing(
     publisher.put("ok", "after")
     assert subscriber.get(block=True, timeout=5.0) == "after"
     assert subscriber.get() is None
+
+
+@pytest.mark.parametrize("channels", [[], (), iter([])], ids=["list", "tuple", "iterator"])
+def test_a_subscriber_of_no_channel_is_refused_as_put_refuses_it(
+    bus: Bus, publisher: Publisher, channels: object
+) -> None:
+    hint = r"call subscriber\.subscribe\(\['more', \.\.\.\]\) on the live subscriber"
+    with pytest.raises(ValueError, match=hint):
+        bus.subscribe(channels)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one channel"):
+        Subscriber(bus.context, [])
+    with pytest.raises(ValueError, match="it got None"):
+        bus.subscribe(None)  # type: ignore[arg-type]
+    # On a live subscriber, an empty list adds nothing: it stays live on its channels.
+    subscriber = ready(bus, "live")
+    subscriber.subscribe(channels)  # type: ignore[arg-type]
+    subscriber.unsubscribe([])
+    publisher.put("live", "still here")
+    assert subscriber.get(block=True, timeout=5.0) == "still here"
 
 
 @pytest.mark.parametrize(
