@@ -33,6 +33,19 @@ def direct_reporter(address: str, channel: str, count: int) -> None:
     publisher.join(timeout=10.0)
 
 
+def publisher_tool(address: str, channel: str, count: int) -> None:
+    """The original's publisher tool: puts, queues a pill, then starts and joins."""
+    Context.set_logger()
+    bus = Bus(Context({"bus": {"address": address}}))
+    bus.check()
+    publisher = bus.publish()
+    for index in range(count):
+        publisher.put(channel, index)
+    publisher.fan.put(None)
+    publisher.start()
+    publisher.join()  # returns once the pill arrived, after the messages
+
+
 def put_with(publisher: Any, channel: str, count: int) -> None:
     """Publishes through a publisher object made by another process."""
     for index in range(count):

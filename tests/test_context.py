@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -18,6 +22,16 @@ from shellbot import Context
 def add_many(context: Context, times: int) -> None:
     for _ in range(times):
         context.increment("votes.count")
+
+
+def add_to_gauge(context: Context, times: int) -> None:
+    for _ in range(times):
+        context.increment("votes.gauge")
+
+
+def bracketed(value: Any, default: Any) -> Any:
+    """A filter that can travel to another process, being defined at module level."""
+    return f"[{value}|{default}]"
 
 
 def test_nested_settings_become_dotted_keys() -> None:
@@ -36,14 +50,14 @@ def test_nested_settings_become_dotted_keys() -> None:
 
 def test_set_clear_and_is_empty() -> None:
     context = Context()
-    assert context.is_empty()
+    assert context.is_empty is True  # a property, as in the original: `if context.is_empty:`
     assert not context.is_switched_off()
     context.set("general.switch", "off")
     assert context.is_switched_off()
-    assert not context.is_empty()
+    assert context.is_empty is False
     assert context.get("general.switch") == "off"
     context.clear()
-    assert context.is_empty()
+    assert context.is_empty is True
     assert context.get("general.switch") is None
 
 
@@ -58,6 +72,83 @@ def test_check_defaults_mandatory_validate() -> None:
     with pytest.raises(ValueError, match=r"bus\.address"):
         context.check("bus.address", validate=lambda value: value.startswith("ipc://"))
     context.check("bus.address", validate=lambda value: value.startswith("tcp://"))
+
+
+def test_check_follows_the_original() -> None:
+    context = Context({"server": {"port": None, "name": "bot"}})
+    # Missing, no default, not mandatory: reads None, nothing checked, no error.
+    context.check("server.url")
+    context.check("server.url", validate=lambda value: value.startswith("http"))
+    context.check("server.url", filter=True)
+    assert context.get("server.url") is None
+    # A default is stored for a key missing or None, even when the key is mandatory.
+    context.check("server.host", "localhost", is_mandatory=True)
+    context.check("server.port", 8080, is_mandatory=True)
+    assert (context.get("server.host"), context.get("server.port")) == ("localhost", 8080)
+    # Only validate(value) is False refuses: a validator that returns None accepts.
+    context.check("server.name", validate=lambda value: None)
+    with pytest.raises(ValueError, match=r"server\.name"):
+        context.check("server.name", validate=lambda value: value == "other")
+    assert context.get("server.name") == "bot"
+
+
+def test_context_takes_a_filter_for_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    def upper(value: Any, default: Any) -> Any:
+        seen.append((value, default))
+        return value.upper()
+
+    context = Context({"server": {"token": "$TOKEN", "name": "bot"}}, filter=upper)
+    context.check("server.token", filter=True)
+    context.check("server.room", "lobby", filter=True)
+    context.check("server.name")  # no filter asked
+    assert seen == [("$TOKEN", None), ("lobby", "lobby")]
+    assert context.get("server.token") == "$TOKEN".upper()
+    assert context.get("server.room") == "LOBBY"
+    assert context.get("server.name") == "bot"
+    # The default filter falls back on the default when the variable is not set.
+    monkeypatch.delenv("SHELLBOT_TEST_ABSENT", raising=False)
+    plain = Context({"server": {"token": "$SHELLBOT_TEST_ABSENT"}})
+    plain.check("server.token", "fallback", filter=True)
+    assert plain.get("server.token") == "fallback"
+
+
+def test_a_filter_travels_with_its_context_when_it_can() -> None:
+    # The originals stay alive: their shared dicts live as long as they do.
+    original = Context({"a": {"b": "x"}}, filter=bracketed)
+    travelled = pickle.loads(pickle.dumps(original))
+    travelled.check("a.b", filter=True)
+    assert original.get("a.b") == "[x|None]"
+    # A lambda cannot be pickled: the context still travels (to a spawned publisher),
+    # and a check that would need the filter there says why it is missing.
+    with_lambda = Context({"a": {"b": "x"}}, filter=lambda value, default: value)
+    lost = pickle.loads(pickle.dumps(with_lambda))
+    assert lost.get("a.b") == "x"
+    with pytest.raises(TypeError, match="module level"):
+        lost.check("a.b", filter=True)
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers, root.level = handlers, level
+
+
+def test_set_logger_sets_up_the_root_logger(root_logger: logging.Logger) -> None:
+    root_logger.setLevel(logging.WARNING)
+    Context.set_logger()
+    assert root_logger.level == logging.DEBUG
+    assert len(root_logger.handlers) == 1
+    formatter = root_logger.handlers[0].formatter
+    assert formatter is not None
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    assert formatter.format(record).endswith("INFO     hello")
+    Context.set_logger(level=logging.INFO)
+    assert root_logger.level == logging.INFO
+    assert len(root_logger.handlers) == 1  # replaced, not added
 
 
 def test_check_filters_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,3 +266,24 @@ def test_a_program_that_ends_leaves_no_process_behind(
             program.wait(5)
         for process in _alive(children):
             process.kill()
+
+
+def test_a_counter_that_is_not_a_number_starts_from_zero() -> None:
+    context = Context({"votes": {"gauge": "world", "other": [1], "half": 1.5}})
+    assert context.increment("votes.gauge") == 1  # as in the original
+    context.set("votes.gauge", "world")
+    assert context.decrement("votes.gauge", 2) == -2
+    assert context.increment("votes.other", 3) == 3
+    assert context.increment("votes.half") == 2.5
+    # Still atomic across processes: each one's first increment may find the string.
+    context.set("votes.gauge", "world")
+    workers = [
+        multiprocessing.get_context("fork").Process(target=add_to_gauge, args=(context, 50))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30.0)
+        assert worker.exitcode == 0
+    assert context.get("votes.gauge") == 150

@@ -4,13 +4,14 @@ nats)."""
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
 
 import pytest
 
 from shellbot import Context
-from shellbot.bus import Bus, Publisher
+from shellbot.bus import Bus, Publisher, Subscriber
 
 VALUES = [
     {"from": "direct-1", "input": {"key": "vote", "value": "yes"}},
@@ -104,6 +105,25 @@ def test_put_refuses_a_bad_channel_and_queues_nothing(
     publisher.put("ok", "after")
     assert subscriber.get(block=True, timeout=5.0) == "after"
     assert subscriber.get() is None
+
+
+@pytest.mark.parametrize("channels", [[], (), iter([])], ids=["list", "tuple", "iterator"])
+def test_a_subscriber_of_no_channel_is_refused_as_put_refuses_it(
+    bus: Bus, publisher: Publisher, channels: object
+) -> None:
+    hint = r"call subscriber\.subscribe\(\['more', \.\.\.\]\) on the live subscriber"
+    with pytest.raises(ValueError, match=hint):
+        bus.subscribe(channels)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one channel"):
+        Subscriber(bus.context, [])
+    with pytest.raises(ValueError, match="it got None"):
+        bus.subscribe(None)  # type: ignore[arg-type]
+    # On a live subscriber, an empty list adds nothing: it stays live on its channels.
+    subscriber = ready(bus, "live")
+    subscriber.subscribe(channels)  # type: ignore[arg-type]
+    subscriber.unsubscribe([])
+    publisher.put("live", "still here")
+    assert subscriber.get(block=True, timeout=5.0) == "still here"
 
 
 @pytest.mark.parametrize(
@@ -226,6 +246,76 @@ def test_the_pill_stops_after_what_was_put_before(bus: Bus, publisher: Publisher
     assert not publisher.is_alive()
     received = [subscriber.get(block=True, timeout=5.0) for _ in range(1000)]
     assert received == list(range(1000))
+
+
+def test_a_pill_put_before_start_stops_the_publisher_after_what_was_put_before(
+    context: Context,
+) -> None:
+    """The original's publisher tool: put(), fan.put(None), then start() and join()."""
+    bus = Bus(context)
+    subscriber = bus.subscribe("tool")  # connected (or connecting) before any hub exists
+    publisher = bus.publish()
+    for index in range(32):
+        publisher.put("tool", index)
+    publisher.fan.put(None)
+    publisher.start()
+    try:
+        publisher.join(timeout=10.0)
+        assert not publisher.is_alive()
+        assert [subscriber.get(block=True, timeout=5.0) for _ in range(32)] == list(range(32))
+    finally:
+        publisher.stop()
+
+
+@pytest.mark.timeout(60)  # run() below runs in this thread: a bound if it never returned
+def test_run_called_directly_returns_when_the_switch_is_off(context: Context) -> None:
+    context.set("general.switch", "off")
+    publisher = Bus(context).publish()
+    handler = signal.getsignal(signal.SIGINT)
+    started = time.monotonic()
+    publisher.run()
+    assert time.monotonic() - started < 5.0
+    assert publisher.holds_hub  # it held the hub, as start() would have
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's signals are its own
+
+
+@pytest.mark.timeout(60)
+def test_run_called_directly_sends_what_was_put_and_returns_on_a_pill(context: Context) -> None:
+    bus = Bus(context)
+    subscriber = bus.subscribe("foreground")
+    publisher = bus.publish()
+    for index in range(32):
+        publisher.put("foreground", index)
+    publisher.fan.put(None)
+    publisher.run()  # holds the hub, forwards the 32 messages, then takes the pill
+    assert publisher.holds_hub
+    received = [subscriber.get(block=True, timeout=5.0) for _ in range(32)]
+    assert received == list(range(32))
+
+
+@pytest.mark.timeout(60)
+def test_run_called_directly_uses_the_hub_that_holds_the_address(
+    bus: Bus, publisher: Publisher
+) -> None:
+    subscriber = ready(bus, "through")
+    foreground = bus.publish()
+    foreground.put("through", "before the pill")
+    foreground.fan.put(None)
+    foreground.run()
+    assert not foreground.holds_hub
+    assert subscriber.get(block=True, timeout=5.0) == "before the pill"
+    # A pill put while run() runs, from another thread, stops it too.
+    runner = threading.Thread(target=foreground.run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 5.0
+    while not foreground._running_here and time.monotonic() < deadline:
+        runner.join(0.01)
+    foreground.put("through", "while running")
+    foreground.fan.put(None)
+    runner.join(timeout=10.0)
+    assert not runner.is_alive()
+    assert subscriber.get(block=True, timeout=5.0) == "while running"
+    assert publisher.is_alive()  # the one holding the hub is not affected
 
 
 def test_stopping_twice_or_never_started_is_harmless(bus: Bus) -> None:

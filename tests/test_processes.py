@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterator
 
 import _workers
+import psutil
 import pytest
 from conftest import running_publisher
 
@@ -129,6 +130,29 @@ def test_fan_in_from_separate_programs_sharing_nothing(
     for channel in DIRECTS:
         mine = [m.message["counter"] for m in received if m is not None and m.channel == channel]
         assert mine == list(range(200))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_the_original_publisher_tool_sends_everything_and_ends(
+    tcp_address: str, tcp_bus: Bus, method: str
+) -> None:
+    """Its publisher holds the hub, in a process of the tool's own: the pill put before
+    start() reaches that process after the messages, and the tool's join() returns."""
+    subscriber = tcp_bus.subscribe("tool")  # waits for the tool's hub
+    tool = multiprocessing.get_context(method).Process(
+        target=_workers.publisher_tool, args=(tcp_address, "tool", 32)
+    )
+    tool.start()
+    try:
+        received = [subscriber.get(block=True, timeout=20.0) for _ in range(32)]
+        tool.join(timeout=20.0)
+        assert tool.exitcode == 0
+    finally:
+        if tool.is_alive():  # stuck: its publisher and its context's manager go with it
+            for child in psutil.Process(tool.pid).children(recursive=True):
+                child.kill()
+            tool.terminate()
+    assert received == list(range(32))
 
 
 def test_a_publisher_object_can_be_used_in_a_spawned_process(

@@ -95,6 +95,10 @@ def check_subscription(channels: Any) -> tuple[str, ...]:
     """The channels given to ``subscribe()``: a str or a list of str; ``''`` means all."""
     if isinstance(channels, str):
         return (channels,)
+    if channels is None:  # as put() has it: no channel is a wrong value, not a wrong type
+        raise ValueError(
+            "subscribe() needs a channel, or a list of channels ('' for every channel); it got None"
+        )
     if isinstance(channels, Iterable) and not isinstance(channels, (bytes, bytearray, dict)):
         channels = tuple(channels)
         for channel in channels:

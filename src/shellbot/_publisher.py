@@ -5,9 +5,11 @@ process's outbox (see ``_outbox``), started or not. The process started by
 ``start()`` holds the hub when no one holds the address yet, or else relies on
 the hub that does (and takes over if it goes away). It stops when
 ``general.switch`` turns ``'off'`` (read at most every ``SWITCH_INTERVAL``
-seconds), on a pill sent by ``fan.put(None)`` or ``stop()``, or on SIGTERM;
-while stopping, its hub forwards what is still arriving, for at most
-``bus.drain_timeout`` seconds.
+seconds), on a pill sent by ``fan.put(None)`` or ``stop()`` (a pill put before
+``start()`` is kept, and sent once the process runs), or on SIGTERM; while
+stopping, its hub forwards what is still arriving, for at most
+``bus.drain_timeout`` seconds. ``run()`` called directly does the same in the
+caller.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .errors import AddressInUse, ShellbotError, TimeoutError, TransportError
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
 _STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
+# Guards a publisher's kept pills against a run() that begins in another thread.
+_pills_lock = threading.Lock()
 
 
 class _Snapshot:
@@ -84,6 +88,8 @@ class Publisher(multiprocessing.Process):
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
+        self._pills = 0  # pills put before start() or run(): see _send_kept_pill()
+        self._running_here = False  # run() called directly is past its readiness
 
     # -- in the caller's process ------------------------------------------------
 
@@ -130,6 +136,7 @@ class Publisher(multiprocessing.Process):
         if not ready:
             self.terminate()
             raise TimeoutError(transport.unreachable())
+        self._send_kept_pill(running_here=False)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stops the process after what this process put was forwarded; True once it is gone."""
@@ -184,13 +191,33 @@ class Publisher(multiprocessing.Process):
 
     def _send_pill(self) -> None:
         if not self._started:
-            return
-        started_here = self._thread is not None or self._started_by == os.getpid()
-        if started_here and not self.is_alive():
-            return  # its hub may be gone with it: there would be no one to take the pill
+            with _pills_lock:
+                if not self._running_here:  # no control socket would take it yet
+                    self._pills += 1
+                    return
+        else:
+            started_here = self._thread is not None or self._started_by == os.getpid()
+            if started_here and not self.is_alive():
+                return  # its hub may be gone with it: there would be no one to take the pill
         # From another process (forked after start), we cannot tell: a pill to a
         # publisher that is gone reaches no one, which is harmless.
         _outbox.outbox_for(self.settings).send_control(_codec.PILL + self.publisher_id.encode())
+
+    def _send_kept_pill(self, running_here: bool) -> None:
+        """Sends the pill put before start() or run(), once the control socket is live.
+
+        It leaves from here, through this process's outbox, as the messages put before
+        it did: they wait in that one socket, in order, until a hub takes them, so the
+        pill reaches the running publisher after them. The publisher's process could
+        not keep that order itself (after a fork or spawn it sees none of our
+        messages), nor could the pill be sent when put: no control socket took it yet.
+        Messages put between the pill and start() leave before it too.
+        """
+        with _pills_lock:
+            kept, self._pills = self._pills, 0
+            self._running_here = running_here
+        if kept:
+            _outbox.outbox_for(self.settings).send_control(_codec.PILL + self.publisher_id.encode())
 
     def _stop_at_exit(self) -> None:
         self.stop(timeout=self.settings.drain_timeout + 1.0)
@@ -213,9 +240,17 @@ class Publisher(multiprocessing.Process):
     # -- in the publisher's process ----------------------------------------------
 
     def run(self) -> None:
-        """Keeps the bus up until the switch turns off, a pill arrives or SIGTERM."""
+        """Keeps the bus up until the switch turns off, a pill arrives or SIGTERM.
+
+        ``start()`` runs it in the publisher's process (or thread). Called directly, as
+        a ``multiprocessing.Process`` may be, it runs in the caller, holding or using
+        the hub as ``start()`` would, and returns once the switch is off or a pill
+        arrives (one put before the call included).
+        """
         stopping = threading.Event()
-        if self._thread is None:
+        foreground = not self._started
+        in_child = not foreground and self._thread is None
+        if in_child:
             signal.signal(signal.SIGTERM, lambda *_: stopping.set())
             # Ctrl-C in a terminal reaches the whole process group: it is for the program
             # that started us, which stops us with a pill at its exit (or we see it gone).
@@ -237,6 +272,8 @@ class Publisher(multiprocessing.Process):
             control.subscribe(probe)
             self._confirm(control, probe, hub)
         except ShellbotError as error:  # told to start(), which raises it in the caller
+            if foreground:
+                raise
             self._failure.value = str(error).encode("utf-8")[:1023]
             self._state.value = _STATE_FAILED
             self._ready.set()
@@ -247,6 +284,8 @@ class Publisher(multiprocessing.Process):
             return
         parent = os.getppid()
         try:
+            if foreground:
+                self._send_kept_pill(running_here=True)
             next_switch = next_takeover = time.monotonic()
             while not stopping.is_set():
                 frames = control.receive(SWITCH_INTERVAL)
@@ -255,7 +294,7 @@ class Publisher(multiprocessing.Process):
                 now = time.monotonic()
                 if now >= next_switch:
                     next_switch = now + SWITCH_INTERVAL
-                    orphaned = self._thread is None and os.getppid() != parent
+                    orphaned = in_child and os.getppid() != parent
                     if orphaned or self.context.is_switched_off():
                         break
                     self._publish_stats(hub)
@@ -265,6 +304,9 @@ class Publisher(multiprocessing.Process):
                     if hub is not None:
                         self._state.value = _STATE_HUB
         finally:
+            if foreground:
+                with _pills_lock:
+                    self._running_here = False
             control.close()
             if hub is not None:
                 hub.close(self.settings.drain_timeout)
@@ -280,7 +322,8 @@ class Publisher(multiprocessing.Process):
             frames = control.receive(interval)
             if frames is not None and frames[0] == probe:
                 self._state.value = _STATE_HUB if hub is not None else _STATE_CLIENT
-                self._ready.set()
+                if self._ready is not None:  # None when run() was called directly
+                    self._ready.set()
                 return
             interval = min(interval * 2, 0.2)
 
@@ -289,3 +332,11 @@ class Publisher(multiprocessing.Process):
             stats = hub.stats()
             for index, name in enumerate(HUB_COUNTERS):
                 self._stats[index] = stats.get(name, 0)
+
+
+def _forget_after_fork() -> None:
+    global _pills_lock
+    _pills_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -125,6 +125,13 @@ class Subscriber:
     ) -> None:
         self.context = as_context(context, "Subscriber()")
         self.settings = BusSettings.from_context(self.context)
+        names = _codec.check_subscription(channels)  # before a socket is opened for nothing
+        if not names:  # the original refuses it too: such a subscriber would wait forever
+            raise ValueError(
+                "A subscriber needs at least one channel ('' for every channel); it got "
+                f"{channels!r}. To add channels as they come, subscribe to one and call "
+                "subscriber.subscribe(['more', ...]) on the live subscriber"
+            )
         self._receiver = transport_for(self.settings).open_receiver()
         # b"\xff" (a control topic no one sends) when the transport routes no batches
         self._batch_topic = self._receiver.batch_topic or _codec.CONTROL
@@ -148,7 +155,7 @@ class Subscriber:
         self._receiving = False
         self._released = False
         self._release_lock = threading.Lock()
-        self.subscribe(channels, pattern=pattern)
+        self.subscribe(list(names), pattern=pattern)  # names: channels may be a generator
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -156,9 +163,12 @@ class Subscriber:
         """Adds channels (or, with ``pattern=True``, patterns such as ``votes.*``).
 
         Raises ``ValueError`` for an invalid pattern, before adding any of ``channels``.
+        An empty list adds nothing, and leaves readiness as it was.
         """
         self._check_open()
         names = _codec.check_subscription(channels)
+        if not names:
+            return
         compiled = {
             channel: compile_pattern(channel)
             for channel in names

@@ -63,6 +63,9 @@ class Bus:
     def subscribe(self, channels: str | list[str], pattern: bool = False) -> Subscriber:
         """A subscriber of one channel or a list of channels (``''``: every channel).
 
+        Raises ``ValueError`` for no channel (``None``, ``[]``, ``()``), as ``put()`` does:
+        add channels to a live subscriber with ``subscriber.subscribe(channels)``.
+
         With ``pattern=True``, channels may be NATS-style patterns: ``votes.*``
         matches one dot-separated token, ``votes.>`` one or more.
         """

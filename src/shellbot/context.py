@@ -9,8 +9,10 @@ millisecond), which is why the bus never reads the context per message.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -73,12 +75,45 @@ class Context:
         context.set('general.switch', 'off')
     """
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        filter: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        """``filter(value, default)``, when given, replaces the default filter of
+        ``check(key, filter=True)``, which reads ``'$NAME'`` from the environment."""
         manager = _shared_manager()
         self._values = manager.dict()
         self._lock = manager.RLock()
+        self._filter: Callable[[Any, Any], Any] | None = filter
+        self._filter_lost = ""  # why the filter given to Context() is not in this process
         if settings:
             self.apply(settings)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A context travels to spawned processes; a filter that cannot (a lambda, a
+        nested function) is left behind, and check(filter=True) there says so."""
+        state = self.__dict__.copy()
+        given = state["_filter"]
+        if given is not None:
+            try:
+                pickle.dumps(given)
+            except Exception as error:  # pickling raises many kinds of errors
+                state["_filter"] = None
+                state["_filter_lost"] = f"{given!r:.60} cannot be pickled ({error})"
+        return state
+
+    @classmethod
+    def set_logger(cls, level: int = logging.DEBUG) -> None:
+        """Sets the level and format of the root logger, as the original's tools expect
+        of their first line; replaces the handlers the root logger had."""
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", datefmt="%H:%M:%S")
+        )
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(level)
 
     def apply(self, settings: Mapping[str, Any]) -> None:
         """Merges nested dicts: ``{'bus': {'address': x}}`` sets ``bus.address``."""
@@ -92,8 +127,9 @@ class Context:
         with self._lock:
             self._values.clear()
 
+    @property
     def is_empty(self) -> bool:
-        """True when no setting is set."""
+        """True when no setting is set; a property, as in the original: ``if context.is_empty:``."""
         return len(self._values) == 0
 
     def check(
@@ -101,35 +137,51 @@ class Context:
         key: str,
         default: Any = None,
         is_mandatory: bool = False,
-        validate: Callable[[Any], bool] | None = None,
+        validate: Callable[[Any], Any] | None = None,
         filter: bool = False,
     ) -> None:
-        """Checks one setting, and updates the context accordingly.
+        """Checks one setting, and updates the context accordingly, as the original does.
 
-        - a missing key gets ``default`` (when it is not None);
-        - a missing key with ``is_mandatory`` raises ``KeyError``;
-        - with ``filter``, a value ``'$NAME'`` is replaced by the environment
-          variable ``NAME`` (``KeyError`` when it is not set);
-        - with ``validate``, a value for which it returns False raises ``ValueError``.
+        - with a ``default``, a key missing or None is set to it, even if ``is_mandatory``;
+        - without one, a missing key raises ``KeyError`` when ``is_mandatory``, and else
+          reads None: nothing is checked, nothing is stored, no error;
+        - ``validate(value) is False`` raises ``ValueError``;
+        - with ``filter``, the value is replaced by ``filter(value, default)`` (see
+          ``Context(filter=...)``); the default filter replaces ``'$NAME'`` by the
+          environment variable ``NAME``, or ``default`` when it is not set, and raises
+          ``KeyError`` when neither is.
         """
         with self._lock:
             value = self._values.get(key)
             if value is None:
-                if is_mandatory:
-                    raise KeyError(f"Missing mandatory setting '{key}': set it in the context")
                 if default is None:
+                    if is_mandatory:
+                        raise KeyError(f"Missing mandatory setting '{key}': set it in the context")
                     return
                 value = default
-            if filter and isinstance(value, str) and value.startswith("$"):
-                name = value[1:]
-                if name not in os.environ:
-                    raise KeyError(
-                        f"Setting '{key}' names the environment variable '{name}', which is not set"
-                    )
-                value = os.environ[name]
-            if validate is not None and not validate(value):
+                self._values[key] = value
+            # The original's order: the value is validated as written, then filtered.
+            if validate is not None and validate(value) is False:
                 raise ValueError(f"Invalid value for setting '{key}': {value!r}")
-            self._values[key] = value
+            if filter:
+                self._values[key] = self._filtered(key, value, default)
+
+    def _filtered(self, key: str, value: Any, default: Any) -> Any:
+        if self._filter is not None:
+            return self._filter(value, default)
+        if self._filter_lost:
+            raise TypeError(
+                f"check('{key}', filter=True): the filter given to Context() stayed in the "
+                f"process that made it: {self._filter_lost}; define it at module level"
+            )
+        if not isinstance(value, str) or not value.startswith("$"):
+            return value
+        name = value[1:]
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise KeyError(f"Setting '{key}' names the environment variable '{name}', which is not set")
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``; for a prefix such as ``'bus'``, a dict of the keys below it."""
@@ -155,15 +207,23 @@ class Context:
         """Sets one setting."""
         self._values[key] = value
 
-    def increment(self, key: str, delta: int = 1) -> int:
-        """Adds ``delta`` to a counter (missing counts as 0), atomically, and returns the result."""
-        with self._lock:
-            value: int = self._values.get(key, 0) + delta
+    def increment(self, key: str, delta: int | float = 1) -> int | float:
+        """Adds ``delta`` to a counter, atomically, and returns the result (an int, unless
+        the counter or ``delta`` is a float).
+
+        A counter missing, or holding something that is not a number, starts from 0,
+        as in the original.
+        """
+        with self._lock:  # the manager's lock: atomic across processes
+            value: int | float = self._values.get(key, 0)
+            if not isinstance(value, (int, float)):
+                value = 0
+            value += delta
             self._values[key] = value
             return value
 
-    def decrement(self, key: str, delta: int = 1) -> int:
-        """Takes ``delta`` from a counter (missing counts as 0), atomically; returns the result."""
+    def decrement(self, key: str, delta: int | float = 1) -> int | float:
+        """Takes ``delta`` from a counter, as ``increment()`` adds it; returns the result."""
         return self.increment(key, -delta)
 
     def has(self, prefix: str) -> bool:
