@@ -259,6 +259,8 @@ class _Connection:
         self._probe_ids: dict[str, int] = {}
         self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
         self._probes_connecting: set[str] = set()
+        self._known = frozenset(_server_key(url) for url in self.servers)
+        self._here: str | None = None  # the server this connection is on
         options = _connect_options(settings, self.servers)
         self._probe_options = options
         self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
@@ -300,8 +302,9 @@ class _Connection:
             max_reconnect_attempts=-1,  # forever: start() and waits are bounded above
             reconnect_time_wait=RECONNECT_WAIT,
             error_cb=self._error,
-            disconnected_cb=self._nothing,
+            disconnected_cb=self._disconnected,
             reconnected_cb=self._connected,
+            discovered_server_cb=self._discovered,
             closed_cb=self._nothing,
         )
         with contextlib.suppress(asyncio.CancelledError):
@@ -311,9 +314,22 @@ class _Connection:
     async def _nothing(self) -> None:
         pass
 
+    async def _disconnected(self) -> None:
+        self._here = None
+
+    async def _discovered(self) -> None:
+        """The servers configured and those the cluster announced, by host:port."""
+        self._known = frozenset(
+            {_server_key(url) for url in self.client.servers}
+            | {_server_key(url) for url in self.servers}
+        )
+
     async def _connected(self) -> None:
         self.max_payload = self.client.max_payload
         self.last_error = None
+        await self._discovered()
+        here = self.client.connected_url
+        self._here = None if here is None else _server_key(here)
         for callback in self._on_connect:
             callback()
 
@@ -341,14 +357,11 @@ class _Connection:
         """From any thread: publishes ``subject`` from each other server of the cluster
         (in the loop, soon); returns on how many servers that is tried now."""
         now = time.monotonic()
-        here = self.client.connected_url
-        known = {_server_key(url) for url in self.client.servers} | {
-            _server_key(url) for url in self.servers
-        }
-        if here is not None:
-            known.discard(_server_key(here))
+        known, here = self._known, self._here  # kept by the loop: one consistent read here
         others = [
-            key for key in known if now - self._probes_failed.get(key, -PROBE_RETRY) >= PROBE_RETRY
+            key
+            for key in known
+            if key != here and now - self._probes_failed.get(key, -PROBE_RETRY) >= PROBE_RETRY
         ]
         self.call_soon(self._probe, subject, others)
         return len(others)
