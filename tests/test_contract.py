@@ -275,7 +275,8 @@ def test_run_called_directly_returns_when_the_switch_is_off(context: Context) ->
     started = time.monotonic()
     publisher.run()
     assert time.monotonic() - started < 5.0
-    assert publisher.holds_hub  # it held the hub, as start() would have
+    # It held the hub, as start() would have; a NATS server is the hub itself.
+    assert publisher.holds_hub is not context.get("bus.address").startswith("nats://")
     assert signal.getsignal(signal.SIGINT) is handler  # the caller's signals are its own
 
 
@@ -288,7 +289,7 @@ def test_run_called_directly_sends_what_was_put_and_returns_on_a_pill(context: C
         publisher.put("foreground", index)
     publisher.fan.put(None)
     publisher.run()  # holds the hub, forwards the 32 messages, then takes the pill
-    assert publisher.holds_hub
+    assert publisher.holds_hub is not context.get("bus.address").startswith("nats://")
     received = [subscriber.get(block=True, timeout=5.0) for _ in range(32)]
     assert received == list(range(32))
 

@@ -134,13 +134,13 @@ def test_fan_in_from_separate_programs_sharing_nothing(
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_the_original_publisher_tool_sends_everything_and_ends(
-    tcp_address: str, tcp_bus: Bus, method: str
+    network_address: str, network_bus: Bus, method: str
 ) -> None:
     """Its publisher holds the hub, in a process of the tool's own: the pill put before
     start() reaches that process after the messages, and the tool's join() returns."""
-    subscriber = tcp_bus.subscribe("tool")  # waits for the tool's hub
+    subscriber = network_bus.subscribe("tool")  # waits for the tool's hub
     tool = multiprocessing.get_context(method).Process(
-        target=_workers.publisher_tool, args=(tcp_address, "tool", 32)
+        target=_workers.publisher_tool, args=(network_address, "tool", 32)
     )
     tool.start()
     try:

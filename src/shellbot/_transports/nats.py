@@ -261,6 +261,7 @@ class _Connection:
         self._probes_connecting: set[str] = set()
         self._known = frozenset(_server_key(url) for url in self.servers)
         self._here: str | None = None  # the server this connection is on
+        self.connected_once: asyncio.Event  # made in the loop, set at the first connection
         options = _connect_options(settings, self.servers)
         self._probe_options = options
         self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
@@ -293,6 +294,9 @@ class _Connection:
             callback()
 
     def _start_connecting(self) -> None:
+        # nats-py keeps what is written before the first connection in a buffer that
+        # connecting replaces: subscriptions wait for this (publishing waits anyway).
+        self.connected_once = asyncio.Event()
         self.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -325,6 +329,7 @@ class _Connection:
         )
 
     async def _connected(self) -> None:
+        self.connected_once.set()
         self.max_payload = self.client.max_payload
         self.last_error = None
         await self._discovered()
@@ -688,6 +693,8 @@ class NatsReceiver(Receiver):
 
     async def _subscribe(self, interest: str) -> None:
         client = self._connection.client
+        # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
+        await self._connection.connected_once.wait()
         subscription = await client.subscribe(interest)
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
