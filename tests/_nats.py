@@ -61,10 +61,14 @@ class NatsNode:
             lines.append(f'jetstream {{ store_dir: "{self.directory / "store"}" }}')
         if cluster_port is not None:
             route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in routes)
-            lines.append(
-                f'cluster {{ name: "shellbot-test" listen: "127.0.0.1:{cluster_port}" '
-                f"routes: [{route_list}] }}"
-            )
+            # One key a line: the configuration parser wants a separator between keys.
+            lines += [
+                "cluster {",
+                '  name: "shellbot-test"',
+                f'  listen: "127.0.0.1:{cluster_port}"',
+                f"  routes: [{route_list}]",
+                "}",
+            ]
         lines.append(extra)
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
