@@ -56,6 +56,7 @@ CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
 NAME_CACHE_LIMIT = 100_000  # subjects whose topics are remembered
+UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
 
 _unpack_header = HEADER.unpack_from
 
@@ -339,9 +340,15 @@ class _Connection:
     # -- probes from every node (see Sender.send_probe)
     def probe_elsewhere(self, subject: str) -> int:
         """From any thread: publishes ``subject`` from each other server of the cluster
-        (in the loop, soon); returns on how many servers that is tried now."""
+        (in the loop, soon); returns on how many servers that is tried now, or
+        UNKNOWN_NODES while this connection is not connected."""
         now = time.monotonic()
         here = self.client.connected_url
+        if here is None:
+            # Not connected yet (or reconnecting): which node will hold the subscriptions,
+            # and so which others must echo, is not known yet; no count of copies proves
+            # readiness now. The next probe, once connected, counts again.
+            return UNKNOWN_NODES
         known = {_server_key(url) for url in self.client.servers} | {
             _server_key(url) for url in self.servers
         }
