@@ -482,6 +482,11 @@ class NatsSender(Sender):
             connection.call_soon(self._kick)
 
     def send_probe(self, topic: bytes, body: bytes) -> int:
+        if len(self._queue) >= self._limit:
+            # Cut off with a full queue: a probe would wait bus.send_timeout for room and
+            # raise, past the caller's own timeout; nothing leaves, so nothing is proven.
+            self._connection.check()
+            return UNKNOWN_NODES
         self.send_one(topic, body)
         return 1 + self._connection.probe_elsewhere(self._naming.subject(topic))
 
