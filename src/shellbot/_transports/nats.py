@@ -56,6 +56,7 @@ CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
 NAME_CACHE_LIMIT = 100_000  # subjects whose topics are remembered
+UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
 
 _unpack_header = HEADER.unpack_from
 
@@ -360,9 +361,15 @@ class _Connection:
     # -- probes from every node (see Sender.send_probe)
     def probe_elsewhere(self, subject: str) -> int:
         """From any thread: publishes ``subject`` from each other server of the cluster
-        (in the loop, soon); returns on how many servers that is tried now."""
+        (in the loop, soon); returns on how many servers that is tried now, or
+        UNKNOWN_NODES while this connection is not connected."""
         now = time.monotonic()
         known, here = self._known, self._here  # kept by the loop: one consistent read here
+        if here is None:
+            # Not connected yet (or reconnecting): which node will hold the subscriptions,
+            # and so which others must echo, is not known yet; no count of copies proves
+            # readiness now. The next probe, once connected, counts again.
+            return UNKNOWN_NODES
         others = [
             key
             for key in known
@@ -493,6 +500,11 @@ class NatsSender(Sender):
             connection.call_soon(self._kick)
 
     def send_probe(self, topic: bytes, body: bytes) -> int:
+        if len(self._queue) >= self._limit:
+            # Cut off with a full queue: a probe would wait bus.send_timeout for room and
+            # raise, past the caller's own timeout; nothing leaves, so nothing is proven.
+            self._connection.check()
+            return UNKNOWN_NODES
         self.send_one(topic, body)
         return 1 + self._connection.probe_elsewhere(self._naming.subject(topic))
 
