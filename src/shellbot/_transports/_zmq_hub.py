@@ -35,6 +35,7 @@ from .._codec import (
     TERMINATOR,
 )
 from .._settings import BusSettings
+from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub
 from .base import Hub
 from .zmq import (
     _NOBLOCK,
@@ -77,7 +78,10 @@ _RECORD_SIZE = RECORD.size
 
 def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
     """A hub bound at ``settings.address`` and its inbound side, or None when another
-    hub holds the address."""
+    hub holds the address (or, with CURVE, when this process may not hold the hub)."""
+    curve = curve_of(settings)
+    if curve is not None and holding_refused(curve) is not None:
+        return None  # without the hub's secret it only connects, never binds
     lock_file = None
     if settings.scheme == "ipc":
         # Binding an ipc path replaces whoever held it; a lock file says a hub lives.
@@ -87,10 +91,22 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
     xpub = context.socket(zmq.XPUB)
     xpub.setsockopt(zmq.SNDHWM, _hub_high_water_mark(settings))
     xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
+    # Far larger frames cost memory before the hub can refuse them: libzmq drops the
+    # peer instead. Frames between the two limits are received, counted and dropped.
+    pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)
+    # Both sides are secured before either binds: no plain peer ever gets in.
+    secured = None
+    if curve is not None:
+        secured = secure_hub(context, [xpub, pull], curve, f"shellbot {settings.address}")
     try:
         xpub.bind(settings.address)
     except zmq.ZMQError as error:
         xpub.close(linger=0)
+        pull.close(linger=0)
+        if secured is not None:
+            release_hub(secured)
         if lock_file is not None:
             os.close(lock_file)
         if error.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL):
@@ -101,24 +117,21 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
         ) from error
     routes = _Routes()
     _warm_up(xpub, routes)
-    pull = context.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
-    # Far larger frames cost memory before the hub can refuse them: libzmq drops the
-    # peer instead. Frames between the two limits are received, counted and dropped.
-    pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)
     inbound = inbound_address(settings)
     try:
         pull.bind(inbound)
     except zmq.ZMQError as error:
         pull.close(linger=0)
         xpub.close(linger=0)
+        if secured is not None:
+            release_hub(secured)
         if lock_file is not None:
             os.close(lock_file)
         raise errors.AddressInUse(
             f"The hub bound {settings.address} but not its inbound side {inbound} "
             f"({error}); free it, or set bus.inbound to a free address"
         ) from error
-    return ZmqHub(context, settings, xpub, pull, lock_file, routes)
+    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured)
 
 
 class _Routes:
@@ -248,7 +261,9 @@ class ZmqHub(Hub):
         publisher_side: zmq.Socket,
         lock_file: int | None,
         routes: _Routes,
+        secured: Any = None,
     ) -> None:
+        self._secured = secured  # the ZAP handler's share of a CURVE hub, released at the end
         self._settings = settings
         self._xpub = subscriber_side
         self._pull = publisher_side
@@ -303,6 +318,8 @@ class ZmqHub(Hub):
             for socket in (self._pull, self._wake_in):
                 socket.close(linger=0)
             self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
+            if self._secured is not None:
+                release_hub(self._secured)
             if self._lock_file is not None:
                 os.close(self._lock_file)
 

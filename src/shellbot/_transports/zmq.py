@@ -42,6 +42,7 @@ from zmq.backend import Socket as _BackendSocket
 from .. import errors
 from .._codec import CONTROL, ROUTE, ROUTE_REQUEST
 from .._settings import BusSettings
+from ._zmq_curve import HandshakeWatch, curve_of, holding_refused, secure_client
 from .base import Frames, Hub, Receiver, Sender, Transport
 
 RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
@@ -120,6 +121,7 @@ class ZmqSender(Sender):
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        self._watch = _secured(self._socket, settings, "inbound side", self._address)
         self._socket.connect(connect_address(self._address))
         self._lock = threading.Lock()
 
@@ -152,9 +154,13 @@ class ZmqSender(Sender):
             f"Sending to {self._address} failed ({error}): check bus.address and bus.inbound"
         )
 
+    def handshake_failure(self) -> str | None:
+        return None if self._watch is None else self._watch.failure()
+
     def close(self, linger: float) -> None:
         with self._lock:
             if not self._socket.closed:
+                _unwatch(self._socket, self._watch)
                 self._socket.close(linger=_milliseconds(linger))
 
 
@@ -167,6 +173,7 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.SNDHWM, 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._watch = _secured(self._socket, settings, "subscriber side", settings.address)
         self._socket.connect(connect_address(settings.address))
         identity = secrets.token_hex(8).encode()
         self.batch_topic = ROUTE + identity
@@ -261,9 +268,35 @@ class ZmqReceiver(Receiver):
     def closed(self) -> bool:
         return bool(self._socket.closed)
 
+    def handshake_failure(self) -> str | None:
+        return None if self._watch is None else self._watch.failure()
+
     def close(self) -> None:
         if not self._socket.closed:
+            _unwatch(self._socket, self._watch)
             self._socket.close(linger=0)
+
+
+def _secured(
+    socket: zmq.Socket, settings: BusSettings, side: str, endpoint: str
+) -> HandshakeWatch | None:
+    """With bus.curve.* set: makes ``socket`` a CURVE client, watched; else leaves it be."""
+    curve = curve_of(settings)
+    if curve is None:
+        return None
+    try:
+        secure_client(socket, curve)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return HandshakeWatch(socket, curve, side, endpoint)
+
+
+def _unwatch(socket: zmq.Socket, watch: HandshakeWatch | None) -> None:
+    if watch is not None:
+        with contextlib.suppress(zmq.ZMQError):
+            socket.disable_monitor()
+        watch.close()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -293,6 +326,14 @@ class ZmqTransport(Transport):
 
     def unreachable(self) -> str:
         settings = self.settings
+        curve = curve_of(settings)
+        refused = None if curve is None else holding_refused(curve)
+        if refused is not None:
+            return (
+                f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
+                f"(bus.start_timeout), and {refused}: start `shellbot-bus hub` there with "
+                "the hub's secret certificate, or a publisher that holds it"
+            )
         return (
             f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
             f"(bus.start_timeout): the publisher could not hold the hub there, and its "
