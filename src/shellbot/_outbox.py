@@ -86,6 +86,10 @@ class Outbox:
         with self._lock:
             return self._sender.send_probe(topic, _codec.HEADER.pack(self.sender_id, 0))
 
+    def handshake_failure(self) -> str | None:
+        """Why the hub refused this process's sender (see ``Sender.handshake_failure``)."""
+        return self._sender.handshake_failure()
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:

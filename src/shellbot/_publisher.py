@@ -29,11 +29,11 @@ from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver
 from .context import Context
-from .errors import AddressInUse, ShellbotError, TimeoutError, TransportError
+from .errors import AddressInUse, AuthenticationError, ShellbotError, TimeoutError, TransportError
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
-_STATE_HUB, _STATE_CLIENT, _STATE_FAILED = 1, 2, -1
+_STATE_HUB, _STATE_CLIENT, _STATE_FAILED, _STATE_REFUSED = 1, 2, -1, -2
 # Guards a publisher's kept pills against a run() that begins in another thread.
 _pills_lock = threading.Lock()
 
@@ -130,9 +130,10 @@ class Publisher(multiprocessing.Process):
             super().start()
         _outbox.stop_at_exit(id(self), self._stop_at_exit)
         ready = self._ready.wait(self.settings.start_timeout)
-        if self._state.value == _STATE_FAILED:
+        if self._state.value in (_STATE_FAILED, _STATE_REFUSED):
             self.join(1.0)
-            raise TransportError(self._failure.value.decode("utf-8", "replace"))
+            failed = AuthenticationError if self._state.value == _STATE_REFUSED else TransportError
+            raise failed(self._failure.value.decode("utf-8", "replace"))
         if not ready:
             self.terminate()
             raise TimeoutError(transport.unreachable())
@@ -275,7 +276,8 @@ class Publisher(multiprocessing.Process):
             if foreground:
                 raise
             self._failure.value = str(error).encode("utf-8")[:1023]
-            self._state.value = _STATE_FAILED
+            refused = isinstance(error, AuthenticationError)
+            self._state.value = _STATE_REFUSED if refused else _STATE_FAILED
             self._ready.set()
             if control is not None:
                 control.close()
@@ -325,6 +327,10 @@ class Publisher(multiprocessing.Process):
                 if self._ready is not None:  # None when run() was called directly
                     self._ready.set()
                 return
+            # A secured hub that refused us would never echo: say why now, not at the timeout.
+            refused = control.handshake_failure() or outbox.handshake_failure()
+            if refused is not None:
+                raise AuthenticationError(refused)
             interval = min(interval * 2, 0.2)
 
     def _publish_stats(self, hub: Hub | None) -> None:

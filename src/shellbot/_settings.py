@@ -35,6 +35,11 @@ class BusSettings:
     nats_tls_ca: str | None = field(default=None, metadata={"key": "nats.tls_ca"})
     nats_tls_cert: str | None = field(default=None, metadata={"key": "nats.tls_cert"})
     nats_tls_key: str | None = field(default=None, metadata={"key": "nats.tls_key"})
+    # tcp:// only, read from bus.curve.*: certificate files as `shellbot-bus keygen` writes
+    # them (see _transports/_zmq_curve.py); none set: a plain bus, as without CURVE
+    curve_server_key: str | None = field(default=None, metadata={"key": "curve.server_key"})
+    curve_client_key: str | None = field(default=None, metadata={"key": "curve.client_key"})
+    curve_authorized: str | None = field(default=None, metadata={"key": "curve.authorized"})
 
     @property
     def scheme(self) -> str:

@@ -30,7 +30,7 @@ from ._message import Message
 from ._settings import BusSettings, as_context
 from ._transports import transport_for
 from .context import Context
-from .errors import ClosedError
+from .errors import AuthenticationError, ClosedError
 
 SWITCH_INTERVAL = 0.1  # iteration reads general.switch at most this often, in seconds
 WAIT_SLICE = 0.25  # an endless wait wakes this often, so close() from another thread is seen
@@ -252,6 +252,8 @@ class Subscriber:
         subscriber keeps up), False when ``timeout`` seconds passed first.
         Messages that arrive meanwhile are kept for ``get()``. Each call checks
         anew: after a hub restart or takeover, it waits for the new hub.
+        On a secured bus (``bus.curve.*``), raises ``AuthenticationError`` as soon as
+        the hub refused this process's handshake, saying which side and what to check.
         """
         self._check_open()
         if self._ready:  # an echo of an older probe would prove nothing about the hub now
@@ -278,6 +280,11 @@ class Subscriber:
                 self._receiving = False
                 if self._closed:
                     self._release()
+            # A secured hub that refused us would never echo: say why, within the timeout.
+            if not self._ready:
+                refused = self._receiver.handshake_failure() or outbox.handshake_failure()
+                if refused is not None:
+                    raise AuthenticationError(refused)
             interval = min(interval * 2, 0.2)
         return True
 

@@ -387,6 +387,7 @@ class VoteSettings:
     wait: float = 0.0
     expect: int = 0
     seed: int | None = None
+    curve: dict[str, str] = field(default_factory=dict)  # bus.curve.* keys, set ones only
 
 
 class VoteHost:
@@ -400,7 +401,7 @@ class VoteHost:
         self.vote_id = secrets.token_hex(3)
         self.seed = settings.seed if settings.seed is not None else random.randrange(10_000)
         self.tally = Tally(self.vote_id, list(settings.options))
-        self.context = Context({"bus": {"address": settings.address}})
+        self.context = Context({"bus": {"address": settings.address, "curve": settings.curve}})
         self.bus = Bus(self.context)
         self.bus.check()
         self.publisher: Publisher | None = None
@@ -616,14 +617,19 @@ class VoteHost:
 
 
 def join_vote(
-    address: str, voters: int, workers: int, wait: float, view: JoinView
+    address: str,
+    voters: int,
+    workers: int,
+    wait: float,
+    view: JoinView,
+    curve: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Adds ``voters`` to the vote running at ``address``; returns the host's result message.
 
     Waits up to ``wait`` seconds for a host to answer.
     """
     # What the joiner itself sends (join requests) is worth little once it gives up.
-    context = Context({"bus": {"address": address, "linger": 1.0}})
+    context = Context({"bus": {"address": address, "linger": 1.0, "curve": curve or {}}})
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()

@@ -101,6 +101,60 @@ Address = Annotated[
     ),
 ]
 
+# bus.curve.* from the command line (or the environment), for hub and vote.
+CurveServerKey = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-server-key",
+        envvar="SHELLBOT_BUS_CURVE_SERVER_KEY",
+        metavar="FILE",
+        help="bus.curve.server_key: the hub's certificate (NAME.key_secret where the hub "
+        "runs, NAME.key elsewhere).",
+    ),
+]
+CurveClientKey = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-client-key",
+        envvar="SHELLBOT_BUS_CURVE_CLIENT_KEY",
+        metavar="FILE",
+        help="bus.curve.client_key: this program's secret certificate (NAME.key_secret).",
+    ),
+]
+CurveAuthorized = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-authorized",
+        envvar="SHELLBOT_BUS_CURVE_AUTHORIZED",
+        metavar="DIR",
+        help="bus.curve.authorized: the folder of public certificates the hub accepts.",
+    ),
+]
+
+
+def _curve(
+    server_key: str | None, client_key: str | None, authorized: str | None
+) -> dict[str, str]:
+    """The bus.curve.* keys given, checked at once (a usage error names the option)."""
+    given = {"server_key": server_key, "client_key": client_key, "authorized": authorized}
+    curve = {key: value for key, value in given.items() if value}
+    if curve:
+        from ._transports._zmq_curve import curve_of
+
+        try:
+            curve_of(_with_curve(BusSettings(), curve))
+        except ConfigurationError as error:
+            fail(str(error), EXIT_USAGE)
+    return curve
+
+
+def _with_curve(settings: BusSettings, curve: dict[str, str]) -> BusSettings:
+    import dataclasses
+
+    changes: dict[str, Any] = {f"curve_{key}": value for key, value in curve.items()}
+    return dataclasses.replace(settings, **changes)
+
+
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -279,6 +333,9 @@ def vote(
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
+    curve_server_key: CurveServerKey = None,
+    curve_client_key: CurveClientKey = None,
+    curve_authorized: CurveAuthorized = None,
 ) -> None:
     """Run the spec's distributed vote: a group channel asks N direct channels, which answer.
 
@@ -291,6 +348,7 @@ def vote(
     from ._vote import VoteHost, VoteSettings, join_vote
 
     console = Console(highlight=False)
+    curve = _curve(curve_server_key, curve_client_key, curve_authorized)
     if join is not None:
         checked(join, "--join")
         source = ctx.get_parameter_source("address")
@@ -301,7 +359,7 @@ def vote(
                 EXIT_USAGE,
             )
         joiner = JoinScreen(console)
-        closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner)
+        closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner, curve)
         joiner.finish(closed)
         return
     settings = VoteSettings(
@@ -315,6 +373,7 @@ def vote(
         wait=wait if wait is not None else (60.0 if expect else 0.0),
         expect=expect,
         seed=seed,
+        curve=curve,
     )
     if len(set(settings.options)) < 2:
         fail("a vote needs at least two different options (--option A --option B)", EXIT_USAGE)
@@ -591,6 +650,9 @@ def hub(
         ),
     ] = 1.0,
     address: Address = DEFAULT_ADDRESS,
+    curve_server_key: CurveServerKey = None,
+    curve_client_key: CurveClientKey = None,
+    curve_authorized: CurveAuthorized = None,
 ) -> None:
     """Run a standalone hub: subscribers connect at ADDRESS, publishers at its inbound side.
 
@@ -600,10 +662,18 @@ def hub(
     from ._transports import transport_for
     from ._transports.zmq import inbound_address
 
-    settings = BusSettings(address=checked(address))
+    curve = _curve(curve_server_key, curve_client_key, curve_authorized)
+    settings = _with_curve(BusSettings(address=checked(address)), curve)
     transport = transport_for(settings)
     if transport.process_local:
         fail(f"{address} lives inside one process: a hub for it would serve no one", EXIT_USAGE)
+    if curve:
+        from ._transports._zmq_curve import curve_of, holding_refused
+
+        secured = curve_of(settings)  # tcp:// only: a usage error otherwise
+        refused = holding_refused(secured) if secured is not None else None
+        if refused is not None:
+            fail(f"cannot run a hub: {refused}", EXIT_USAGE)
     stop = threading.Event()
     with _stop_on_signals(stop):
         the_hub = transport.open_hub()
@@ -750,6 +820,38 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+# -- keygen ----------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_epilog(
+        "shellbot-bus keygen hub --dir keys      # on the machine that holds the hub",
+        "shellbot-bus keygen alice --dir keys    # on each machine that connects",
+    )
+)
+@guarded
+def keygen(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The key's name (a file name).")],
+    folder: Annotated[
+        str,
+        typer.Option("--dir", metavar="DIR", help="Where to write the key pair."),
+    ] = ".",
+) -> None:
+    """Write a CURVE key pair: DIR/NAME.key (public, to copy) and DIR/NAME.key_secret
+    (secret, readable by its owner only); never overwrites.
+
+    Use them as bus.curve.server_key, bus.curve.client_key and bus.curve.authorized
+    (see the README's "Secured with CURVE").
+    """
+    from ._keys import keygen as make_pair
+
+    try:
+        public, secret = make_pair(name, folder)
+    except (ConfigurationError, OSError) as error:
+        fail(str(error))  # not about --address, which guarded() would name
+    typer.echo(f"public key {public} (copy it), secret key {secret} (keep it here)")
 
 
 # -- spy -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ The tree::
     |   +-- MessageTooLarge              the encoded message exceeds bus.max_message_size
     +-- TransportError                   the transport failed (ZeroMQ, NATS); the cause is chained
     |   +-- AddressInUse                 the address is held by something that is not a hub
+    |   +-- AuthenticationError          a secured hub refused this process, or it the hub
     +-- TimeoutError (builtin TimeoutError)  a bounded wait ran out
     +-- ClosedError                      the subscriber or publisher was closed
 
@@ -23,6 +24,7 @@ import builtins
 
 __all__ = [
     "AddressInUse",
+    "AuthenticationError",
     "ClosedError",
     "ConfigurationError",
     "MessageError",
@@ -55,6 +57,10 @@ class TransportError(ShellbotError):
 
 class AddressInUse(TransportError):
     """The bus address is held by a program that does not answer as a hub."""
+
+
+class AuthenticationError(TransportError):
+    """A CURVE handshake failed: the message says which side refused and what to check."""
 
 
 class TimeoutError(ShellbotError, builtins.TimeoutError):

@@ -46,6 +46,11 @@ class Sender(abc.ABC):
         self.send([(topic, body)])
         return 1
 
+    def handshake_failure(self) -> str | None:
+        """Why the hub refused this sender's latest handshake (a secured bus), or None.
+        Asked only while waiting for readiness: never on the way of a message."""
+        return None
+
     @abc.abstractmethod
     def close(self, linger: float) -> None:
         """Lets queued frames leave for at most ``linger`` seconds, then closes."""
@@ -87,6 +92,10 @@ class Receiver(abc.ABC):
     @abc.abstractmethod
     async def wait_async(self, timeout: float | None) -> bool:
         """Waits, without blocking the event loop, until ``receive(0)`` may return frames."""
+
+    def handshake_failure(self) -> str | None:
+        """As ``Sender.handshake_failure``, for this receiver's connection."""
+        return None
 
     @property
     @abc.abstractmethod
