@@ -18,6 +18,9 @@ from . import _nats, _workers
 
 OURS, ANCHOR = "ours", "anchor"
 SAMPLE_INTERVAL = 0.05  # how often RSS is read while a memory workload runs
+# Seconds from a stalled subscriber's resumption to the message that shows it its gap, on
+# NATS: bare nats-py takes about 0.5 s to read the 34,000 messages its socket held (T6).
+TAIL_DELAY_NATS = 2.0
 
 
 class RunFailed(RuntimeError):
@@ -375,8 +378,10 @@ def flow(side: str, shape: Flow, network: Network = ZEROMQ) -> dict[str, Any]:
         stall.set()
         if tail is not None:
             # The stalled subscriber reads again; a message published after that shows
-            # it what it missed meanwhile (gaps are seen at the next message).
-            time.sleep(0.5)
+            # it what it missed meanwhile (gaps are seen at the next message). On NATS the
+            # server has cut it off meanwhile (a slow consumer): it reads what its socket
+            # still holds, then reconnects and subscribes again, before the last message.
+            time.sleep(TAIL_DELAY_NATS if network.on_nats else 0.5)
             tail.set()
         late = crew.collect("result", len(stalled), source=stalled_results) if stalled else {}
         done.set()
