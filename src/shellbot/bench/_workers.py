@@ -1,4 +1,5 @@
-"""The processes of the benchmark: ours (the bus) and the anchor (bare pyzmq).
+"""The processes of the benchmark: ours (the bus) and the anchor (bare pyzmq; the
+anchor on NATS, bare nats-py, is in ``_nats``).
 
 Each function runs in a process of its own, started with ``spawn`` so that it
 shares no object with the parent. They report on the ``results`` queue as
@@ -30,11 +31,13 @@ def message(counter: int) -> dict[str, Any]:
     return {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter}
 
 
-def _bus(address: str) -> Any:
+def _bus(settings: dict[str, Any]) -> Any:
+    """The bus of one run: ``settings`` is its context's ``bus`` section (an address of
+    its own on ZeroMQ; on NATS, the server and a subject prefix of its own)."""
     from shellbot import Context
     from shellbot.bus import Bus
 
-    bus = Bus(Context({"bus": {"address": address}}))
+    bus = Bus(Context({"bus": settings}))
     bus.check()
     return bus
 
@@ -44,7 +47,7 @@ def _bus(address: str) -> Any:
 
 def ours_publisher(
     name: str,
-    address: str,
+    settings: dict[str, Any],
     channels: list[str],
     count: int,
     start: bool,
@@ -55,7 +58,7 @@ def ours_publisher(
 ) -> None:
     """Puts ``count`` messages, cycling over ``channels``, once ``go`` is set; then one
     more when ``tail`` is set (a stalled subscriber sees its gap at the next message)."""
-    bus = _bus(address)
+    bus = _bus(settings)
     publisher = bus.publish()
     if start:
         publisher.start()
@@ -90,14 +93,14 @@ def ours_publisher(
 
 def ours_subscriber(
     name: str,
-    address: str,
+    settings: dict[str, Any],
     channels: list[str],
     expected: int,
     stall: Any,
     results: Any,
 ) -> None:
     """Receives until ``expected`` messages came (or none came for a while)."""
-    bus = _bus(address)
+    bus = _bus(settings)
     subscriber = bus.subscribe(channels)
     ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
@@ -117,9 +120,12 @@ def ours_subscriber(
     subscriber.close()
 
 
-def ours_pinger(name: str, address: str, rounds: int, warmup: int, go: Any, results: Any) -> None:
-    """Holds the hub; measures ``rounds`` round trips ping -> pong."""
-    bus = _bus(address)
+def ours_pinger(
+    name: str, settings: dict[str, Any], rounds: int, warmup: int, go: Any, results: Any
+) -> None:
+    """Starts its publisher (on ZeroMQ, the hub's holder); measures ``rounds`` round
+    trips ping -> pong."""
+    bus = _bus(settings)
     publisher = bus.publish()
     publisher.start()
     subscriber = bus.subscribe("pong")
@@ -141,10 +147,10 @@ def ours_pinger(name: str, address: str, rounds: int, warmup: int, go: Any, resu
     publisher.stop(timeout=5.0)
 
 
-def ours_ponger(name: str, address: str, results: Any) -> None:
+def ours_ponger(name: str, settings: dict[str, Any], results: Any) -> None:
     """Answers each ping with a pong, until the stop message."""
-    bus = _bus(address)
-    publisher = bus.publish()  # put() needs no started process: the pinger holds the hub
+    bus = _bus(settings)
+    publisher = bus.publish()  # put() needs no started process: the pinger's reaches the hub
     subscriber = bus.subscribe("ping")
     ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
@@ -157,9 +163,9 @@ def ours_ponger(name: str, address: str, results: Any) -> None:
     subscriber.close()
 
 
-def ours_idle_subscriber(name: str, address: str, results: Any) -> None:
+def ours_idle_subscriber(name: str, settings: dict[str, Any], results: Any) -> None:
     """Blocks in ``get(block=True)`` until the message that ends the idle window."""
-    bus = _bus(address)
+    bus = _bus(settings)
     subscriber = bus.subscribe("idle")
     ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
@@ -168,9 +174,10 @@ def ours_idle_subscriber(name: str, address: str, results: Any) -> None:
     subscriber.close()
 
 
-def ours_idle_publisher(name: str, address: str, done: Any, results: Any) -> None:
-    """Holds the hub, idle until ``done``, then ends the idle subscriber's wait."""
-    bus = _bus(address)
+def ours_idle_publisher(name: str, settings: dict[str, Any], done: Any, results: Any) -> None:
+    """A started publisher (on ZeroMQ, the hub's holder), idle until ``done``, then ends
+    the idle subscriber's wait."""
+    bus = _bus(settings)
     publisher = bus.publish()
     publisher.start()
     results.put(("up", name, {"pid": os.getpid(), "hub_pid": publisher.pid}))
