@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import ssl
 import string
 import threading
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
-from .._settings import BusSettings, nats_servers
+from .._settings import BusSettings, nats_servers, redacted
 from ._inbox import Inbox
 from .base import Frames, Hub, HubKind, Receiver, Sender, Transport
 
@@ -249,6 +250,7 @@ class _Connection:
         self.settings = settings
         self.naming = naming
         self.servers = nats_servers(settings.address)
+        self._probe_options = _connect_options(settings, self.servers)  # raises before a thread
         self.loop = asyncio.new_event_loop()
         self.client = _OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
@@ -259,8 +261,6 @@ class _Connection:
         self._probe_ids: dict[str, int] = {}
         self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
         self._probes_connecting: set[str] = set()
-        options = _connect_options(settings, self.servers)
-        self._probe_options = options
         self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
         self._thread.daemon = True
         self._thread.start()
@@ -304,9 +304,19 @@ class _Connection:
             reconnected_cb=self._connected,
             closed_cb=self._nothing,
         )
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await self.client.connect(self.servers, **options)
-            await self._connected()
+        except asyncio.CancelledError:
+            return
+        except Exception as error:  # not a network error, which nats-py retries: final
+            self._fail(
+                f"The NATS client could not connect to {redacted(self.settings.address)} "
+                f"({type(error).__name__}: {error}): check bus.nats.credentials, "
+                "bus.nats.nkey_seed and bus.nats.tls_*",
+                error,
+            )
+            return
+        await self._connected()
 
     async def _nothing(self) -> None:
         pass
@@ -319,18 +329,39 @@ class _Connection:
 
     async def _error(self, error: Exception) -> None:
         self.last_error = str(error) or type(error).__name__
+        address = redacted(self.settings.address)
         if isinstance(error, nats_errors.AuthorizationError) or "uthorization" in str(error):
-            self.failure = errors.TransportError(
-                f"The NATS server at {self.settings.address} refused this program's "
-                "credentials (authorization violation): check the user:password@ or "
-                "token@ of bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
+            settings = self.settings
+            given = "@" in settings.address or settings.nats_credentials or settings.nats_nkey_seed
+            self._fail(
+                f"The NATS server at {address} refused this program's credentials "
+                "(authorization violation): check the user:password@ or token@ of "
+                "bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
+                if given
+                else f"The NATS server at {address} requires credentials, and this program "
+                "gave none (authorization violation): put user:password@ or token@ in "
+                "bus.address, or set bus.nats.credentials / bus.nats.nkey_seed",
+                error,
             )
-            self.failure.__cause__ = error
-            self.loop.create_task(self._close_refused())
+        elif isinstance(error, ssl.SSLCertVerificationError):
+            # As final as refused credentials: trying again meets the same certificate.
+            self._fail(
+                f"The NATS server at {address} presented a TLS certificate this program "
+                f"does not trust ({error.verify_message}): set bus.nats.tls_ca to the "
+                "certificate of the authority that signed it",
+                error,
+            )
         elif isinstance(error, nats_errors.SlowConsumerError):
             pass  # counted where it shows: as gaps in the subscriber's sequence numbers
         else:
             log.debug("NATS: %s", self.last_error)
+
+    def _fail(self, message: str, cause: Exception) -> None:
+        """The bus refused this program for good: every later call raises ``message``."""
+        if self.failure is None:
+            self.failure = errors.TransportError(message)
+            self.failure.__cause__ = cause
+        self.loop.create_task(self._close_refused())
 
     async def _close_refused(self) -> None:
         with contextlib.suppress(Exception):
@@ -408,6 +439,27 @@ def _connect_options(settings: BusSettings, servers: list[str]) -> dict[str, Any
         "name": "shellbot",
         "connect_timeout": min(CONNECT_TIMEOUT, settings.start_timeout),
     }
+    # nats-py reads these files inside connect(), where a missing one would only show
+    # as a server that never answers: they are checked here, where the error is seen.
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, f"nats_{key}")
+        if path and not os.access(path, os.R_OK):
+            raise errors.ConfigurationError(
+                f"bus.nats.{key} names {path!r}, which is not a file this program can read"
+            )
+    if settings.nats_tls_key and not settings.nats_tls_cert:
+        raise errors.ConfigurationError(
+            "bus.nats.tls_key is the key of bus.nats.tls_cert, which is not set: set both"
+        )
+    if settings.nats_credentials or settings.nats_nkey_seed:
+        try:
+            import nkeys  # noqa: F401 - nats-py signs the server's nonce with it
+        except ImportError as missing:
+            raise errors.ConfigurationError(
+                "bus.nats.credentials and bus.nats.nkey_seed need the nkeys package, which "
+                "is not installed: install shellbot's nats extra again (pip install "
+                "'.[nats]' from its checkout), which brings it"
+            ) from missing
     if settings.nats_credentials:
         options["user_credentials"] = settings.nats_credentials
     if settings.nats_nkey_seed:
@@ -486,7 +538,8 @@ class NatsSender(Sender):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise errors.TimeoutError(
-                        f"No NATS server took messages at {self._settings.address} before "
+                        f"No NATS server took messages at {redacted(self._settings.address)} "
+                        "before "
                         f"bus.send_timeout ({self._settings.send_timeout:g} s), with "
                         f"{len(self._queue)} waiting: check that nats-server runs there"
                     )
@@ -502,13 +555,19 @@ class NatsSender(Sender):
             sent = connection.run(self._flush(linger), linger + 1.0)
         except Exception:
             sent = False
-        if not sent and self._queue:
+        # The bus's own signals (probes, pills) left behind matter to no one.
+        left = sum(1 for topic, _ in self._queue if topic[0] != CONTROL_BYTE)
+        if not sent and left:
+            why = (
+                f"no NATS server took them within bus.linger ({linger:g} s)"
+                if connection.failure is None
+                else str(connection.failure)
+            )
             log.warning(
-                "%d messages put on %s were not sent: no NATS server took them within "
-                "bus.linger (%g s)",
-                len(self._queue),
-                self._settings.address,
-                linger,
+                "%d messages put on %s were not sent: %s",
+                left,
+                redacted(self._settings.address),
+                why,
             )
 
     # -- in the loop
@@ -538,6 +597,8 @@ class NatsSender(Sender):
         subject_of = self._naming.subject
         publish = client.publish
         limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
+        if client.max_payload:  # a run is one NATS message: the server's limit holds too
+            limit = min(limit, client.max_payload)
         taken = 0
         try:
             while queue and client.is_connected:
@@ -564,14 +625,18 @@ class NatsSender(Sender):
                         size += len(next_body) - HEADER_SIZE + 1
                     if parts is not None:
                         body = BATCH_SEPARATOR.join(parts)
-                await publish(subject_of(topic), body)
+                try:
+                    await publish(subject_of(topic), body)
+                except nats_errors.MaxPayloadError as error:
+                    # Put before the server's max_payload was known: this one alone is lost.
+                    log.warning("NATS: a message could not be published (%s)", error)
                 if taken >= 4096:  # let the loop read and ping between long bursts
                     taken = 0
                     self._make_room()
                     await asyncio.sleep(0)
         except nats_errors.OutboundBufferLimitError:
             pass  # disconnected meanwhile: the reconnection wakes us again
-        except (nats_errors.ConnectionClosedError, nats_errors.MaxPayloadError) as error:
+        except nats_errors.ConnectionClosedError as error:
             log.warning("NATS: a message could not be published (%s)", error)
         finally:
             self._make_room()
@@ -675,7 +740,12 @@ class NatsReceiver(Receiver):
 
     async def _subscribe(self, interest: str) -> None:
         client = self._connection.client
-        subscription = await client.subscribe(interest)
+        try:
+            subscription = await client.subscribe(interest)
+        except Exception:
+            if self._connection.failure is None:
+                raise
+            return  # the bus refused this program: receive() says so
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
             client.take(subscription, functools.partial(self._deliver, interest))
@@ -739,7 +809,7 @@ class NatsTransport(Transport):
             return str(connection.failure)
         why = f" (last: {connection.last_error})" if connection.last_error else ""
         return (
-            f"No NATS server answered at {self.settings.address} within "
+            f"No NATS server answered at {redacted(self.settings.address)} within "
             f"{self.settings.start_timeout:g} s (bus.start_timeout){why}: check bus.address, "
             "and that nats-server runs there"
         )
