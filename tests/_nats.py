@@ -62,7 +62,7 @@ class NatsNode:
         if cluster_port is not None:
             route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in routes)
             lines.append(
-                f'cluster {{ name: "shellbot-test" listen: "127.0.0.1:{cluster_port}" '
+                f'cluster {{ name: "shellbot-test", listen: "127.0.0.1:{cluster_port}", '
                 f"routes: [{route_list}] }}"
             )
         lines.append(extra)
@@ -101,13 +101,20 @@ class NatsNode:
 
     def routes(self) -> int:
         """How many routes this node has now (from its monitoring port)."""
+        return self._count("/routez", "num_routes")
+
+    def connections(self) -> int:
+        """How many clients are connected to this node now (from its monitoring port)."""
+        return self._count("/connz", "num_connections")
+
+    def _count(self, path: str, key: str) -> int:
         import json
 
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.monitor_port}/routez", timeout=0.5
+                f"http://127.0.0.1:{self.monitor_port}{path}", timeout=0.5
             ) as answer:
-                return int(json.load(answer).get("num_routes", 0))
+                return int(json.load(answer).get(key, 0))
         except OSError:
             return 0
 

@@ -47,8 +47,8 @@ except ImportError:
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from . import __version__
-from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
-from ._transports.base import HUB_COUNTERS
+from ._settings import DEFAULT_ADDRESS, BusSettings, check_address, redacted
+from ._transports.base import HUB_COUNTERS, HubKind
 from .errors import ConfigurationError, MessageTooLarge, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
@@ -75,12 +75,13 @@ app = typer.Typer(
     help=(
         "An information bus between publishers and subscribers: channels are strings, "
         "messages are JSON values. Nothing to set up: the first program on an address "
-        "holds the hub."
+        "holds the hub (on nats://, the NATS server is the hub)."
     ),
     epilog=_epilog(
         "shellbot-bus vote",
         "shellbot-bus spy --address tcp://127.0.0.1:6000",
         "SHELLBOT_BUS_ADDRESS=tcp://127.0.0.1:6000 shellbot-bus publish news '\"hi\"'",
+        "shellbot-bus spy --address nats://alice:secret@nats.example:4222",
     ),
     rich_markup_mode="markdown",
     no_args_is_help=True,
@@ -97,7 +98,8 @@ Address = Annotated[
         envvar=ENV_ADDRESS,
         metavar="ADDRESS",
         help="The bus address: tcp://HOST:PORT (publishers use PORT + 1), ipc://PATH, "
-        "inproc://NAME or memory://NAME.",
+        "inproc://NAME, memory://NAME, or a NATS server: nats://[USER:PASSWORD@ or "
+        "TOKEN@]HOST:PORT, several joined by commas for a cluster.",
     ),
 ]
 
@@ -363,12 +365,17 @@ class HostScreen:
 
     def started(self, vote: Any) -> None:
         self.vote = vote
-        where = "this process holds the hub" if vote.holds_hub else "using the hub already there"
+        if vote.broker:
+            where = f"{vote.broker} is the hub"
+        elif vote.holds_hub:
+            where = "this process holds the hub"
+        else:
+            where = "using the hub already there"
         unit = "worker threads" if vote.in_threads else "worker processes"
         self.line(
             ("Vote ", "bold"),
             (vote.vote_id, "bold cyan"),
-            f" on {vote.settings.address} ({where}), seed {vote.seed}",
+            f" on {redacted(vote.settings.address)} ({where}), seed {vote.seed}",
         )
         self.line(("Question: ", "bold"), vote.settings.question)
         self.line(("Options:  ", "bold"), ", ".join(vote.tally.options))
@@ -498,12 +505,13 @@ class HostScreen:
 
 
 def _reachable(address: str) -> str:
-    """The address as others would type it: a hub on every interface is reached by name."""
+    """The address as others would type it (a hub on every interface is reached by
+    name), without the secret of its credentials, which the reader knows."""
     scheme, rest = address.split("://", 1)
     host, _, port = rest.rpartition(":")
     if scheme == "tcp" and host in ("*", "0.0.0.0"):
         return f"tcp://{socket.gethostname()}:{port}"
-    return address
+    return redacted(address)
 
 
 def bars(counts: dict[str, int], total: int, winners: list[str] | None = None) -> Table:
@@ -581,7 +589,11 @@ class JoinScreen:
 # -- hub -------------------------------------------------------------------------------
 
 
-@app.command(epilog=_epilog("shellbot-bus hub", "shellbot-bus hub --address tcp://0.0.0.0:5555"))
+@app.command(
+    epilog=_epilog("shellbot-bus hub", "shellbot-bus hub --address tcp://0.0.0.0:5555")
+    + "\n\nOn a nats:// address the NATS server is the hub: the command says so and exits "
+    "with 2, as for any address where it has nothing to run."
+)
 @guarded
 def hub(
     interval: Annotated[
@@ -602,6 +614,12 @@ def hub(
 
     settings = BusSettings(address=checked(address))
     transport = transport_for(settings)
+    if transport.hub_kind is HubKind.BROKER:
+        fail(
+            f"{redacted(address)} needs no hub: {transport.broker_name} is the hub, already "
+            "running; publishers and subscribers use it as it is",
+            EXIT_USAGE,
+        )
     if transport.process_local:
         fail(f"{address} lives inside one process: a hub for it would serve no one", EXIT_USAGE)
     stop = threading.Event()
@@ -792,9 +810,10 @@ def spy(
     """Print every message on some channels, with its channel and time, as it passes.
 
     Colored on a terminal; --json prints one JSON object per line for pipes. The
-    spy keeps the bus up while it runs, so a publisher elsewhere finds a hub.
-    Ctrl-C or SIGTERM stops it.
+    spy keeps the bus up while it runs, so a publisher elsewhere finds a hub (on
+    nats://, the NATS server does). Ctrl-C or SIGTERM stops it.
     """
+    from ._transports import transport_for
     from .bus import Bus
     from .context import Context
 
@@ -804,19 +823,24 @@ def spy(
     context = Context({"bus": {"address": checked(address)}})
     bus = Bus(context)
     bus.check()
+    shown = redacted(address)
+    # A broker is up already: nothing for a publisher of ours to keep up.
+    keeps = transport_for(BusSettings.from_context(context)).hub_kind is HubKind.EMBEDDED
     stop = threading.Event()
     with _stop_on_signals(stop):
-        keeper = bus.publish()
-        keeper.start()
+        keeper = bus.publish() if keeps else None
+        if keeper is not None:
+            keeper.start()
         try:
             with bus.subscribe(wanted, pattern=True) as subscriber:
                 if not subscriber.wait_ready(READY_TIMEOUT):
-                    fail(f"the bus at {address} did not confirm the subscription in time")
+                    fail(f"the bus at {shown} did not confirm the subscription in time")
                 what = "every channel" if wanted == [""] else ", ".join(wanted)
-                err.print(f"Spying on {address}: {what}. Ctrl-C to stop.")
+                err.print(f"Spying on {shown}: {what}. Ctrl-C to stop.")
                 _spy_loop(subscriber, json_lines, count, stop)
         finally:
-            keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
+            if keeper is not None:
+                keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
 
 
 def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Event) -> None:
@@ -934,7 +958,7 @@ def publish(
         heard = f": {unrouted} of them reached no subscriber"
     else:
         heard = ""
-    err.print(f"Published {sent} {plural} on {channel!r} at {address}{heard}")
+    err.print(f"Published {sent} {plural} on {channel!r} at {redacted(address)}{heard}")
     if problem is not None:
         raise problem
 

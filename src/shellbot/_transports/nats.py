@@ -308,9 +308,12 @@ class _Connection:
             await self.client.connect(self.servers, **options)
         except asyncio.CancelledError:
             return
-        except Exception as error:  # not a network error, which nats-py retries: final
+        except Exception as error:
+            # nats-py retries what the network does; what escapes its connect() (a file
+            # it cannot read, an error while it cleans up a failed attempt) ends it.
             self._fail(
-                f"The NATS client could not connect to {redacted(self.settings.address)} "
+                self._no_certificate()
+                or f"The NATS client gave up connecting to {redacted(self.settings.address)} "
                 f"({type(error).__name__}: {error}): check bus.nats.credentials, "
                 "bus.nats.nkey_seed and bus.nats.tls_*",
                 error,
@@ -351,10 +354,23 @@ class _Connection:
                 "certificate of the authority that signed it",
                 error,
             )
+        elif (no_certificate := self._no_certificate()) is not None:
+            self._fail(no_certificate, error)  # the server hangs up at each attempt
         elif isinstance(error, nats_errors.SlowConsumerError):
             pass  # counted where it shows: as gaps in the subscriber's sequence numbers
         else:
             log.debug("NATS: %s", self.last_error)
+
+    def _no_certificate(self) -> str | None:
+        """Why the server hangs up, when it asks for a client certificate (its INFO says
+        so before the TLS handshake) and this program has none."""
+        info = getattr(self.client, "_server_info", None) or {}
+        if self.settings.nats_tls_cert or not info.get("tls_verify"):
+            return None
+        return (
+            f"The NATS server at {redacted(self.settings.address)} asks for a TLS client "
+            "certificate, and this program has none: set bus.nats.tls_cert and bus.nats.tls_key"
+        )
 
     def _fail(self, message: str, cause: Exception) -> None:
         """The bus refused this program for good: every later call raises ``message``."""
@@ -376,8 +392,12 @@ class _Connection:
         known = {_server_key(url) for url in self.client.servers} | {
             _server_key(url) for url in self.servers
         }
-        if here is not None:
-            known.discard(_server_key(here))
+        if here is None:
+            # Not connected yet: which server is ours is unknown, and a probe connection to
+            # it would stay open for nothing. The copies still needed are counted; the
+            # probes go out on a later call, once connected.
+            return max(0, len(known) - 1)
+        known.discard(_server_key(here))
         others = [
             key for key in known if now - self._probes_failed.get(key, -PROBE_RETRY) >= PROBE_RETRY
         ]
@@ -779,6 +799,7 @@ async def _unsubscribe(subscription: Any) -> None:
 
 class NatsTransport(Transport):
     hub_kind = HubKind.BROKER
+    broker_name = "a NATS server"
 
     def __init__(self, settings: BusSettings) -> None:
         super().__init__(settings)
