@@ -7,8 +7,10 @@ Exit codes, for every command:
 
 - 0: done (a vote that closed, by its last ballot or by its timeout, is done);
 - 1: the bus could not be used, or the command failed on it (no hub answered,
-  the address is held by something else, no voter got ready, a join refused);
-- 2: a usage error: an unknown option, a bad value, an invalid address;
+  the address is held by something else, the NATS server refused the
+  credentials, no voter got ready, a join refused);
+- 2: a usage error: an unknown option, a bad value, an invalid address, ``hub``
+  on an address where it has nothing to run (nats://, memory://, inproc://);
 - 3: invalid input: a message or a line of standard input that is not JSON, or
   too large for the bus;
 - 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0);
