@@ -176,3 +176,33 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def make_certificates(where: Path) -> Path:
+    """A certificate authority (ca.pem), and certificates it signed for 127.0.0.1:
+    server.pem and client.pem, with their keys; made with the openssl command."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl command makes the test certificates"
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=shellbot test CA")  # fmt: skip
+    (where / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", "san.cnf")  # fmt: skip
+    return where
+
+
+def tls_config(where: Path, verify: bool = False) -> str:
+    """The server's tls block for the certificates of ``make_certificates(where)``;
+    ``verify``: clients must show a certificate of that authority too."""
+    return (
+        f'tls {{ cert_file: "{where / "server.pem"}", key_file: "{where / "server.key"}", '
+        f'ca_file: "{where / "ca.pem"}"{", verify: true" if verify else ""} }}'
+    )

@@ -7,14 +7,15 @@ the command prints once it is ready (the spy's banner, the host's invitation).
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from _nats import NatsCluster, NatsNode
-from test_cli import Background, chart, run
+from _nats import NatsCluster, NatsNode, make_certificates, tls_config
+from test_cli import ENV, Background, chart, run
 
 USERS = "authorization { user: a, password: b }"
 
@@ -216,3 +217,35 @@ def test_refused_credentials_get_one_line_and_exit_1(
     said = "refused this program's credentials" if credentials else "requires credentials"
     assert said in line and "authorization violation" in line
     assert "wrong" not in line
+
+
+def test_tls_files_come_from_the_environment(
+    servers: Callable[..., NatsNode], tmp_path: Path
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command makes the test certificates")
+    certificates = make_certificates(tmp_path)
+    address = servers(tls_config(certificates, verify=True)).url
+    env = {
+        **ENV,
+        "SHELLBOT_BUS_NATS_TLS_CA": str(certificates / "ca.pem"),
+        "SHELLBOT_BUS_NATS_TLS_CERT": str(certificates / "client.pem"),
+        "SHELLBOT_BUS_NATS_TLS_KEY": str(certificates / "client.key"),
+    }
+    # The host and the voters in its worker processes all speak TLS with a certificate.
+    voted = run("vote", "--voters", "3", "--think", "0.2", "--address", address, env=env)
+    assert voted.returncode == 0, voted.stdout + voted.stderr
+    assert "Participation: 3 of 3 voters (100%)" in voted.stdout
+
+    untrusting = run("publish", "news", "1", "--address", address)
+    assert untrusting.returncode == 1
+    assert "does not trust" in one_error_line(untrusting.stderr)
+    anonymous = {**env, "SHELLBOT_BUS_NATS_TLS_CERT": "", "SHELLBOT_BUS_NATS_TLS_KEY": ""}
+    result = run("spy", "--address", address, env=anonymous)
+    assert result.returncode == 1
+    assert "asks for a TLS client certificate" in one_error_line(result.stderr)
+    missing = {**env, "SHELLBOT_BUS_NATS_TLS_CA": str(tmp_path / "nowhere.pem")}
+    result = run("spy", "--address", address, env=missing)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "bus.nats.tls_ca names" in line and "SHELLBOT_BUS_NATS_*" in line

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import nats
 import nkeys
 import pytest
-from _nats import NatsNode
+from _nats import NatsNode, make_certificates, tls_config
 from conftest import eventually
 
 from shellbot import Context, errors
@@ -434,32 +433,9 @@ def test_a_missing_nkeys_package_is_a_configuration_error(
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A certificate authority, a server certificate for 127.0.0.1 and a client one."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
+    if shutil.which("openssl") is None:
         pytest.skip("the openssl command makes the test certificates")
-    where = tmp_path_factory.mktemp("tls")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=shellbot test CA")  # fmt: skip
-    (where / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={name}")  # fmt: skip
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-            "-extfile", "san.cnf")  # fmt: skip
-    return where
-
-
-def tls_config(where: Path, verify: bool) -> str:
-    return (
-        f'tls {{ cert_file: "{where / "server.pem"}", key_file: "{where / "server.key"}", '
-        f'ca_file: "{where / "ca.pem"}"{", verify: true" if verify else ""} }}'
-    )
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_with_the_authority_delivers_and_without_it_fails_clearly(

@@ -388,6 +388,7 @@ class VoteSettings:
     wait: float = 0.0
     expect: int = 0
     seed: int | None = None
+    nats: dict[str, str] = field(default_factory=dict)  # bus.nats.* (credentials, TLS files)
 
 
 class VoteHost:
@@ -401,7 +402,7 @@ class VoteHost:
         self.vote_id = secrets.token_hex(3)
         self.seed = settings.seed if settings.seed is not None else random.randrange(10_000)
         self.tally = Tally(self.vote_id, list(settings.options))
-        self.context = Context({"bus": {"address": settings.address}})
+        self.context = Context({"bus": {"address": settings.address, "nats": dict(settings.nats)}})
         self.bus = Bus(self.context)
         self.bus.check()
         self.publisher: Publisher | None = None
@@ -624,14 +625,19 @@ class VoteHost:
 
 
 def join_vote(
-    address: str, voters: int, workers: int, wait: float, view: JoinView
+    address: str,
+    voters: int,
+    workers: int,
+    wait: float,
+    view: JoinView,
+    nats: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Adds ``voters`` to the vote running at ``address``; returns the host's result message.
 
-    Waits up to ``wait`` seconds for a host to answer.
+    Waits up to ``wait`` seconds for a host to answer. ``nats``: the bus.nats.* settings.
     """
     # What the joiner itself sends (join requests) is worth little once it gives up.
-    context = Context({"bus": {"address": address, "linger": 1.0}})
+    context = Context({"bus": {"address": address, "linger": 1.0, "nats": dict(nats or {})}})
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()

@@ -54,6 +54,11 @@ from ._transports.base import HUB_COUNTERS, HubKind
 from .errors import ConfigurationError, MessageTooLarge, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
+# The files a NATS server may ask for, as bus.nats.* settings: the commands read them here.
+ENV_NATS = {
+    key: f"SHELLBOT_BUS_NATS_{key.upper()}"
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key")
+}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process killed so
 READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
@@ -101,7 +106,8 @@ Address = Annotated[
         metavar="ADDRESS",
         help="The bus address: tcp://HOST:PORT (publishers use PORT + 1), ipc://PATH, "
         "inproc://NAME, memory://NAME, or a NATS server: nats://[USER:PASSWORD@ or "
-        "TOKEN@]HOST:PORT, several joined by commas for a cluster.",
+        "TOKEN@]HOST:PORT, several joined by commas for a cluster (files it may ask for: "
+        "SHELLBOT_BUS_NATS_CREDENTIALS, _NKEY_SEED, _TLS_CA, _TLS_CERT, _TLS_KEY).",
     ),
 ]
 
@@ -155,7 +161,9 @@ def guarded(command: F) -> F:
         except CommandError as error:
             code, message = error.code, str(error)
         except ConfigurationError as error:
-            code, message = EXIT_USAGE, f"{error} (from --address or {ENV_ADDRESS})"
+            nats = "bus.nats." in str(error)
+            where = "SHELLBOT_BUS_NATS_*" if nats else f"--address or {ENV_ADDRESS}"
+            code, message = EXIT_USAGE, f"{error} (from {where})"
         except ShellbotError as error:
             code, message = EXIT_FAILED, str(error)
         except Terminated:
@@ -166,6 +174,16 @@ def guarded(command: F) -> F:
         raise typer.Exit(code)
 
     return run  # type: ignore[return-value]
+
+
+def nats_settings() -> dict[str, str]:
+    """The bus.nats.* settings that the environment gives (SHELLBOT_BUS_NATS_*)."""
+    return {key: os.environ[name] for key, name in ENV_NATS.items() if os.environ.get(name)}
+
+
+def bus_settings(address: str) -> dict[str, Any]:
+    """What a command puts under ``bus`` in its context."""
+    return {"address": address, "nats": nats_settings()}
 
 
 def checked(address: str, option: str = "--address") -> str:
@@ -305,7 +323,9 @@ def vote(
                 EXIT_USAGE,
             )
         joiner = JoinScreen(console)
-        closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner)
+        closed = join_vote(
+            join, voters, workers, 10.0 if wait is None else wait, joiner, nats_settings()
+        )
         joiner.finish(closed)
         return
     settings = VoteSettings(
@@ -319,6 +339,7 @@ def vote(
         wait=wait if wait is not None else (60.0 if expect else 0.0),
         expect=expect,
         seed=seed,
+        nats=nats_settings(),
     )
     if len(set(settings.options)) < 2:
         fail("a vote needs at least two different options (--option A --option B)", EXIT_USAGE)
@@ -822,7 +843,7 @@ def spy(
     wanted = list(channels) if channels else [""]
     if any(not channel for channel in channels or []):
         fail("a channel is a non-empty string; give no channel to watch them all", EXIT_USAGE)
-    context = Context({"bus": {"address": checked(address)}})
+    context = Context({"bus": bus_settings(checked(address))})
     bus = Bus(context)
     bus.check()
     shown = redacted(address)
@@ -923,7 +944,7 @@ def publish(
     if not channel:
         fail("a channel is a non-empty string", EXIT_USAGE)
     first = None if message is None else _parse(message, "MESSAGE")
-    context = Context({"bus": {"address": checked(address)}})
+    context = Context({"bus": bus_settings(checked(address))})
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()
