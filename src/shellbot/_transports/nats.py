@@ -825,10 +825,12 @@ class NatsTransport(Transport):
         return None  # the server is the hub
 
     def unreachable(self) -> str:
-        connection = self.connection
-        if connection.failure is not None:
+        # What this process's connection learnt, if it has one: the message makes none.
+        connection = self._connection
+        if connection is not None and connection.failure is not None:
             return str(connection.failure)
-        why = f" (last: {connection.last_error})" if connection.last_error else ""
+        last = connection.last_error if connection is not None else None
+        why = f" (last: {last})" if last else ""
         return (
             f"No NATS server answered at {redacted(self.settings.address)} within "
             f"{self.settings.start_timeout:g} s (bus.start_timeout){why}: check bus.address, "
