@@ -127,6 +127,10 @@ class NatsNode:
         """How many routes this node has now."""
         return int(self.monitor("/routez").get("num_routes", 0))
 
+    def connections(self) -> int:
+        """How many clients are connected to this node now."""
+        return int(self.monitor("/connz").get("num_connections", 0))
+
     def subscribed(self, subject: str) -> int:
         """How many client connections of this node subscribe to ``subject`` now."""
         connections = self.monitor("/connz?subs=1").get("connections") or []
@@ -454,3 +458,33 @@ def held_reader(address: str, channel: str, sync: str, limit: int, conn: Any) ->
     conn.send((came, len(kept)))
     end = held.get(block=True, timeout=10.0)
     conn.send((kept, end, held.stats))
+
+
+def make_certificates(where: Path) -> Path:
+    """A certificate authority (ca.pem), and certificates it signed for 127.0.0.1:
+    server.pem and client.pem, with their keys; made with the openssl command."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl command makes the test certificates"
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=shellbot test CA")  # fmt: skip
+    (where / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", "san.cnf")  # fmt: skip
+    return where
+
+
+def tls_config(where: Path, verify: bool = False) -> str:
+    """The server's tls block for the certificates of ``make_certificates(where)``;
+    ``verify``: clients must show a certificate of that authority too."""
+    return (
+        f'tls {{ cert_file: "{where / "server.pem"}", key_file: "{where / "server.key"}", '
+        f'ca_file: "{where / "ca.pem"}"{", verify: true" if verify else ""} }}'
+    )

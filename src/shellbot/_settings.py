@@ -117,11 +117,28 @@ def nats_servers(address: str) -> list[str]:
             or (port is not None and not 0 < port < 65536)
         ):
             raise ConfigurationError(
-                f"bus.address {address!r}: {server!r} is not a NATS server; write "
+                f"bus.address {redacted(address)!r}: {redacted(server)!r} is not a NATS "
+                "server; write "
                 "nats://host:4222, or several joined by commas for a cluster "
                 "(nats://h1:4222,nats://h2:4222), with user:password@ or token@ when needed"
             )
     return servers
+
+
+def redacted(address: str) -> str:
+    """The address as messages show it: the password or token of each ``nats://``
+    server as ``***`` (``nats://alice:***@host``), so that errors and logs keep none."""
+    if "@" not in address or not address.startswith("nats://"):
+        return address
+    shown = []
+    for server in address.split(","):
+        scheme, separator, rest = server.rpartition("://")
+        credentials, at, host = rest.rpartition("@")
+        if at:
+            user, colon, _ = credentials.partition(":")
+            server = f"{scheme}{separator}{user + ':***' if colon else '***'}@{host}"
+        shown.append(server)
+    return ",".join(shown)
 
 
 def as_context(value: Any, who: str) -> Context:

@@ -48,8 +48,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._settings import BusSettings
+from ._settings import BusSettings, redacted
 from ._transports import transport_for
+from ._transports.base import HubKind
 from .bus import Bus, Message, Publisher, Subscriber
 from .context import Context
 from .errors import ShellbotError
@@ -388,6 +389,7 @@ class VoteSettings:
     expect: int = 0
     seed: int | None = None
     curve: dict[str, str] = field(default_factory=dict)  # bus.curve.* keys, set ones only
+    nats: dict[str, str] = field(default_factory=dict)  # bus.nats.* (credentials, TLS files)
 
 
 class VoteHost:
@@ -401,7 +403,9 @@ class VoteHost:
         self.vote_id = secrets.token_hex(3)
         self.seed = settings.seed if settings.seed is not None else random.randrange(10_000)
         self.tally = Tally(self.vote_id, list(settings.options))
-        self.context = Context({"bus": {"address": settings.address, "curve": settings.curve}})
+        self.context = Context(
+            {"bus": {"address": settings.address, "curve": settings.curve, "nats": settings.nats}}
+        )
         self.bus = Bus(self.context)
         self.bus.check()
         self.publisher: Publisher | None = None
@@ -416,6 +420,13 @@ class VoteHost:
     @property
     def holds_hub(self) -> bool:
         return self.publisher is not None and self.publisher.holds_hub
+
+    @property
+    def broker(self) -> str | None:
+        """What joins the vote's parties when it is a broker ("a NATS server"), else None:
+        then no process of the vote holds a hub, or could."""
+        transport = transport_for(BusSettings.from_context(self.context))
+        return transport.broker_name or None if transport.hub_kind is HubKind.BROKER else None
 
     @property
     def worker_count(self) -> int:
@@ -438,7 +449,7 @@ class VoteHost:
         self.inbox = self.bus.subscribe([JOIN_CHANNEL, f"vote.{self.vote_id}.*"], pattern=True)
         if not self.inbox.wait_ready(READY_TIMEOUT):
             raise VoteError(
-                f"The bus at {settings.address} did not confirm the host's subscription"
+                f"The bus at {redacted(settings.address)} did not confirm the host's subscription"
             )
         self.local = [voter_channel(self.vote_id, n) for n in range(1, settings.voters + 1)]
         self.tally.register(self.local, "local")
@@ -495,7 +506,7 @@ class VoteHost:
         if not tally.asked:
             raise VoteError(
                 f"No voter got ready within {READY_TIMEOUT:.0f} s: is the bus at "
-                f"{self.settings.address} reachable from the worker processes?"
+                f"{redacted(self.settings.address)} reachable from the worker processes?"
             )
         due_wall = time.time() + DUE_LEAD
         tally.due = time.monotonic() + DUE_LEAD
@@ -623,26 +634,31 @@ def join_vote(
     wait: float,
     view: JoinView,
     curve: dict[str, str] | None = None,
+    nats: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Adds ``voters`` to the vote running at ``address``; returns the host's result message.
 
-    Waits up to ``wait`` seconds for a host to answer.
+    Waits up to ``wait`` seconds for a host to answer. ``nats``: the bus.nats.* settings.
     """
     # What the joiner itself sends (join requests) is worth little once it gives up.
-    context = Context({"bus": {"address": address, "linger": 1.0, "curve": curve or {}}})
+    context = Context(
+        {"bus": {"address": address, "linger": 1.0, "curve": curve or {}, "nats": nats or {}}}
+    )
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()
     if transport_for(BusSettings.from_context(context)).process_local:
         raise VoteError(
-            f"{address} lives inside one process: join a vote over tcp:// or ipc:// instead"
+            f"{address} lives inside one process: join a vote over tcp://, ipc:// or "
+            "nats:// instead"
         )
+    shown = redacted(address)  # for messages: no password or token
     token = secrets.token_hex(8)
     deadline = time.monotonic() + wait
     with bus.subscribe(f"{JOIN_CHANNEL}.{token}") as replies:
         if not replies.wait_ready(wait):
             raise VoteError(
-                f"No bus answered at {address} within {wait:g} s: is a vote running there?"
+                f"No bus answered at {shown} within {wait:g} s: is a vote running there?"
             )
         request = {"kind": "join", "token": token, "voters": voters, "from": _origin()}
         answer = None
@@ -650,20 +666,20 @@ def join_vote(
             left = deadline - time.monotonic()
             if left <= 0:
                 raise VoteError(
-                    f"No vote took voters at {address} within {wait:g} s: start one with "
+                    f"No vote took voters at {shown} within {wait:g} s: start one with "
                     "`shellbot-bus vote --wait 30`, then join it"
                 )
             publisher.put(JOIN_CHANNEL, request)
             answer = replies.get(block=True, timeout=min(JOIN_RETRY, left))
     if not isinstance(answer, dict) or answer.get("kind") != "welcome":
         reason = answer.get("reason") if isinstance(answer, dict) else answer
-        raise VoteError(f"The vote at {address} refused to add voters: {reason}")
+        raise VoteError(f"The vote at {shown} refused to add voters: {reason}")
     channels: list[str] = answer["voters"]
     vote_id: str = answer["vote"]
     with bus.subscribe(channels) as watch:
         # Ready before our voters are, so we see all that happens on their channels.
         if not watch.wait_ready(READY_TIMEOUT):
-            raise VoteError(f"The bus at {address} stopped answering")
+            raise VoteError(f"The bus at {shown} stopped answering")
         pool = Workers(context, vote_id, channels, workers, float(answer["ask_by"]))
         view.welcomed(answer, len(pool))
         try:
@@ -671,7 +687,7 @@ def join_vote(
         finally:
             pool.stop(timeout=LATE_GRACE)
     if closed is None:
-        raise VoteError(f"The vote at {address} never ended: its host may have stopped")
+        raise VoteError(f"The vote at {shown} never ended: its host may have stopped")
     return closed
 
 

@@ -7,8 +7,10 @@ Exit codes, for every command:
 
 - 0: done (a vote that closed, by its last ballot or by its timeout, is done);
 - 1: the bus could not be used, or the command failed on it (no hub answered,
-  the address is held by something else, no voter got ready, a join refused);
-- 2: a usage error: an unknown option, a bad value, an invalid address;
+  the address is held by something else, the NATS server refused the
+  credentials, no voter got ready, a join refused);
+- 2: a usage error: an unknown option, a bad value, an invalid address, ``hub``
+  on an address where it has nothing to run (nats://, memory://, inproc://);
 - 3: invalid input: a message or a line of standard input that is not JSON, or
   too large for the bus;
 - 130: interrupted by Ctrl-C (``hub`` and ``spy`` stop on it with 0);
@@ -47,11 +49,16 @@ except ImportError:
     from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
 
 from . import __version__
-from ._settings import DEFAULT_ADDRESS, BusSettings, check_address
-from ._transports.base import HUB_COUNTERS
+from ._settings import DEFAULT_ADDRESS, BusSettings, check_address, redacted
+from ._transports.base import HUB_COUNTERS, HubKind
 from .errors import ConfigurationError, MessageTooLarge, ShellbotError
 
 ENV_ADDRESS = "SHELLBOT_BUS_ADDRESS"
+# The files a NATS server may ask for, as bus.nats.* settings: the commands read them here.
+ENV_NATS = {
+    key: f"SHELLBOT_BUS_NATS_{key.upper()}"
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key")
+}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process killed so
 READY_TIMEOUT = 10.0  # how long spy waits for its subscription to be confirmed
@@ -75,12 +82,13 @@ app = typer.Typer(
     help=(
         "An information bus between publishers and subscribers: channels are strings, "
         "messages are JSON values. Nothing to set up: the first program on an address "
-        "holds the hub."
+        "holds the hub (on nats://, the NATS server is the hub)."
     ),
     epilog=_epilog(
         "shellbot-bus vote",
         "shellbot-bus spy --address tcp://127.0.0.1:6000",
         "SHELLBOT_BUS_ADDRESS=tcp://127.0.0.1:6000 shellbot-bus publish news '\"hi\"'",
+        "shellbot-bus spy --address nats://alice:secret@nats.example:4222",
     ),
     rich_markup_mode="markdown",
     no_args_is_help=True,
@@ -97,7 +105,9 @@ Address = Annotated[
         envvar=ENV_ADDRESS,
         metavar="ADDRESS",
         help="The bus address: tcp://HOST:PORT (publishers use PORT + 1), ipc://PATH, "
-        "inproc://NAME or memory://NAME.",
+        "inproc://NAME, memory://NAME, or a NATS server: nats://[USER:PASSWORD@ or "
+        "TOKEN@]HOST:PORT, several joined by commas for a cluster (files it may ask for: "
+        "SHELLBOT_BUS_NATS_CREDENTIALS, _NKEY_SEED, _TLS_CA, _TLS_CERT, _TLS_KEY).",
     ),
 ]
 
@@ -205,7 +215,9 @@ def guarded(command: F) -> F:
         except CommandError as error:
             code, message = error.code, str(error)
         except ConfigurationError as error:
-            code, message = EXIT_USAGE, f"{error} (from --address or {ENV_ADDRESS})"
+            nats = "bus.nats." in str(error)
+            where = "SHELLBOT_BUS_NATS_*" if nats else f"--address or {ENV_ADDRESS}"
+            code, message = EXIT_USAGE, f"{error} (from {where})"
         except ShellbotError as error:
             code, message = EXIT_FAILED, str(error)
         except Terminated:
@@ -216,6 +228,16 @@ def guarded(command: F) -> F:
         raise typer.Exit(code)
 
     return run  # type: ignore[return-value]
+
+
+def nats_settings() -> dict[str, str]:
+    """The bus.nats.* settings that the environment gives (SHELLBOT_BUS_NATS_*)."""
+    return {key: os.environ[name] for key, name in ENV_NATS.items() if os.environ.get(name)}
+
+
+def bus_settings(address: str) -> dict[str, Any]:
+    """What a command puts under ``bus`` in its context."""
+    return {"address": address, "nats": nats_settings()}
 
 
 def checked(address: str, option: str = "--address") -> str:
@@ -359,7 +381,9 @@ def vote(
                 EXIT_USAGE,
             )
         joiner = JoinScreen(console)
-        closed = join_vote(join, voters, workers, 10.0 if wait is None else wait, joiner, curve)
+        closed = join_vote(
+            join, voters, workers, 10.0 if wait is None else wait, joiner, curve, nats_settings()
+        )
         joiner.finish(closed)
         return
     settings = VoteSettings(
@@ -374,6 +398,7 @@ def vote(
         expect=expect,
         seed=seed,
         curve=curve,
+        nats=nats_settings(),
     )
     if len(set(settings.options)) < 2:
         fail("a vote needs at least two different options (--option A --option B)", EXIT_USAGE)
@@ -422,12 +447,17 @@ class HostScreen:
 
     def started(self, vote: Any) -> None:
         self.vote = vote
-        where = "this process holds the hub" if vote.holds_hub else "using the hub already there"
+        if vote.broker:
+            where = f"{vote.broker} is the hub"
+        elif vote.holds_hub:
+            where = "this process holds the hub"
+        else:
+            where = "using the hub already there"
         unit = "worker threads" if vote.in_threads else "worker processes"
         self.line(
             ("Vote ", "bold"),
             (vote.vote_id, "bold cyan"),
-            f" on {vote.settings.address} ({where}), seed {vote.seed}",
+            f" on {redacted(vote.settings.address)} ({where}), seed {vote.seed}",
         )
         self.line(("Question: ", "bold"), vote.settings.question)
         self.line(("Options:  ", "bold"), ", ".join(vote.tally.options))
@@ -557,12 +587,13 @@ class HostScreen:
 
 
 def _reachable(address: str) -> str:
-    """The address as others would type it: a hub on every interface is reached by name."""
+    """The address as others would type it (a hub on every interface is reached by
+    name), without the secret of its credentials, which the reader knows."""
     scheme, rest = address.split("://", 1)
     host, _, port = rest.rpartition(":")
     if scheme == "tcp" and host in ("*", "0.0.0.0"):
         return f"tcp://{socket.gethostname()}:{port}"
-    return address
+    return redacted(address)
 
 
 def bars(counts: dict[str, int], total: int, winners: list[str] | None = None) -> Table:
@@ -640,7 +671,11 @@ class JoinScreen:
 # -- hub -------------------------------------------------------------------------------
 
 
-@app.command(epilog=_epilog("shellbot-bus hub", "shellbot-bus hub --address tcp://0.0.0.0:5555"))
+@app.command(
+    epilog=_epilog("shellbot-bus hub", "shellbot-bus hub --address tcp://0.0.0.0:5555")
+    + "\n\nOn a nats:// address the NATS server is the hub: the command says so and exits "
+    "with 2, as for any address where it has nothing to run."
+)
 @guarded
 def hub(
     interval: Annotated[
@@ -665,6 +700,12 @@ def hub(
     curve = _curve(curve_server_key, curve_client_key, curve_authorized)
     settings = _with_curve(BusSettings(address=checked(address)), curve)
     transport = transport_for(settings)
+    if transport.hub_kind is HubKind.BROKER:
+        fail(
+            f"{redacted(address)} needs no hub: {transport.broker_name} is the hub, already "
+            "running; publishers and subscribers use it as it is",
+            EXIT_USAGE,
+        )
     if transport.process_local:
         fail(f"{address} lives inside one process: a hub for it would serve no one", EXIT_USAGE)
     if curve:
@@ -894,31 +935,37 @@ def spy(
     """Print every message on some channels, with its channel and time, as it passes.
 
     Colored on a terminal; --json prints one JSON object per line for pipes. The
-    spy keeps the bus up while it runs, so a publisher elsewhere finds a hub.
-    Ctrl-C or SIGTERM stops it.
+    spy keeps the bus up while it runs, so a publisher elsewhere finds a hub (on
+    nats://, the NATS server does). Ctrl-C or SIGTERM stops it.
     """
+    from ._transports import transport_for
     from .bus import Bus
     from .context import Context
 
     wanted = list(channels) if channels else [""]
     if any(not channel for channel in channels or []):
         fail("a channel is a non-empty string; give no channel to watch them all", EXIT_USAGE)
-    context = Context({"bus": {"address": checked(address)}})
+    context = Context({"bus": bus_settings(checked(address))})
     bus = Bus(context)
     bus.check()
+    shown = redacted(address)
+    # A broker is up already: nothing for a publisher of ours to keep up.
+    keeps = transport_for(BusSettings.from_context(context)).hub_kind is HubKind.EMBEDDED
     stop = threading.Event()
     with _stop_on_signals(stop):
-        keeper = bus.publish()
-        keeper.start()
+        keeper = bus.publish() if keeps else None
+        if keeper is not None:
+            keeper.start()
         try:
             with bus.subscribe(wanted, pattern=True) as subscriber:
                 if not subscriber.wait_ready(READY_TIMEOUT):
-                    fail(f"the bus at {address} did not confirm the subscription in time")
+                    fail(f"the bus at {shown} did not confirm the subscription in time")
                 what = "every channel" if wanted == [""] else ", ".join(wanted)
-                err.print(f"Spying on {address}: {what}. Ctrl-C to stop.")
+                err.print(f"Spying on {shown}: {what}. Ctrl-C to stop.")
                 _spy_loop(subscriber, json_lines, count, stop)
         finally:
-            keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
+            if keeper is not None:
+                keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
 
 
 def _spy_loop(subscriber: Any, json_lines: bool, count: int, stop: threading.Event) -> None:
@@ -999,7 +1046,7 @@ def publish(
     if not channel:
         fail("a channel is a non-empty string", EXIT_USAGE)
     first = None if message is None else _parse(message, "MESSAGE")
-    context = Context({"bus": {"address": checked(address)}})
+    context = Context({"bus": bus_settings(checked(address))})
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()
@@ -1036,7 +1083,7 @@ def publish(
         heard = f": {unrouted} of them reached no subscriber"
     else:
         heard = ""
-    err.print(f"Published {sent} {plural} on {channel!r} at {address}{heard}")
+    err.print(f"Published {sent} {plural} on {channel!r} at {redacted(address)}{heard}")
     if problem is not None:
         raise problem
 

@@ -156,6 +156,8 @@ class Transport(abc.ABC):
     #: a publisher then runs its loop in a thread instead of a child process.
     process_local: bool = False
     hub_kind: HubKind = HubKind.EMBEDDED
+    #: For a broker's transport: what the broker is, as people call it ("a NATS server").
+    broker_name: str = ""
 
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import ssl
 import string
 import threading
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
-from .._settings import BusSettings, nats_servers
+from .._settings import BusSettings, nats_servers, redacted
 from ._inbox import Inbox
 from .base import Frames, Hub, HubKind, Receiver, Sender, Transport
 
@@ -250,6 +251,7 @@ class _Connection:
         self.settings = settings
         self.naming = naming
         self.servers = nats_servers(settings.address)
+        self._probe_options = _connect_options(settings, self.servers)  # raises before a thread
         self.loop = asyncio.new_event_loop()
         self.client = _OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
@@ -263,8 +265,6 @@ class _Connection:
         self._known = frozenset(_server_key(url) for url in self.servers)
         self._here: str | None = None  # the server this connection is on
         self.connected_once: asyncio.Event  # made in the loop, set at the first connection
-        options = _connect_options(settings, self.servers)
-        self._probe_options = options
         self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
         self._thread.daemon = True
         self._thread.start()
@@ -312,9 +312,22 @@ class _Connection:
             discovered_server_cb=self._discovered,
             closed_cb=self._nothing,
         )
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await self.client.connect(self.servers, **options)
-            await self._connected()
+        except asyncio.CancelledError:
+            return
+        except Exception as error:
+            # nats-py retries what the network does; what escapes its connect() (a file
+            # it cannot read, an error while it cleans up a failed attempt) ends it.
+            self._fail(
+                self._no_certificate()
+                or f"The NATS client gave up connecting to {redacted(self.settings.address)} "
+                f"({type(error).__name__}: {error}): check bus.nats.credentials, "
+                "bus.nats.nkey_seed and bus.nats.tls_*",
+                error,
+            )
+            return
+        await self._connected()
 
     async def _nothing(self) -> None:
         pass
@@ -341,18 +354,52 @@ class _Connection:
 
     async def _error(self, error: Exception) -> None:
         self.last_error = str(error) or type(error).__name__
+        address = redacted(self.settings.address)
         if isinstance(error, nats_errors.AuthorizationError) or "uthorization" in str(error):
-            self.failure = errors.TransportError(
-                f"The NATS server at {self.settings.address} refused this program's "
-                "credentials (authorization violation): check the user:password@ or "
-                "token@ of bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
+            settings = self.settings
+            given = "@" in settings.address or settings.nats_credentials or settings.nats_nkey_seed
+            self._fail(
+                f"The NATS server at {address} refused this program's credentials "
+                "(authorization violation): check the user:password@ or token@ of "
+                "bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
+                if given
+                else f"The NATS server at {address} requires credentials, and this program "
+                "gave none (authorization violation): put user:password@ or token@ in "
+                "bus.address, or set bus.nats.credentials / bus.nats.nkey_seed",
+                error,
             )
-            self.failure.__cause__ = error
-            self.loop.create_task(self._close_refused())
+        elif isinstance(error, ssl.SSLCertVerificationError):
+            # As final as refused credentials: trying again meets the same certificate.
+            self._fail(
+                f"The NATS server at {address} presented a TLS certificate this program "
+                f"does not trust ({error.verify_message}): set bus.nats.tls_ca to the "
+                "certificate of the authority that signed it",
+                error,
+            )
+        elif (no_certificate := self._no_certificate()) is not None:
+            self._fail(no_certificate, error)  # the server hangs up at each attempt
         elif isinstance(error, nats_errors.SlowConsumerError):
             pass  # counted where it shows: as gaps in the subscriber's sequence numbers
         else:
             log.debug("NATS: %s", self.last_error)
+
+    def _no_certificate(self) -> str | None:
+        """Why the server hangs up, when it asks for a client certificate (its INFO says
+        so before the TLS handshake) and this program has none."""
+        info = getattr(self.client, "_server_info", None) or {}
+        if self.settings.nats_tls_cert or not info.get("tls_verify"):
+            return None
+        return (
+            f"The NATS server at {redacted(self.settings.address)} asks for a TLS client "
+            "certificate, and this program has none: set bus.nats.tls_cert and bus.nats.tls_key"
+        )
+
+    def _fail(self, message: str, cause: Exception) -> None:
+        """The bus refused this program for good: every later call raises ``message``."""
+        if self.failure is None:
+            self.failure = errors.TransportError(message)
+            self.failure.__cause__ = cause
+        self.loop.create_task(self._close_refused())
 
     async def _close_refused(self) -> None:
         with contextlib.suppress(Exception):
@@ -433,6 +480,27 @@ def _connect_options(settings: BusSettings, servers: list[str]) -> dict[str, Any
         "name": "shellbot",
         "connect_timeout": min(CONNECT_TIMEOUT, settings.start_timeout),
     }
+    # nats-py reads these files inside connect(), where a missing one would only show
+    # as a server that never answers: they are checked here, where the error is seen.
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, f"nats_{key}")
+        if path and not os.access(path, os.R_OK):
+            raise errors.ConfigurationError(
+                f"bus.nats.{key} names {path!r}, which is not a file this program can read"
+            )
+    if settings.nats_tls_key and not settings.nats_tls_cert:
+        raise errors.ConfigurationError(
+            "bus.nats.tls_key is the key of bus.nats.tls_cert, which is not set: set both"
+        )
+    if settings.nats_credentials or settings.nats_nkey_seed:
+        try:
+            import nkeys  # noqa: F401 - nats-py signs the server's nonce with it
+        except ImportError as missing:
+            raise errors.ConfigurationError(
+                "bus.nats.credentials and bus.nats.nkey_seed need the nkeys package, which "
+                "is not installed: install shellbot's nats extra again (pip install "
+                "'.[nats]' from its checkout), which brings it"
+            ) from missing
     if settings.nats_credentials:
         options["user_credentials"] = settings.nats_credentials
     if settings.nats_nkey_seed:
@@ -516,7 +584,8 @@ class NatsSender(Sender):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise errors.TimeoutError(
-                        f"No NATS server took messages at {self._settings.address} before "
+                        f"No NATS server took messages at {redacted(self._settings.address)} "
+                        "before "
                         f"bus.send_timeout ({self._settings.send_timeout:g} s), with "
                         f"{len(self._queue)} waiting: check that nats-server runs there"
                     )
@@ -532,13 +601,19 @@ class NatsSender(Sender):
             sent = connection.run(self._flush(linger), linger + 1.0)
         except Exception:
             sent = False
-        if not sent and self._queue:
+        # The bus's own signals (probes, pills) left behind matter to no one.
+        left = sum(1 for topic, _ in self._queue if topic[0] != CONTROL_BYTE)
+        if not sent and left:
+            why = (
+                f"no NATS server took them within bus.linger ({linger:g} s)"
+                if connection.failure is None
+                else str(connection.failure)
+            )
             log.warning(
-                "%d messages put on %s were not sent: no NATS server took them within "
-                "bus.linger (%g s)",
-                len(self._queue),
-                self._settings.address,
-                linger,
+                "%d messages put on %s were not sent: %s",
+                left,
+                redacted(self._settings.address),
+                why,
             )
 
     # -- in the loop
@@ -568,6 +643,8 @@ class NatsSender(Sender):
         subject_of = self._naming.subject
         publish = client.publish
         limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
+        if client.max_payload:  # a run is one NATS message: the server's limit holds too
+            limit = min(limit, client.max_payload)
         taken = 0
         try:
             while queue and client.is_connected:
@@ -594,14 +671,18 @@ class NatsSender(Sender):
                         size += len(next_body) - HEADER_SIZE + 1
                     if parts is not None:
                         body = BATCH_SEPARATOR.join(parts)
-                await publish(subject_of(topic), body)
+                try:
+                    await publish(subject_of(topic), body)
+                except nats_errors.MaxPayloadError as error:
+                    # Put before the server's max_payload was known: this one alone is lost.
+                    log.warning("NATS: a message could not be published (%s)", error)
                 if taken >= 4096:  # let the loop read and ping between long bursts
                     taken = 0
                     self._make_room()
                     await asyncio.sleep(0)
         except nats_errors.OutboundBufferLimitError:
             pass  # disconnected meanwhile: the reconnection wakes us again
-        except (nats_errors.ConnectionClosedError, nats_errors.MaxPayloadError) as error:
+        except nats_errors.ConnectionClosedError as error:
             log.warning("NATS: a message could not be published (%s)", error)
         finally:
             self._make_room()
@@ -721,7 +802,12 @@ class NatsReceiver(Receiver):
         client = self._connection.client
         # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
         await self._connection.connected_once.wait()
-        subscription = await client.subscribe(interest)
+        try:
+            subscription = await client.subscribe(interest)
+        except Exception:
+            if self._connection.failure is None:
+                raise
+            return  # the bus refused this program: receive() says so
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
             client.take(subscription, functools.partial(self._deliver, interest))
@@ -758,6 +844,7 @@ async def _unsubscribe(subscription: Any) -> None:
 
 class NatsTransport(Transport):
     hub_kind = HubKind.BROKER
+    broker_name = "a NATS server"
 
     def __init__(self, settings: BusSettings) -> None:
         super().__init__(settings)
@@ -783,12 +870,14 @@ class NatsTransport(Transport):
         return None  # the server is the hub
 
     def unreachable(self) -> str:
-        connection = self.connection
-        if connection.failure is not None:
+        # What this process's connection learnt, if it has one: the message makes none.
+        connection = self._connection
+        if connection is not None and connection.failure is not None:
             return str(connection.failure)
-        why = f" (last: {connection.last_error})" if connection.last_error else ""
+        last = connection.last_error if connection is not None else None
+        why = f" (last: {last})" if last else ""
         return (
-            f"No NATS server answered at {self.settings.address} within "
+            f"No NATS server answered at {redacted(self.settings.address)} within "
             f"{self.settings.start_timeout:g} s (bus.start_timeout){why}: check bus.address, "
             "and that nats-server runs there"
         )
