@@ -1,0 +1,360 @@
+"""The one NATS connection of a process: nats-py's client in an event loop of its own.
+
+Also what only a connection knows: whether the bus refused this program (for
+good), the server's ``max_payload``, the servers of the cluster, and the
+probe connections through which every other node echoes a readiness probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+# nats.py, which imports this module, has checked that nats-py is installed.
+from nats import errors as nats_errors
+from nats.aio.client import Client
+
+from .. import errors
+from .._codec import HEADER
+from .._settings import BusSettings, nats_servers, redacted
+from ._nats_naming import Naming
+
+log = logging.getLogger("shellbot.bus")
+
+RECONNECT_WAIT = 0.1  # seconds between attempts on one server: a node back is found at once
+CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
+PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
+UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
+
+
+class _OrderedClient(Client):
+    """nats-py's client, handing the messages of the bus's subscriptions over in order.
+
+    nats-py gives each subscription a task and a queue of its own, so messages of
+    two subscriptions of one subscriber (two channels, or a channel and a
+    pattern) could come out of order; the bus keeps the order of each publisher
+    across channels. So the messages of the subscriptions ``take()`` names are
+    handed over where the client parses them, one by one, as the server sent
+    them (this uses the client's ``_process_msg`` and ``Subscription._id``,
+    hence the range of nats-py versions the extra admits).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._takers: dict[int, Callable[[bytes, bytes], None]] = {}
+
+    def take(self, subscription: Any, deliver: Callable[[bytes, bytes], None]) -> None:
+        """From now on, ``deliver(subject, payload)`` gets the messages of ``subscription``."""
+        sid = subscription._id
+        self._takers[sid] = deliver
+        queue = subscription._pending_queue  # anything that came before, in order
+        while not queue.empty():
+            message = queue.get_nowait()
+            deliver(message.subject.encode(), message.data)
+
+    def forget(self, subscription: Any) -> None:
+        self._takers.pop(subscription._id, None)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> None:
+        deliver = self._takers.get(sid)
+        if deliver is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        else:
+            deliver(subject, data)
+
+
+def _server_key(url: Any) -> str:
+    """host:port of a server URL (a string or a parsed one), as the client names it."""
+    parts = urlsplit(url) if isinstance(url, str) else url
+    return f"{parts.hostname}:{parts.port or 4222}"
+
+
+class _Connection:
+    """One NATS client of this process, driven by an event loop in a thread of its own."""
+
+    def __init__(self, settings: BusSettings, naming: Naming) -> None:
+        self.settings = settings
+        self.naming = naming
+        self.servers = nats_servers(settings.address)
+        self._probe_options = _connect_options(settings, self.servers)  # raises before a thread
+        self.loop = asyncio.new_event_loop()
+        self.client = _OrderedClient()
+        self.failure: errors.TransportError | None = None  # the bus refused us: final
+        self.last_error: str | None = None  # why the last attempt failed, for messages
+        self.max_payload = 0  # the server's, once connected
+        self._on_connect: list[Callable[[], None]] = []
+        self._probes: dict[str, Client] = {}  # other servers' probe connections
+        self._probe_ids: dict[str, int] = {}
+        self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
+        self._probes_connecting: set[str] = set()
+        self._known = frozenset(_server_key(url) for url in self.servers)
+        self._here: str | None = None  # the server this connection is on
+        self.connected_once: asyncio.Event  # made in the loop, set at the first connection
+        self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
+        self._thread.daemon = True
+        self._thread.start()
+        self.call_soon(self._start_connecting)
+
+    # -- for other threads
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
+        """Runs ``coroutine`` on the loop and waits at most ``timeout`` for its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    # -- in the loop
+    def when_connected(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` in the loop at every (re)connection."""
+        self._on_connect.append(callback)
+        if self.client.is_connected:
+            callback()
+
+    def _start_connecting(self) -> None:
+        # nats-py keeps what is written before the first connection in a buffer that
+        # connecting replaces: subscriptions wait for this (publishing waits anyway).
+        self.connected_once = asyncio.Event()
+        self.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        options = dict(self._probe_options)
+        options.update(
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,  # forever: start() and waits are bounded above
+            reconnect_time_wait=RECONNECT_WAIT,
+            error_cb=self._error,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._connected,
+            discovered_server_cb=self._discovered,
+            closed_cb=self._nothing,
+        )
+        try:
+            await self.client.connect(self.servers, **options)
+        except asyncio.CancelledError:
+            return
+        except Exception as error:
+            # nats-py retries what the network does; what escapes its connect() (a file
+            # it cannot read, an error while it cleans up a failed attempt) ends it.
+            self._fail(
+                self._no_certificate()
+                or f"The NATS client gave up connecting to {redacted(self.settings.address)} "
+                f"({type(error).__name__}: {error}): check bus.nats.credentials, "
+                "bus.nats.nkey_seed and bus.nats.tls_*",
+                error,
+            )
+            return
+        await self._connected()
+
+    async def _nothing(self) -> None:
+        pass
+
+    async def _disconnected(self) -> None:
+        self._here = None
+
+    async def _discovered(self) -> None:
+        """The servers configured and those the cluster announced, by host:port."""
+        self._known = frozenset(
+            {_server_key(url) for url in self.client.servers}
+            | {_server_key(url) for url in self.servers}
+        )
+
+    async def _connected(self) -> None:
+        self.connected_once.set()
+        self.max_payload = self.client.max_payload
+        self.last_error = None
+        await self._discovered()
+        here = self.client.connected_url
+        self._here = None if here is None else _server_key(here)
+        for callback in self._on_connect:
+            callback()
+
+    async def _error(self, error: Exception) -> None:
+        self.last_error = str(error) or type(error).__name__
+        address = redacted(self.settings.address)
+        if isinstance(error, nats_errors.AuthorizationError) or "uthorization" in str(error):
+            settings = self.settings
+            given = "@" in settings.address or settings.nats_credentials or settings.nats_nkey_seed
+            self._fail(
+                f"The NATS server at {address} refused this program's credentials "
+                "(authorization violation): check the user:password@ or token@ of "
+                "bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
+                if given
+                else f"The NATS server at {address} requires credentials, and this program "
+                "gave none (authorization violation): put user:password@ or token@ in "
+                "bus.address, or set bus.nats.credentials / bus.nats.nkey_seed",
+                error,
+            )
+        elif isinstance(error, ssl.SSLCertVerificationError):
+            # As final as refused credentials: trying again meets the same certificate.
+            self._fail(
+                f"The NATS server at {address} presented a TLS certificate this program "
+                f"does not trust ({error.verify_message}): set bus.nats.tls_ca to the "
+                "certificate of the authority that signed it",
+                error,
+            )
+        elif (no_certificate := self._no_certificate()) is not None:
+            self._fail(no_certificate, error)  # the server hangs up at each attempt
+        elif isinstance(error, nats_errors.SlowConsumerError):
+            pass  # counted where it shows: as gaps in the subscriber's sequence numbers
+        else:
+            log.debug("NATS: %s", self.last_error)
+
+    def _no_certificate(self) -> str | None:
+        """Why the server hangs up, when it asks for a client certificate (its INFO says
+        so before the TLS handshake) and this program has none."""
+        info = getattr(self.client, "_server_info", None) or {}
+        if self.settings.nats_tls_cert or not info.get("tls_verify"):
+            return None
+        return (
+            f"The NATS server at {redacted(self.settings.address)} asks for a TLS client "
+            "certificate, and this program has none: set bus.nats.tls_cert and bus.nats.tls_key"
+        )
+
+    def _fail(self, message: str, cause: Exception) -> None:
+        """The bus refused this program for good: every later call raises ``message``."""
+        if self.failure is None:
+            self.failure = errors.TransportError(message)
+            self.failure.__cause__ = cause
+        self.loop.create_task(self._close_refused())
+
+    async def _close_refused(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+    # -- probes from every node (see Sender.send_probe)
+    def probe_elsewhere(self, subject: str) -> int:
+        """From any thread: publishes ``subject`` from each other server of the cluster
+        (in the loop, soon); returns on how many servers that is tried now, or
+        UNKNOWN_NODES while this connection is not connected."""
+        now = time.monotonic()
+        known, here = self._known, self._here  # kept by the loop: one consistent read here
+        if here is None:
+            # Not connected yet (or reconnecting): which node will hold the subscriptions,
+            # and so which others must echo, is not known yet; no count of copies proves
+            # readiness now. The next probe, once connected, counts again.
+            return UNKNOWN_NODES
+        others = [
+            key
+            for key in known
+            if key != here and now - self._probes_failed.get(key, -PROBE_RETRY) >= PROBE_RETRY
+        ]
+        self.call_soon(self._probe, subject, others)
+        return len(others)
+
+    def _probe(self, subject: str, servers: list[str]) -> None:
+        for key in servers:
+            client = self._probes.get(key)
+            if client is not None and client.is_connected:
+                self.loop.create_task(self._publish_probe(client, key, subject))
+            elif key not in self._probes_connecting:
+                self._probes_connecting.add(key)
+                self.loop.create_task(self._probe_connect(key, subject))
+
+    async def _probe_connect(self, key: str, subject: str) -> None:
+        client = Client()
+        try:
+            url = _with_credentials(self.servers[0], key)
+            await client.connect(
+                [url],
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=self._nothing_with,
+                **self._probe_options,
+            )
+        except Exception:
+            self._probes_failed[key] = time.monotonic()
+            with contextlib.suppress(Exception):
+                await client.close()
+            return
+        finally:
+            self._probes_connecting.discard(key)
+        old = self._probes.pop(key, None)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        self._probes[key] = client
+        await self._publish_probe(client, key, subject)
+
+    async def _nothing_with(self, error: Exception) -> None:
+        pass
+
+    async def _publish_probe(self, client: Client, key: str, subject: str) -> None:
+        identity = self._probe_ids.setdefault(key, len(self._probe_ids) + 1)
+        try:
+            await client.publish(subject, HEADER.pack(identity, 0))
+            await client.flush(int(CONNECT_TIMEOUT))
+        except Exception:
+            self._probes_failed[key] = time.monotonic()
+            self._probes.pop(key, None)
+            with contextlib.suppress(Exception):
+                await client.close()
+
+
+def _connect_options(settings: BusSettings, servers: list[str]) -> dict[str, Any]:
+    """What every connection of this address passes to nats-py."""
+    options: dict[str, Any] = {
+        "name": "shellbot",
+        "connect_timeout": min(CONNECT_TIMEOUT, settings.start_timeout),
+    }
+    # nats-py reads these files inside connect(), where a missing one would only show
+    # as a server that never answers: they are checked here, where the error is seen.
+    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, f"nats_{key}")
+        if path and not os.access(path, os.R_OK):
+            raise errors.ConfigurationError(
+                f"bus.nats.{key} names {path!r}, which is not a file this program can read"
+            )
+    if settings.nats_tls_key and not settings.nats_tls_cert:
+        raise errors.ConfigurationError(
+            "bus.nats.tls_key is the key of bus.nats.tls_cert, which is not set: set both"
+        )
+    if settings.nats_credentials or settings.nats_nkey_seed:
+        try:
+            import nkeys  # noqa: F401 - nats-py signs the server's nonce with it
+        except ImportError as missing:
+            raise errors.ConfigurationError(
+                "bus.nats.credentials and bus.nats.nkey_seed need the nkeys package, which "
+                "is not installed: install shellbot's nats extra again (pip install "
+                "'.[nats]' from its checkout), which brings it"
+            ) from missing
+    if settings.nats_credentials:
+        options["user_credentials"] = settings.nats_credentials
+    if settings.nats_nkey_seed:
+        options["nkeys_seed"] = settings.nats_nkey_seed
+    if settings.nats_tls_ca or settings.nats_tls_cert:
+        try:
+            context = ssl.create_default_context(cafile=settings.nats_tls_ca or None)
+            if settings.nats_tls_cert:
+                context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key or None)
+        except (OSError, ssl.SSLError) as error:
+            raise errors.ConfigurationError(
+                f"bus.nats.tls_ca / tls_cert / tls_key: cannot load them ({error})"
+            ) from error
+        options["tls"] = context
+    return options
+
+
+def _with_credentials(template: str, key: str) -> str:
+    """The URL of server ``key`` (host:port) with the credentials of ``template``."""
+    parts = urlsplit(template)
+    credentials = parts.netloc.rpartition("@")[0]
+    return f"nats://{credentials + '@' if credentials else ''}{key}"
