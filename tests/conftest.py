@@ -58,6 +58,22 @@ def nats_server(tmp_path: Path) -> Iterator[NatsNode]:
     node.stop()
 
 
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Callable[..., NatsNode]]:
+    """Starts nats-servers with extra configuration; stops them all after the test."""
+    started: list[NatsNode] = []
+
+    def start(extra: str = "") -> NatsNode:
+        node = NatsNode(tmp_path / "nats", name=f"n{len(started) + 1}", extra=extra)
+        started.append(node)
+        node.start()
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
 @pytest.fixture(params=["tcp", "ipc", "inproc", "memory", "nats"])
 def address(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Each transport in turn: the contract suite runs once per transport (on nats://,

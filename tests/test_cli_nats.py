@@ -21,22 +21,6 @@ USERS = "authorization { user: a, password: b }"
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Callable[..., NatsNode]]:
-    """Starts nats-servers with extra configuration; stops them all after the test."""
-    started: list[NatsNode] = []
-
-    def start(extra: str = "") -> NatsNode:
-        node = NatsNode(tmp_path / "nats", name=f"n{len(started) + 1}", extra=extra)
-        started.append(node)
-        node.start()
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
-
-
-@pytest.fixture
 def background() -> Iterator[Callable[..., Background]]:
     """Starts commands in the background and kills those still running after the test."""
     started: list[Background] = []

@@ -16,7 +16,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +32,6 @@ from shellbot._settings import BusSettings, redacted
 from shellbot._transports import transport_for
 from shellbot.bus import Bus, Subscriber
 from shellbot.errors import ConfigurationError, MessageTooLarge, TransportError
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Callable[..., NatsNode]]:
-    """Starts nats-servers with extra configuration; stops them all after the test."""
-    started: list[NatsNode] = []
-
-    def start(extra: str = "") -> NatsNode:
-        node = NatsNode(tmp_path / "nats", name=f"n{len(started) + 1}", extra=extra)
-        started.append(node)
-        node.start()
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
 
 
 def bus_at(address: str, **settings: Any) -> Bus:
