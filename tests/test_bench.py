@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _nats import NatsNode
 from rich.console import Console
 
 from shellbot.bench import WORKLOADS, _plan, _summarize, _table, _targets
@@ -308,3 +309,30 @@ def test_bad_nats_options_are_usage_errors() -> None:
         )
         assert completed.returncode == 2, (options, completed.stdout, completed.stderr)
         assert hint in completed.stdout.replace("\n", " "), (options, completed.stdout)
+
+
+@pytest.mark.timeout(90)
+def test_a_given_server_with_a_token_is_used_and_its_token_never_shown(tmp_path: Path) -> None:
+    node = NatsNode(tmp_path / "nats", extra='authorization { token: "s3cret-t0ken" }')
+    node.start()
+    try:
+        report_file = tmp_path / "bench.json"
+        url = f"nats://s3cret-t0ken@127.0.0.1:{node.port}"
+        options = ["--quick", "--only", "T1", "--nats-url", url, "--json", str(report_file)]
+        completed = subprocess.run(
+            [sys.executable, "-m", "shellbot.bench", *options],
+            capture_output=True,
+            text=True,
+            timeout=80,
+        )
+    finally:
+        node.stop()
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(report_file.read_text())
+    assert report["nats_server_started"] is False
+    assert report["nats_url"] == f"nats://***@127.0.0.1:{node.port}"
+    t1 = report["workloads"]["T1"]
+    assert t1["ours"]["lost"] == 0 and t1["anchor"]["lost"] == 0
+    assert "server" not in t1["ours"]  # a server of the user's: its counters are not read
+    for text in (completed.stdout, completed.stderr, report_file.read_text()):
+        assert "s3cret-t0ken" not in text

@@ -59,7 +59,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _runs
+from . import _nats, _runs
 from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
@@ -569,21 +569,24 @@ def run(
         if problem:
             console.print(f"[red]--nats-url: {problem}")
             return 2
-    try:
-        from . import _nats
-    except ImportError as missing:  # nats-py, the optional extra
-        console.print(f"[red]{missing}")
+    if _version("nats-py") is None:  # the optional extra
+        console.print(
+            "[red]--transport nats needs the NATS client, nats-py, which is not installed: "
+            "install shellbot's nats extra (from its checkout: pip install '.[nats]')"
+        )
         return 1
     server = None
     try:
         if nats_url is None:
             server = _nats.NatsServer()
             server.start()
-        url = nats_url or server.url  # type: ignore[union-attr]
+            url = server.url
+        else:
+            url = nats_url
         info = _nats.server_info(url)
         versions = {"nats_server": info.get("version"), "nats_py": _version("nats-py")}
         where = {
-            "nats_url": url,
+            "nats_url": _nats.shown(url),
             "nats_server_started": server is not None,
             "nats_server_pid": None if server is None else server.pid,
         }
@@ -697,7 +700,7 @@ def _run(
     )
     if json_file:
         report = {
-            "command": " ".join(["python -m shellbot.bench", *sys.argv[1:]]),
+            "command": " ".join(["python -m shellbot.bench", *map(_nats.shown, sys.argv[1:])]),
             "date": started.isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
             "quick": quick,

@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -140,6 +141,14 @@ class NatsServer:
         self._directory.cleanup()
 
 
+def shown(url: str) -> str:
+    """``url`` as the benchmark prints and records it: without its user:password@ or token@."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
 def server_info(url: str) -> dict[str, Any]:
     """What the server at ``url`` says of itself on connection (its version among it)."""
     import nats
@@ -167,7 +176,7 @@ def server_info(url: str) -> dict[str, Any]:
         return asyncio.run(ask())
     except Exception as error:
         why = str(error) or type(error).__name__
-        raise ServerError(f"no NATS server answered at {url} ({why})") from error
+        raise ServerError(f"no NATS server answered at {shown(url)} ({why})") from error
 
 
 def prefix() -> str:
