@@ -132,8 +132,10 @@ def test_only_an_authorized_subscriber_receives(
         if kind == "authorized":
             assert tested.wait_ready(5.0)
         elif kind == "no key":
-            with pytest.raises(TimeoutError):  # a plain client learns nothing of the hub
-                assert tested.wait_ready(1.0)
+            # A plain client learns nothing of the hub: its wait runs out, as documented.
+            started = time.monotonic()
+            assert tested.wait_ready(1.0) is False
+            assert time.monotonic() - started < 3.0
         else:
             with pytest.raises(AuthenticationError):
                 tested.wait_ready(5.0)

@@ -143,6 +143,21 @@ class ZmqSender(Sender):
         except zmq.ZMQError as error:
             raise self._translated(error) from None
 
+    def send_probe(self, topic: bytes, body: bytes) -> int:
+        """A probe that cannot leave at once (no hub took the connection, such as one
+        whose handshake failed) is not sent: the caller's wait keeps its own timeout,
+        and looks at the handshake meanwhile, instead of waiting bus.send_timeout."""
+        socket = self._socket
+        with self._lock:
+            try:
+                _send(socket, topic, _SNDMORE | _NOBLOCK)
+                _send(socket, body)  # a message's frames are queued together
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as error:
+                raise self._translated(error) from None
+        return 1
+
     def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
         if isinstance(error, zmq.Again):
             return errors.TimeoutError(
