@@ -239,6 +239,8 @@ class NatsSender(Sender):
                     with contextlib.suppress(Exception):
                         await client.flush(max(1, round(deadline - loop.time())))  # whole seconds
                         return True
+            elif not self._queue:
+                return True  # nothing waits here, and no server to answer: nothing to flush
             await asyncio.sleep(0.01)
         return not self._queue
 
