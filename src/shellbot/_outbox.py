@@ -86,6 +86,15 @@ class Outbox:
         with self._lock:
             return self._sender.send_probe(topic, _codec.HEADER.pack(self.sender_id, 0))
 
+    def wait_confirmed(self, timeout: float) -> int:
+        """Waits until the server stored what was put (``bus.durable``); returns how many
+        messages are still unconfirmed (0 on a bus that stores nothing)."""
+        return self._sender.wait_confirmed(timeout)
+
+    def counters(self) -> dict[str, int]:
+        """What storing counted, on a durable bus (see ``Sender.counters``)."""
+        return self._sender.counters()
+
     def handshake_failure(self) -> str | None:
         """Why the hub refused this process's sender (see ``Sender.handshake_failure``)."""
         return self._sender.handshake_failure()

@@ -14,6 +14,7 @@ caller.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import secrets
@@ -30,6 +31,8 @@ from ._transports import transport_for
 from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver
 from .context import Context
 from .errors import AddressInUse, AuthenticationError, ShellbotError, TimeoutError, TransportError
+
+log = logging.getLogger("shellbot.bus")
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
@@ -140,7 +143,27 @@ class Publisher(multiprocessing.Process):
         self._send_kept_pill(running_here=False)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stops the process after what this process put was forwarded; True once it is gone."""
+        """Stops the process after what this process put was forwarded; True once it is gone.
+
+        On a durable bus (``bus.durable``), first waits, within ``timeout``, until the
+        server stored every message this process put: False, with a warning saying
+        how many, when some were not confirmed stored (``stats['unconfirmed']``,
+        ``stats['not_stored']``)."""
+        stored = True
+        if self.settings.durable:
+            deadline = time.monotonic() + timeout
+            left = _outbox.outbox_for(self.settings).wait_confirmed(timeout)
+            if left:
+                stored = False
+                log.warning(
+                    "stop(): %d messages put were not confirmed stored within %g s",
+                    left,
+                    timeout,
+                )
+            timeout = max(0.5, deadline - time.monotonic())
+        return self._stop_process(timeout) and stored
+
+    def _stop_process(self, timeout: float) -> bool:
         if not self._started:
             return True
         if self.is_alive():
@@ -163,8 +186,16 @@ class Publisher(multiprocessing.Process):
 
         The process refreshes them every ``SWITCH_INTERVAL`` (0.1 s), and once more as
         it stops: right after traffic they may lag by that much; after ``stop()`` they
-        are final."""
-        return dict(zip(HUB_COUNTERS, self._stats, strict=True))
+        are final.
+
+        On a durable bus, also what storing the messages this process put counted:
+        ``stored`` (acknowledged by the server), ``duplicates`` (of those, stored once
+        already: a retry), ``not_stored`` (given up after ``bus.send_timeout``) and
+        ``unconfirmed`` (waiting for the server now)."""
+        stats = dict(zip(HUB_COUNTERS, self._stats, strict=True))
+        if self.settings.durable:
+            stats.update(_outbox.outbox_for(self.settings).counters())
+        return stats
 
     def is_alive(self) -> bool:
         if self._thread is not None:

@@ -13,6 +13,9 @@ from .errors import ConfigurationError
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 SCHEMES = ("tcp", "ipc", "inproc", "memory", "nats")
 _NUMBER_TYPES: dict[str, type[int] | type[float]] = {"int": int, "float": float}
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+STORAGES = ("file", "memory")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class BusSettings:
     nats_tls_ca: str | None = field(default=None, metadata={"key": "nats.tls_ca"})
     nats_tls_cert: str | None = field(default=None, metadata={"key": "nats.tls_cert"})
     nats_tls_key: str | None = field(default=None, metadata={"key": "nats.tls_key"})
+    # nats:// only: publishing that waits, in the background, for the server to store each
+    # message (JetStream), and the one stream of the bus that stores them (bus.stream.*)
+    durable: bool = False
+    stream_max_age: float = field(default=7 * 24 * 3600.0, metadata={"key": "stream.max_age"})
+    stream_max_bytes: int = field(default=1 << 30, metadata={"key": "stream.max_bytes"})
+    stream_replicas: int = field(default=0, metadata={"key": "stream.replicas"})  # 0: 1 or 3
+    stream_storage: str = field(default="file", metadata={"key": "stream.storage"})
     # tcp:// only, read from bus.curve.*: certificate files as `shellbot-bus keygen` writes
     # them (see _transports/_zmq_curve.py); none set: a plain bus, as without CURVE
     curve_server_key: str | None = field(default=None, metadata={"key": "curve.server_key"})
@@ -58,7 +68,9 @@ class BusSettings:
             if value is None or value == "":
                 continue
             number = _NUMBER_TYPES.get(str(setting.type))
-            if number is not None:
+            if str(setting.type) == "bool":
+                value = _boolean(key, value)
+            elif number is not None:
                 try:
                     value = number(value)
                 except (TypeError, ValueError):
@@ -68,7 +80,20 @@ class BusSettings:
             given[setting.name] = value
         settings = cls(**given)
         check_address(settings.address)
+        if settings.stream_storage not in STORAGES:
+            raise ConfigurationError(
+                f"bus.stream.storage takes 'file' or 'memory'; got {settings.stream_storage!r}"
+            )
         return settings
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigurationError(f"bus.{key} takes true or false; got {value!r}")
 
 
 def check_address(address: Any) -> bool:

@@ -33,6 +33,7 @@ from .context import Context
 from .errors import AuthenticationError, ClosedError
 
 SWITCH_INTERVAL = 0.1  # iteration reads general.switch at most this often, in seconds
+FORGET_TIMEOUT = 5.0  # seconds close(forget=True) waits for the server to delete a position
 WAIT_SLICE = 0.25  # an endless wait wakes this often, so close() from another thread is seen
 
 # A subscriber with fewer than DRAIN_BELOW messages decoded takes those already queued
@@ -69,6 +70,43 @@ class _Topic:
             self.sender = sender
         self.last = last
         return first - previous - 1 if previous is not None and first > previous + 1 else 0
+
+
+class _Seen:
+    """What a durable subscriber took from one sender on one channel: every sequence
+    number up to ``floor``, and those in ``above``; ``highest`` is the latest. A message
+    the server delivers again is one of these: dropped, not handed twice."""
+
+    __slots__ = ("above", "floor", "highest")
+
+    LIMIT = 10_000  # numbers kept above a gap; beyond, the oldest gaps are given up
+
+    def __init__(self, first: int) -> None:
+        self.floor = self.highest = first - 1
+        self.above: set[int] = set()
+
+    def record(self, sequence: int) -> int | None:
+        """None when ``sequence`` was taken before; else how the count of gaps changed."""
+        above = self.above
+        if sequence <= self.floor or sequence in above:
+            return None
+        before = self.highest - self.floor - len(above)
+        if sequence == self.floor + 1:
+            self.floor = sequence
+            while self.floor + 1 in above:
+                self.floor += 1
+                above.discard(self.floor)
+        else:
+            above.add(sequence)
+        self.highest = max(self.highest, sequence)
+        change = self.highest - self.floor - len(above) - before
+        if len(above) > self.LIMIT:  # a gap that never filled: counted missed, and let go
+            self.floor = min(above)
+            above.discard(self.floor)
+            while self.floor + 1 in above:
+                self.floor += 1
+                above.discard(self.floor)
+        return change
 
 
 def compile_pattern(pattern: str) -> tuple[bytes, re.Pattern[str]]:
@@ -121,7 +159,11 @@ class Subscriber:
     """
 
     def __init__(
-        self, context: Context | str | None, channels: str | list[str], pattern: bool = False
+        self,
+        context: Context | str | None,
+        channels: str | list[str],
+        pattern: bool = False,
+        durable: str | None = None,
     ) -> None:
         self.context = as_context(context, "Subscriber()")
         self.settings = BusSettings.from_context(self.context)
@@ -132,7 +174,16 @@ class Subscriber:
                 f"{channels!r}. To add channels as they come, subscribe to one and call "
                 "subscriber.subscribe(['more', ...]) on the live subscriber"
             )
-        self._receiver = transport_for(self.settings).open_receiver()
+        self._receiver = transport_for(self.settings).open_receiver(durable)
+        self.durable = durable
+        # A durable subscriber: what it took per (channel, sender), to drop what comes again;
+        # per channel frame taken, how many of its messages the program was not handed yet,
+        # and how many were handed since the last acknowledgement.
+        self._durable = durable is not None
+        self._seen: dict[tuple[bytes, int], _Seen] = {}
+        self._unsettled: deque[int] = deque()
+        self._handed = 0
+        self._forget = False
         # b"\xff" (a control topic no one sends) when the transport routes no batches
         self._batch_topic = self._receiver.batch_topic or _codec.CONTROL
         self._topics: dict[bytes, _Topic] = {}
@@ -140,6 +191,8 @@ class Subscriber:
         self._everything = 0
         self._pending: deque[_Entry] = deque()
         self._counters = {"received": 0, "dropped": 0, "missed": 0}
+        if self._durable:
+            self._counters["duplicates"] = 0
         self._probe = b""
         self._ready = False
         # Readiness: the senders whose copy of the current probe came back, and how
@@ -297,7 +350,7 @@ class Subscriber:
         ``timeout`` seconds when given.
         """
         pending = self._pending
-        if pending and not self._closed:  # what arrived already goes out first, at once
+        if pending and not self._closed and not self._durable:  # what arrived goes out at once
             return pending.popleft()[3]
         entry = self._next_entry(block, timeout)
         return None if entry is None else entry[3]
@@ -348,8 +401,10 @@ class Subscriber:
             if closing_ends:
                 return None
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
+        if self._durable:
+            self._settle()  # the program asks for the next: it is past the one handed
         if self._pending:
-            return self._pending.popleft()
+            return self._hand(self._pending.popleft())
         if not block:
             timeout = 0.0
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -370,8 +425,10 @@ class Subscriber:
                             self._take(more)
                             if len(pending) >= DRAIN_BELOW:
                                 break
+                    if self._durable:
+                        self._settle()  # what came again, and nothing else: done with
                     if pending:
-                        return pending.popleft()
+                        return self._hand(pending.popleft())
                 elif self._closed or (deadline is not None and time.monotonic() >= deadline):
                     return None
             return None
@@ -415,7 +472,32 @@ class Subscriber:
         topic, body = frames
         if topic == self._batch_topic:
             return self._take_batch(body)
-        return self._take_message(topic, body)
+        taken = self._take_message(topic, body)
+        if self._durable and topic[:1] != _CONTROL:  # a frame of the server's, to acknowledge
+            self._unsettled.append(taken)
+        return taken
+
+    def _hand(self, entry: _Entry) -> _Entry:
+        if self._durable:
+            self._handed += 1
+        return entry
+
+    def _settle(self) -> None:
+        """Acknowledges the frames whose messages were all handed to the program, once it
+        asks for more (or closes): the oldest first, as they came."""
+        handed, self._handed = self._handed, 0
+        unsettled = self._unsettled
+        frames = 0
+        while unsettled:
+            left = unsettled[0]
+            if left > handed:
+                unsettled[0] = left - handed
+                break
+            handed -= left
+            unsettled.popleft()
+            frames += 1
+        if frames:
+            self._receiver.acknowledge(frames)
 
     def _take_batch(self, batch: bytes) -> int:
         """Takes the messages of a batch that the hub routed to this subscriber.
@@ -489,6 +571,8 @@ class Subscriber:
             counters["dropped"] += 1
             return 0
         sender, sequence = _unpack_header(body)
+        if self._durable:
+            return self._take_stored(topic, sender, sequence, body)
         pending = self._pending
         if body.find(_SEPARATOR, _HEADER_SIZE) < 0:  # one message: the common case when idle
             count = 1
@@ -514,6 +598,33 @@ class Subscriber:
         counters["received"] += taken
         return taken
 
+    def _take_stored(self, topic: bytes, sender: int, sequence: int, body: bytes) -> int:
+        """A durable subscriber's ``_take_message``: what was taken before is dropped
+        (``stats['duplicates']``), and a gap that the server fills later is no longer
+        counted missed."""
+        counters = self._counters
+        key = (topic, sender)
+        seen = self._seen.get(key)
+        if seen is None:  # the first from this sender here: what came before is not ours
+            seen = self._seen[key] = _Seen(sequence)
+        parts = body[_HEADER_SIZE:].split(_SEPARATOR)
+        taken = 0
+        append = self._pending.append
+        for offset, part in enumerate(parts):
+            change = seen.record(sequence + offset)
+            if change is None:
+                counters["duplicates"] += 1
+                continue
+            counters["missed"] += change
+            try:
+                append((topic, sender, sequence + offset, _loads(part)))
+            except orjson.JSONDecodeError:
+                counters["dropped"] += 1
+                continue
+            taken += 1
+        counters["received"] += taken
+        return taken
+
     def _wants(self, topic: bytes) -> bool:
         """For subscribers of everything or of patterns: a valid channel they asked for."""
         try:
@@ -529,15 +640,21 @@ class Subscriber:
 
     @property
     def stats(self) -> dict[str, int]:
-        """``received`` messages, ``dropped`` bad input, ``missed`` gaps in sequences."""
+        """``received`` messages, ``dropped`` bad input, ``missed`` gaps in sequences;
+        for a durable subscriber, ``duplicates``: messages the server delivered again,
+        which the program was not handed twice."""
         return dict(self._counters)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
+    def close(self, forget: bool = False) -> None:
         """Stops receiving and frees the subscriber's socket; idempotent.
+
+        A durable subscriber acknowledges the messages handed to the program, and the
+        server keeps its position for the next one of its name; with ``forget=True``,
+        the server deletes that position (raises ``TransportError`` if it could not).
 
         Afterwards ``get()`` and ``receive()`` raise ``ClosedError``, iteration
         ends, and a wait in progress returns None. Called from another thread
@@ -545,8 +662,15 @@ class Subscriber:
         ``aget()``; the waiting thread sees it within a fraction of a second and
         frees the socket itself.
         """
+        if forget and not self._durable:
+            raise ValueError("close(forget=True) is for a durable subscriber (durable=...)")
+        self._forget = forget
         if self._closed:
+            if forget:  # closed before: the position is forgotten now
+                self._receiver.forget(FORGET_TIMEOUT)
             return
+        if self._durable and not self._receiving:
+            self._settle()
         # Set before _receiving is read, where _next_entry sets _receiving before it
         # reads _closed: one of the two sides sees the other. _pending is left alone
         # (another thread may be taking from it); nothing reads it once closed.
@@ -561,7 +685,10 @@ class Subscriber:
             if self._released:
                 return
             self._released = True
-        self._receiver.close()
+        if self._forget:
+            self._receiver.forget(FORGET_TIMEOUT)
+        else:
+            self._receiver.close()
 
     def __enter__(self) -> Subscriber:
         return self
@@ -572,6 +699,8 @@ class Subscriber:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if exc_type is not None and self._durable:
+            self._handed = 0  # the program failed on the message in hand: it comes again
         self.close()
 
     def _check_open(self) -> None:
@@ -585,6 +714,7 @@ _RECORD_SIZE = _codec.RECORD_SIZE
 _loads = orjson.loads
 _SEPARATOR = _codec.BATCH_SEPARATOR
 _HEADER_SIZE = _codec.HEADER_SIZE
+_CONTROL = bytes([_codec.CONTROL_BYTE])
 
 
 def _envelope(entry: _Entry) -> Message:

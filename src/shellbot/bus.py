@@ -60,7 +60,9 @@ class Bus:
         """A publisher on this bus; ``start()`` it to keep the bus up."""
         return Publisher(self.context)
 
-    def subscribe(self, channels: str | list[str], pattern: bool = False) -> Subscriber:
+    def subscribe(
+        self, channels: str | list[str], pattern: bool = False, durable: str | None = None
+    ) -> Subscriber:
         """A subscriber of one channel or a list of channels (``''``: every channel).
 
         Raises ``ValueError`` for no channel (``None``, ``[]``, ``()``), as ``put()`` does:
@@ -68,5 +70,10 @@ class Bus:
 
         With ``pattern=True``, channels may be NATS-style patterns: ``votes.*``
         matches one dot-separated token, ``votes.>`` one or more.
+
+        With ``durable='name'`` (on a ``nats://`` bus whose server runs JetStream), the
+        server keeps the subscriber's position under that name: a subscriber made
+        later with the same name, in any process, receives everything published on
+        its channels since the last message this one was done with, each message once.
         """
-        return Subscriber(self.context, channels, pattern=pattern)
+        return Subscriber(self.context, channels, pattern=pattern, durable=durable)

@@ -26,6 +26,7 @@ from .. import errors
 from .._codec import HEADER
 from .._settings import BusSettings, nats_servers, redacted
 from ._nats_naming import Naming
+from ._nats_stream import Stream
 
 log = logging.getLogger("shellbot.bus")
 
@@ -50,27 +51,42 @@ class _OrderedClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._takers: dict[int, Callable[[bytes, bytes], None]] = {}
+        self._raw_takers: dict[int, Callable[[bytes, bytes, bytes, Any], None]] = {}
 
-    def take(self, subscription: Any, deliver: Callable[[bytes, bytes], None]) -> None:
-        """From now on, ``deliver(subject, payload)`` gets the messages of ``subscription``."""
+    def take(self, subscription: Any, deliver: Callable[..., None], raw: bool = False) -> None:
+        """From now on, ``deliver(subject, payload)`` gets the messages of ``subscription``;
+        with ``raw``, ``deliver(subject, reply, payload, headers)`` (JetStream's)."""
         sid = subscription._id
-        self._takers[sid] = deliver
+        if raw:
+            self._raw_takers[sid] = deliver
+        else:
+            self._takers[sid] = deliver
         queue = subscription._pending_queue  # anything that came before, in order
         while not queue.empty():
             message = queue.get_nowait()
-            deliver(message.subject.encode(), message.data)
+            if raw:
+                deliver(
+                    message.subject.encode(), message.reply.encode(), message.data, message.headers
+                )
+            else:
+                deliver(message.subject.encode(), message.data)
 
     def forget(self, subscription: Any) -> None:
         self._takers.pop(subscription._id, None)
+        self._raw_takers.pop(subscription._id, None)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
     ) -> None:
         deliver = self._takers.get(sid)
-        if deliver is None:
+        if deliver is not None:
+            deliver(subject, data)
+            return
+        raw = self._raw_takers.get(sid)
+        if raw is None:
             await super()._process_msg(sid, subject, reply, data, headers)
         else:
-            deliver(subject, data)
+            raw(subject, reply, data, await self._process_headers(headers) if headers else None)
 
 
 def _server_key(url: Any) -> str:
@@ -100,6 +116,7 @@ class _Connection:
         self._known = frozenset(_server_key(url) for url in self.servers)
         self._here: str | None = None  # the server this connection is on
         self.connected_once: asyncio.Event  # made in the loop, set at the first connection
+        self.stream = Stream(settings, self.client, lambda: len(self._known))  # JetStream's
         self._thread = threading.Thread(target=self.loop.run_forever, name="shellbot-nats")
         self._thread.daemon = True
         self._thread.start()

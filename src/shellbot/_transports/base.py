@@ -18,6 +18,7 @@ import enum
 from collections.abc import Iterator, Sequence
 
 from .._settings import BusSettings
+from ..errors import ConfigurationError
 
 Frames = list[bytes]
 
@@ -50,6 +51,17 @@ class Sender(abc.ABC):
         """Why the hub refused this sender's latest handshake (a secured bus), or None.
         Asked only while waiting for readiness: never on the way of a message."""
         return None
+
+    def wait_confirmed(self, timeout: float) -> int:
+        """Waits at most ``timeout`` seconds until the server confirmed it stored every
+        message sent (``bus.durable``); returns how many are still unconfirmed. A
+        transport that stores nothing confirms nothing more than sending: 0."""
+        return 0
+
+    def counters(self) -> dict[str, int]:
+        """What storing counted (``stored``, ``duplicates``, ``not_stored``,
+        ``unconfirmed``), on a durable bus; else nothing."""
+        return {}
 
     @abc.abstractmethod
     def close(self, linger: float) -> None:
@@ -96,6 +108,15 @@ class Receiver(abc.ABC):
     def handshake_failure(self) -> str | None:
         """As ``Sender.handshake_failure``, for this receiver's connection."""
         return None
+
+    def acknowledge(self, frames: int) -> None:  # noqa: B027 - only a durable receiver acts
+        """The program is past the messages of the oldest ``frames`` channel frames this
+        receiver delivered (those whose topic is a channel's), in the order delivered:
+        a durable receiver tells the server, which will not deliver them again."""
+
+    def forget(self, timeout: float) -> None:
+        """Closes, and deletes what the server keeps for a durable receiver (its position)."""
+        self.close()
 
     @property
     @abc.abstractmethod
@@ -156,6 +177,9 @@ class Transport(abc.ABC):
     #: a publisher then runs its loop in a thread instead of a child process.
     process_local: bool = False
     hub_kind: HubKind = HubKind.EMBEDDED
+    #: True when the server stores messages and keeps subscribers' positions (JetStream):
+    #: only then do ``open_receiver(durable=...)`` and ``bus.durable`` work.
+    stores_messages: bool = False
     #: For a broker's transport: what the broker is, as people call it ("a NATS server").
     broker_name: str = ""
 
@@ -167,13 +191,25 @@ class Transport(abc.ABC):
         """A new sender; the bus keeps one per process."""
 
     @abc.abstractmethod
-    def open_receiver(self) -> Receiver:
-        """A new receiver, subscribed to nothing."""
+    def open_receiver(self, durable: str | None = None) -> Receiver:
+        """A new receiver, subscribed to nothing; with ``durable``, one whose position the
+        server keeps under that name (see ``stores_messages``; else ``check_storage``
+        refuses it)."""
 
     @abc.abstractmethod
     def open_hub(self) -> Hub | None:
         """A hub holding the address, or None when another hub already holds it
         (a broker's transport: always None, and nobody asks)."""
+
+    def check_storage(self, durable: str | None = None) -> None:
+        """Refuses ``durable`` and ``bus.durable`` on a transport that stores nothing."""
+        if self.stores_messages or (durable is None and not self.settings.durable):
+            return
+        what = f"A durable subscriber (durable={durable!r})" if durable else "bus.durable"
+        raise ConfigurationError(
+            f"{what} needs a server that stores messages: a nats:// bus.address whose "
+            f"server runs JetStream; {self.settings.scheme}:// delivers at most once"
+        )
 
     def not_a_hub(self) -> str | None:
         """Once ``open_hub()`` found the address held: why its holder cannot be a hub,

@@ -125,9 +125,11 @@ class MemoryTransport(Transport):
         self._exchange = _exchange(settings.address)
 
     def open_sender(self) -> Sender:
+        self.check_storage()
         return MemorySender(self._exchange)
 
-    def open_receiver(self) -> Receiver:
+    def open_receiver(self, durable: str | None = None) -> Receiver:
+        self.check_storage(durable)
         return MemoryReceiver(self._exchange, self.settings.receive_high_water_mark)
 
     def open_hub(self) -> Hub | None:

@@ -47,6 +47,7 @@ except ImportError as missing:  # the optional extra
 
 # After the extra's check:
 from ._nats_connection import UNKNOWN_NODES, _Connection
+from ._nats_durable import DurableReceiver
 from ._nats_naming import (
     NAME_CACHE_LIMIT,
     Naming,
@@ -54,6 +55,7 @@ from ._nats_naming import (
     encode_token,
     matches,
 )
+from ._nats_stream import StoredPublishing
 
 log = logging.getLogger("shellbot.bus")
 
@@ -74,6 +76,9 @@ class NatsSender(Sender):
         self._waiting_for_room = False
         self._closed = False
         self._wake: asyncio.Event | None = None
+        # bus.durable: channels' runs are published to the stream, and kept until stored
+        self._stored: StoredPublishing | None = None
+        self._failure: errors.ShellbotError | None = None  # the stream cannot be used
         connection.call_soon(self._start)
 
     # -- in the caller's thread
@@ -85,6 +90,8 @@ class NatsSender(Sender):
         connection = self._connection
         if connection.failure is not None:
             raise connection.failure
+        if self._failure is not None:
+            raise self._failure
         if connection.max_payload and len(body) > connection.max_payload:
             raise errors.MessageTooLarge(
                 f"The message takes {len(body)} bytes with its header, over the NATS "
@@ -126,6 +133,25 @@ class NatsSender(Sender):
                 self._waiting_for_room = True
                 self._room.wait(min(remaining, 0.1))
 
+    def wait_confirmed(self, timeout: float) -> int:
+        """On a durable bus: waits until the server stored (or the bound gave up) every
+        message sent; returns how many are still unconfirmed."""
+        if self._stored is None and not self._settings.durable:
+            return 0
+        with contextlib.suppress(Exception):  # what is left is counted below
+            self._connection.run(self._flush(timeout), timeout + 1.0)
+        return len(self._queue) + (self._stored.unconfirmed if self._stored else 0)
+
+    def counters(self) -> dict[str, int]:
+        if not self._settings.durable:
+            return {}
+        stored = self._stored
+        counters = (
+            dict(stored.counters) if stored else {"stored": 0, "duplicates": 0, "not_stored": 0}
+        )
+        counters["unconfirmed"] = len(self._queue) + (stored.unconfirmed if stored else 0)
+        return counters
+
     def close(self, linger: float) -> None:
         if self._closed:
             return
@@ -135,6 +161,13 @@ class NatsSender(Sender):
             sent = connection.run(self._flush(linger), linger + 1.0)
         except Exception:
             sent = False
+        if self._stored is not None and self._stored.unconfirmed:
+            log.warning(
+                "%d messages put on %s were not confirmed stored within bus.linger (%g s)",
+                self._stored.unconfirmed,
+                redacted(self._settings.address),
+                linger,
+            )
         # The bus's own signals (probes, pills) left behind matter to no one.
         left = sum(1 for topic, _ in self._queue if topic[0] != CONTROL_BYTE)
         if not sent and left:
@@ -152,6 +185,9 @@ class NatsSender(Sender):
 
     # -- in the loop
     def _start(self) -> None:
+        if self._settings.durable:
+            connection = self._connection
+            self._stored = StoredPublishing(self._settings, connection.client, connection.stream)
         self._wake = asyncio.Event()
         self._connection.loop.create_task(self._pump())
         self._connection.when_connected(self._kick)
@@ -176,6 +212,7 @@ class NatsSender(Sender):
         queue = self._queue
         subject_of = self._naming.subject
         publish = client.publish
+        stored = self._stored.publish if self._stored is not None else None
         limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
         if client.max_payload:  # a run is one NATS message: the server's limit holds too
             limit = min(limit, client.max_payload)
@@ -206,7 +243,15 @@ class NatsSender(Sender):
                     if parts is not None:
                         body = BATCH_SEPARATOR.join(parts)
                 try:
-                    await publish(subject_of(topic), body)
+                    if stored is not None and topic[0] != CONTROL_BYTE:
+                        await stored(subject_of(topic), body)
+                    else:
+                        await publish(subject_of(topic), body)
+                except errors.ShellbotError as error:  # the stream cannot be used
+                    self._failure = error
+                    log.warning("NATS: %s", error)
+                    queue.clear()
+                    break
                 except nats_errors.MaxPayloadError as error:
                     # Put before the server's max_payload was known: this one alone is lost.
                     log.warning("NATS: a message could not be published (%s)", error)
@@ -236,6 +281,8 @@ class NatsSender(Sender):
             if client.is_connected:
                 await self._publish_queued()
                 if not self._queue:
+                    if self._stored is not None:
+                        return await self._stored.settled(deadline - loop.time())
                     with contextlib.suppress(Exception):
                         await client.flush(max(1, round(deadline - loop.time())))  # whole seconds
                         return True
@@ -246,10 +293,11 @@ class NatsSender(Sender):
 
 
 class NatsReceiver(Receiver):
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
         self._connection = connection
         self._naming = connection.naming
-        self._inbox = Inbox(connection.settings.receive_high_water_mark)
+        # A durable receiver shares its inbox with the core receiver of its signals.
+        self._inbox = inbox or Inbox(connection.settings.receive_high_water_mark)
         self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
@@ -381,6 +429,7 @@ async def _unsubscribe(subscription: Any) -> None:
 class NatsTransport(Transport):
     hub_kind = HubKind.BROKER
     broker_name = "a NATS server"
+    stores_messages = True  # with JetStream on the server, which the stream's use checks
 
     def __init__(self, settings: BusSettings) -> None:
         super().__init__(settings)
@@ -399,7 +448,9 @@ class NatsTransport(Transport):
     def open_sender(self) -> Sender:
         return NatsSender(self.connection)
 
-    def open_receiver(self) -> Receiver:
+    def open_receiver(self, durable: str | None = None) -> Receiver:
+        if durable is not None:
+            return DurableReceiver(self.connection, durable)
         return NatsReceiver(self.connection)
 
     def open_hub(self) -> Hub | None:

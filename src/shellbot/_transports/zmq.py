@@ -334,9 +334,11 @@ class ZmqTransport(Transport):
         self._context: zmq.Context = zmq.Context.instance()
 
     def open_sender(self) -> Sender:
+        self.check_storage()
         return ZmqSender(self._context, self.settings)
 
-    def open_receiver(self) -> Receiver:
+    def open_receiver(self, durable: str | None = None) -> Receiver:
+        self.check_storage(durable)
         return ZmqReceiver(self._context, self.settings)
 
     def unreachable(self) -> str:

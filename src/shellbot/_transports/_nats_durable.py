@@ -1,0 +1,370 @@
+"""A durable subscriber's receiver: a JetStream consumer that keeps its position.
+
+The consumer is named after the subscriber (``durable='ballots'``), filtered to
+its channels, and pushes to an inbox of this connection. The server delivers
+at least once; this receiver keeps the delivery in stream order and the
+subscriber above drops what came twice, so that the program sees each
+message once:
+
+- A frame's acknowledgement is held here, in the order frames were delivered,
+  until the subscriber says the program is past its messages
+  (``acknowledge``): acknowledgements leave in that order, so everything
+  before the first unacknowledged frame is acknowledged.
+- Anything that could reorder the delivery (a delivery sequence that skips or
+  repeats, a heartbeat saying we missed some, silence, a reconnection, a
+  change of channels) makes the consumer anew, starting at the first frame not
+  yet acknowledged: what follows comes again, in order, and what the
+  subscriber already has is dropped there as a duplicate.
+- A new process with the same name starts at the consumer's acknowledgement
+  floor: everything not acknowledged comes again.
+
+Bus signals (readiness probes) travel as on core NATS, through a core
+receiver sharing this receiver's inbox, subscribed after the consumer was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from nats import errors as nats_errors
+from nats.js import api
+from nats.js import errors as js_errors
+
+from .. import errors
+from .._codec import CONTROL_BYTE
+from ._inbox import Inbox
+from ._nats_connection import _Connection
+from .base import Frames, Receiver
+
+log = logging.getLogger("shellbot.bus")
+
+ACK_WAIT = 30.0  # seconds the server waits for an acknowledgement before it delivers again
+HEARTBEAT = 1.0  # seconds between the server's heartbeats while nothing is delivered
+SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer is made anew
+MAX_ACK_PENDING = 1000  # NATS messages delivered and not yet acknowledged, at most
+RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_name(name: Any) -> str:
+    """A durable subscriber's name: letters, digits, '_' or '-' (a consumer's name)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise errors.ConfigurationError(
+            f"durable= takes a name of 1 to 64 letters, digits, '_' or '-', as in "
+            f"durable='ballots'; got {name!r}"
+        )
+    return name
+
+
+def _delivery(reply: bytes) -> tuple[int, int] | None:
+    """(stream sequence, delivery sequence) from a JetStream delivery's reply subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<time>.<pending>``, or
+    the longer form with a domain and an account hash before the stream."""
+    tokens = reply.split(b".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[6])
+    if len(tokens) >= 12:
+        return int(tokens[7]), int(tokens[8])
+    return None
+
+
+class DurableReceiver(Receiver):
+    def __init__(self, connection: _Connection, name: str) -> None:
+        from .nats import NatsReceiver  # the core receiver, for the bus's signals
+
+        self._connection = connection
+        self._naming = connection.naming
+        self._stream = connection.stream
+        self.name = check_name(name)
+        self._inbox = Inbox(connection.settings.receive_high_water_mark)
+        self._signals = NatsReceiver(connection, self._inbox)
+        # Never more in flight than the inbox holds: a frame it dropped would leave a gap.
+        high_water_mark = connection.settings.receive_high_water_mark
+        self._max_pending = max(1, min(MAX_ACK_PENDING, high_water_mark))
+        self._interests: dict[str, int] = {}  # filter subject -> subscriptions (caller's thread)
+        self._closed = False
+        # In the loop:
+        self._work: asyncio.Queue[tuple[str, Any]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._filters: list[str] = []  # of the consumer as made
+        self._subscription: Any = None  # the core subscription of the consumer's inbox
+        self._incarnation = 0
+        self._made = False
+        self._remaking = False
+        # Frames delivered and not acknowledged, in order: (stream sequence, reply); the
+        # reply of a consumer made anew since is None (its frames come again).
+        self._outstanding: deque[tuple[int, bytes | None]] = deque()
+        self._last_stream = 0  # the stream sequence of the latest frame delivered
+        self._last_delivery = 0  # the consumer's delivery sequence of that frame
+        self._heard = time.monotonic()
+        self._failure: errors.ShellbotError | None = None
+        connection.call_soon(self._start)
+
+    # -- in the caller's thread
+    def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        if prefix[:1] == bytes([CONTROL_BYTE]):
+            self._connection.call_soon(self._enqueue, "signal", (prefix, True))
+            return
+        subject = self._naming.interest(prefix, pattern)
+        self._interests[subject] = self._interests.get(subject, 0) + 1
+        self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
+
+    def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        if prefix[:1] == bytes([CONTROL_BYTE]):
+            self._connection.call_soon(self._enqueue, "signal", (prefix, False))
+            return
+        subject = self._naming.interest(prefix, pattern)
+        count = self._interests.get(subject, 0)
+        if count <= 1:
+            self._interests.pop(subject, None)
+        else:
+            self._interests[subject] = count - 1
+        self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
+
+    def receive(self, timeout: float | None) -> Frames | None:
+        self._check()
+        return self._inbox.receive(timeout)
+
+    def receive_more(self) -> Iterator[Frames]:
+        return self._inbox.receive_more()
+
+    async def wait_async(self, timeout: float | None) -> bool:
+        self._check()
+        return await self._inbox.wait_async(timeout)
+
+    def acknowledge(self, frames: int) -> None:
+        self._connection.call_soon(self._acknowledge, frames)
+
+    def interrupt(self) -> None:
+        self._inbox.interrupt()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._signals.close()
+        self._inbox.close()
+        # Acknowledgements asked before leave before the process may end.
+        with contextlib.suppress(Exception):
+            self._connection.run(self._stop(), 2.0)
+
+    def forget(self, timeout: float) -> None:
+        self.close()
+        try:
+            self._connection.run(self._delete(), timeout)
+        except Exception as error:
+            raise errors.TransportError(
+                f"The durable subscriber {self.name!r} could not be forgotten within "
+                f"{timeout:g} s ({type(error).__name__}: {error}); it is kept on the server"
+            ) from error
+
+    def _check(self) -> None:
+        if self._closed:
+            raise errors.ClosedError("The subscriber was closed; subscribe again to go on")
+        self._connection.check()
+        if self._failure is not None:
+            raise self._failure
+
+    # -- in the loop
+    def _start(self) -> None:
+        self._work = asyncio.Queue()
+        self._worker = self._connection.loop.create_task(self._run())
+        self._connection.loop.create_task(self._watch())
+        self._connection.when_connected(self._reconnected)
+
+    def _enqueue(self, kind: str, argument: Any) -> None:
+        assert self._work is not None
+        self._work.put_nowait((kind, argument))
+
+    def _reconnected(self) -> None:
+        if self._made and not self._closed:
+            self._remake("reconnected")
+
+    def _remake(self, why: str) -> None:
+        if not self._remaking:
+            self._remaking = True
+            log.debug("NATS: durable %s made anew (%s)", self.name, why)
+            self._enqueue("remake", None)
+
+    async def _run(self) -> None:
+        """Does the changes one after the other: the consumer's filters (the latest
+        asked for, once), and the signals' subscriptions after them."""
+        work = self._work
+        assert work is not None
+        await self._connection.connected_once.wait()
+        while not self._closed:
+            kind, argument = await work.get()
+            if kind in ("filters", "remake"):
+                while not work.empty() and work._queue[0][0] in ("filters", "remake"):  # type: ignore[attr-defined]
+                    later, value = work.get_nowait()
+                    if later == "filters":
+                        kind, argument = later, value
+                if kind == "filters":
+                    self._filters = argument
+                if self._filters:
+                    await self._make()
+                else:
+                    self._remaking = False
+            else:
+                prefix, subscribing = argument
+                if subscribing:
+                    self._signals.subscribe(prefix)
+                else:
+                    self._signals.unsubscribe(prefix)
+
+    async def _make(self) -> None:
+        """Makes the consumer, starting at the first frame not acknowledged; tried
+        again until it is made (a cluster may have no leader for a while)."""
+        client = self._connection.client
+        # From here on, what the consumer before delivers is ignored, and its frames not
+        # acknowledged yet come again: their acknowledgements would reach no one.
+        self._incarnation += 1
+        incarnation = self._incarnation
+        self._outstanding = deque((stream, None) for stream, _ in self._outstanding)
+        while not self._closed:
+            self._drop_subscription()
+            try:
+                await self._stream.ensure()
+                start = await self._start_sequence()
+                inbox = client.new_inbox()
+                self._last_delivery = 0
+                subscription = await client.subscribe(inbox)
+                client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
+                self._subscription = subscription
+                jetstream = self._stream.jetstream
+                with contextlib.suppress(js_errors.NotFoundError):
+                    await jetstream.delete_consumer(self._stream.name, self.name)
+                await jetstream.add_consumer(self._stream.name, self._config(inbox, start))
+                self._made = True
+                self._heard = time.monotonic()
+                self._remaking = False
+                return
+            except errors.ShellbotError as error:  # the stream cannot be used: final
+                self._failure = error
+                self._inbox.interrupt()
+                return
+            except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError) as error:
+                log.debug("NATS: durable %s not made yet (%s)", self.name, error)
+                await asyncio.sleep(RETRY)
+
+    async def _start_sequence(self) -> int:
+        """Where the consumer begins: the first frame not acknowledged, or after the last
+        one delivered; for a new process, the consumer's acknowledgement floor (or,
+        for a new name, the next message stored)."""
+        if self._outstanding:
+            return min(stream for stream, _ in self._outstanding)
+        if self._last_stream:
+            return self._last_stream + 1
+        jetstream = self._stream.jetstream
+        try:
+            info = await jetstream.consumer_info(self._stream.name, self.name)
+        except js_errors.NotFoundError:
+            state = (await jetstream.stream_info(self._stream.name)).state
+            return state.last_seq + 1
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        return max(floor + 1, info.config.opt_start_seq or 1)
+
+    def _config(self, inbox: str, start: int) -> api.ConsumerConfig:
+        filters = self._filters
+        return api.ConsumerConfig(
+            durable_name=self.name,
+            deliver_subject=inbox,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT,
+            max_deliver=-1,
+            max_ack_pending=self._max_pending,
+            idle_heartbeat=HEARTBEAT,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+        )
+
+    def _deliver(
+        self, incarnation: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> None:
+        if incarnation != self._incarnation or self._closed:
+            return  # of a consumer made anew since
+        self._heard = time.monotonic()
+        if headers and "Status" in headers:
+            if headers["Status"] == "100":
+                if reply:  # a flow control request: answered, as the protocol asks
+                    self._reply(reply)
+                last = int(headers.get("Nats-Last-Consumer", 0) or 0)
+                if last > self._last_delivery:
+                    self._remake(f"heartbeat at delivery {last}, ours {self._last_delivery}")
+            else:
+                self._remake(f"status {headers['Status']}")
+            return
+        sequences = _delivery(reply)
+        if sequences is None:
+            return
+        stream, delivery = sequences
+        if self._remaking:
+            return  # the consumer is being made anew: this comes again
+        if delivery != self._last_delivery + 1:
+            # Skipped or repeated: what follows could be out of order. It comes again.
+            self._remake(f"delivery {delivery} after {self._last_delivery}")
+            return
+        self._last_delivery = delivery
+        self._last_stream = stream
+        topic = self._naming.topic(subject)
+        if topic is None:  # not a subject the bus writes: dropped (counted above) and done with
+            self._inbox.push([data])
+            self._reply(reply)
+            return
+        self._outstanding.append((stream, reply))
+        self._inbox.push([topic, data])
+
+    def _reply(self, reply: bytes) -> None:
+        """An empty message to ``reply``: an acknowledgement, or a flow control answer."""
+        self._connection.loop.create_task(self._connection.client.publish(reply.decode(), b""))
+
+    def _acknowledge(self, frames: int) -> None:
+        outstanding = self._outstanding
+        for _ in range(min(frames, len(outstanding))):
+            _, reply = outstanding.popleft()
+            if reply is not None:
+                self._reply(reply)
+
+    async def _watch(self) -> None:
+        """Makes the consumer anew when neither a message nor a heartbeat came for a while."""
+        while not self._closed:
+            await asyncio.sleep(HEARTBEAT)
+            if self._made and time.monotonic() - self._heard > SILENCE:
+                self._heard = time.monotonic()
+                self._remake("silence")
+
+    def _drop_subscription(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            self._connection.client.forget(subscription)
+            self._connection.loop.create_task(_unsubscribe(subscription))
+
+    async def _stop(self) -> None:
+        self._drop_subscription()
+        if self._worker is not None:
+            self._worker.cancel()
+        with contextlib.suppress(Exception):
+            await self._connection.client.flush(1)
+
+    async def _delete(self) -> None:
+        with contextlib.suppress(js_errors.NotFoundError):
+            await self._stream.jetstream.delete_consumer(self._stream.name, self.name)
+
+
+async def _unsubscribe(subscription: Any) -> None:
+    with contextlib.suppress(Exception):
+        await subscription.unsubscribe()
