@@ -189,8 +189,9 @@ class Publisher(multiprocessing.Process):
         are final.
 
         On a durable bus, also what storing the messages this process put counted:
-        ``stored`` (acknowledged by the server), ``duplicates`` (of those, stored once
-        already: a retry), ``not_stored`` (given up after ``bus.send_timeout``) and
+        ``stored`` (acknowledged by the server), ``retried`` (published again for want
+        of an acknowledgement), ``duplicates`` (acknowledged as stored already: the
+        first acknowledgement was lost), ``not_stored`` (given up after ``bus.send_timeout``) and
         ``unconfirmed`` (waiting for the server now)."""
         stats = dict(zip(HUB_COUNTERS, self._stats, strict=True))
         if self.settings.durable:

@@ -214,9 +214,19 @@ class DurableReceiver(Receiver):
                 if kind == "filters":
                     self._filters = argument
                 if self._filters:
-                    await self._make()
+                    try:
+                        await self._make()
+                    except Exception as error:  # unforeseen: said, never a silent stall
+                        failure = errors.TransportError(
+                            f"The durable subscriber {self.name!r} could not be made "
+                            f"({type(error).__name__}: {error})"
+                        )
+                        failure.__cause__ = error
+                        self._fail(failure)
                 else:
                     self._remaking = False
+                if self._failure is not None:
+                    return
             else:
                 prefix, subscribing = argument
                 if subscribing:
@@ -252,12 +262,26 @@ class DurableReceiver(Receiver):
                 self._remaking = False
                 return
             except errors.ShellbotError as error:  # the stream cannot be used: final
-                self._failure = error
-                self._inbox.interrupt()
+                self._fail(error)
                 return
+            except js_errors.APIError as error:
+                if error.code == 400:  # a request the server will never take
+                    self._fail(
+                        errors.ConfigurationError(
+                            f"The NATS server refused the durable subscriber {self.name!r} "
+                            f"({error.description})"
+                        )
+                    )
+                    return
+                log.debug("NATS: durable %s not made yet (%s)", self.name, error)
+                await asyncio.sleep(RETRY)
             except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError) as error:
                 log.debug("NATS: durable %s not made yet (%s)", self.name, error)
                 await asyncio.sleep(RETRY)
+
+    def _fail(self, error: errors.ShellbotError) -> None:
+        self._failure = error
+        self._inbox.interrupt()
 
     async def _start_sequence(self) -> int:
         """Where the consumer begins: the first frame not acknowledged, or after the last

@@ -41,6 +41,7 @@ IN_FLIGHT = 1024  # runs published and not yet acknowledged, at most, per sender
 API_TIMEOUT = 5.0  # seconds for one JetStream API request
 DUPLICATE_WINDOW = 120.0  # seconds: a retry within it is stored once (the server's default)
 MSG_ID = "Nats-Msg-Id"
+STREAM_NAME_IN_USE = 10058  # JetStream's error code
 
 _unpack_header = HEADER.unpack_from
 
@@ -109,8 +110,15 @@ class Stream:
                 await jetstream.add_stream(self._config())
                 log.info("NATS: made the stream %s for %s", self.name, self.subjects[0])
                 return None
-            except js_errors.BadRequestError:  # made meanwhile by another process
-                return await jetstream.stream_info(self.name)
+            except js_errors.ServiceUnavailableError:
+                raise
+            except js_errors.APIError as error:
+                if error.err_code == STREAM_NAME_IN_USE:  # made meanwhile by another process
+                    return await jetstream.stream_info(self.name)
+                raise errors.ConfigurationError(
+                    f"The NATS server refused to make the stream {self.name} "
+                    f"({error.description}): check bus.stream.*"
+                ) from error
 
     def _config(self) -> api.StreamConfig:
         settings = self.settings
@@ -123,7 +131,8 @@ class Stream:
             num_replicas=replicas,
             max_age=settings.stream_max_age or None,
             max_bytes=settings.stream_max_bytes or None,
-            duplicate_window=DUPLICATE_WINDOW,
+            # The server wants it within max_age: a message kept less is stored once anyway.
+            duplicate_window=min(DUPLICATE_WINDOW, settings.stream_max_age or DUPLICATE_WINDOW),
         )
 
     def _check(self, found: api.StreamConfig) -> None:
@@ -142,9 +151,10 @@ class Stream:
             for subject in subjects
         ):
             raise broken(f"subjects {subjects}", f"it must hold {self.subjects[0]}")
-        if found.retention is not None and found.retention != api.RetentionPolicy.LIMITS:
+        retention = _value(found.retention)
+        if retention is not None and retention != api.RetentionPolicy.LIMITS.value:
             raise broken(
-                f"retention {found.retention.value}",
+                f"retention {retention}",
                 "a durable subscriber needs every message kept for it: limits",
             )
         if found.no_ack:
@@ -162,14 +172,20 @@ class Stream:
             existing = getattr(found, setting)
             if setting == "num_replicas" and not self.settings.stream_replicas:
                 continue  # not asked for: whatever the stream has
+            given, existing = _value(given), _value(existing)
             if given is not None and existing not in (given, None) and existing != -1:
                 log.warning(
                     "NATS: the stream %s has %s %s, not %s as the settings say: used as it is",
                     self.name,
                     setting,
-                    getattr(existing, "value", existing),
-                    getattr(given, "value", given),
+                    existing,
+                    given,
                 )
+
+
+def _value(setting: Any) -> Any:
+    """A setting as the server spells it: nats-py gives enums or their strings."""
+    return getattr(setting, "value", setting)
 
 
 class _Run:
@@ -205,7 +221,7 @@ class StoredPublishing:
         self._settled = asyncio.Event()
         self._settled.set()
         self._retrying: asyncio.Task[None] | None = None
-        self.counters = {"stored": 0, "duplicates": 0, "not_stored": 0}
+        self.counters = {"stored": 0, "retried": 0, "duplicates": 0, "not_stored": 0}
 
     @property
     def unconfirmed(self) -> int:
@@ -277,6 +293,7 @@ class StoredPublishing:
                         self._settings.send_timeout,
                     )
                 elif now - run.sent >= ACK_TIMEOUT and self._client.is_connected:
+                    self.counters["retried"] += run.count
                     await self._send(token, run)
             self._make_room()
 

@@ -59,7 +59,7 @@ class Sender(abc.ABC):
         return 0
 
     def counters(self) -> dict[str, int]:
-        """What storing counted (``stored``, ``duplicates``, ``not_stored``,
+        """What storing counted (``stored``, ``retried``, ``duplicates``, ``not_stored``,
         ``unconfirmed``), on a durable bus; else nothing."""
         return {}
 

@@ -146,9 +146,9 @@ class NatsSender(Sender):
         if not self._settings.durable:
             return {}
         stored = self._stored
-        counters = (
-            dict(stored.counters) if stored else {"stored": 0, "duplicates": 0, "not_stored": 0}
-        )
+        counters = dict.fromkeys(("stored", "retried", "duplicates", "not_stored"), 0)
+        if stored is not None:
+            counters.update(stored.counters)
         counters["unconfirmed"] = len(self._queue) + (stored.unconfirmed if stored else 0)
         return counters
 
