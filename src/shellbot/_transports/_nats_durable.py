@@ -42,6 +42,7 @@ from .. import errors
 from .._codec import CONTROL_BYTE
 from ._inbox import Inbox
 from ._nats_connection import _Connection
+from ._nats_order import PublisherOrder
 from .base import Frames, Receiver
 
 log = logging.getLogger("shellbot.bus")
@@ -49,7 +50,9 @@ log = logging.getLogger("shellbot.bus")
 ACK_WAIT = 30.0  # seconds the server waits for an acknowledgement before it delivers again
 HEARTBEAT = 1.0  # seconds between the server's heartbeats while nothing is delivered
 SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer is made anew
-MAX_ACK_PENDING = 1000  # NATS messages delivered and not yet acknowledged, at most
+# NATS messages delivered and not yet acknowledged, at most: room for a few seconds of
+# traffic held back behind a run the stream stored late (see _nats_order).
+MAX_ACK_PENDING = 10_000
 RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -102,6 +105,7 @@ class DurableReceiver(Receiver):
         # Frames delivered and not acknowledged, in order: (stream sequence, reply); the
         # reply of a consumer made anew since is None (its frames come again).
         self._outstanding: deque[tuple[int, bytes | None]] = deque()
+        self._order = PublisherOrder(connection.settings.send_timeout + 5.0, self._push)
         self._last_stream = 0  # the stream sequence of the latest frame delivered
         self._last_delivery = 0  # the consumer's delivery sequence of that frame
         self._heard = time.monotonic()
@@ -243,11 +247,13 @@ class DurableReceiver(Receiver):
         self._incarnation += 1
         incarnation = self._incarnation
         self._outstanding = deque((stream, None) for stream, _ in self._outstanding)
+        self._start_at = self._resume_point()
+        self._order.forget_held()
         while not self._closed:
             self._drop_subscription()
             try:
                 await self._stream.ensure()
-                start = await self._start_sequence()
+                start = self._start_at or await self._start_sequence()
                 inbox = client.new_inbox()
                 self._last_delivery = 0
                 subscription = await client.subscribe(inbox)
@@ -283,14 +289,18 @@ class DurableReceiver(Receiver):
         self._failure = error
         self._inbox.interrupt()
 
+    def _resume_point(self) -> int:
+        """Where a consumer made anew begins: the first frame not acknowledged (handed on
+        or held back), or after the last one delivered; 0 before any delivery."""
+        streams = [stream for stream, _ in self._outstanding]
+        streams += self._order.held_streams()
+        if streams:
+            return min(streams)
+        return self._last_stream + 1 if self._last_stream else 0
+
     async def _start_sequence(self) -> int:
-        """Where the consumer begins: the first frame not acknowledged, or after the last
-        one delivered; for a new process, the consumer's acknowledgement floor (or,
-        for a new name, the next message stored)."""
-        if self._outstanding:
-            return min(stream for stream, _ in self._outstanding)
-        if self._last_stream:
-            return self._last_stream + 1
+        """Where the consumer of a new process begins: its acknowledgement floor, or,
+        for a new name, the next message stored."""
         jetstream = self._stream.jetstream
         try:
             info = await jetstream.consumer_info(self._stream.name, self.name)
@@ -349,8 +359,12 @@ class DurableReceiver(Receiver):
             self._inbox.push([data])
             self._reply(reply)
             return
+        self._order.take(stream, reply, topic, data)
+
+    def _push(self, stream: int, reply: bytes, frame: list[bytes]) -> None:
+        """Hands a frame to the subscriber, its acknowledgement kept in that order."""
         self._outstanding.append((stream, reply))
-        self._inbox.push([topic, data])
+        self._inbox.push(frame)
 
     def _reply(self, reply: bytes) -> None:
         """An empty message to ``reply``: an acknowledgement, or a flow control answer."""
@@ -367,6 +381,7 @@ class DurableReceiver(Receiver):
         """Makes the consumer anew when neither a message nor a heartbeat came for a while."""
         while not self._closed:
             await asyncio.sleep(HEARTBEAT)
+            self._order.release_due()
             if self._made and time.monotonic() - self._heard > SILENCE:
                 self._heard = time.monotonic()
                 self._remake("silence")
