@@ -364,3 +364,44 @@ def test_a_publisher_killed_mid_stream_loses_only_what_it_had_not_sent(
     assert subscriber.stats["missed"] == 0
     subscriber.close(forget=True)
     print(f"kill -9 of a publisher at 1,000 msgs/s: {len(put)} put, {lost} lost")
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc", "inproc", "memory"])
+def test_every_transport_that_stores_nothing_refuses_durable(
+    scheme: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from conftest import unique_address
+
+    address = unique_address(scheme, tmp_path_factory)
+    with pytest.raises(errors.ConfigurationError, match=f"{scheme}:// delivers at most once"):
+        Bus(Context({"bus": {"address": address}})).subscribe("x", durable="name")
+
+
+def test_a_message_whose_handling_raised_comes_again(jetstream: NatsNode) -> None:
+    bus = durable_bus(jetstream.url)
+    with bus.subscribe("jobs", durable="worker") as subscriber:
+        assert subscriber.wait_ready(10.0)
+    publisher = bus.publish()
+    publisher.put("jobs", "first")
+    assert publisher.stop()
+    with pytest.raises(RuntimeError), bus.subscribe("jobs", durable="worker") as subscriber:
+        assert subscriber.get(block=True, timeout=5.0) == "first"
+        raise RuntimeError("the program failed on it")
+    # The program never asked for the next one: "first" was not done with, and comes again.
+    with bus.subscribe("jobs", durable="worker") as subscriber:
+        assert [message.message for message in _iterate(subscriber, 1)] == ["first"]
+    with bus.subscribe("jobs", durable="worker") as subscriber:  # done with by the loop
+        assert subscriber.get(block=True, timeout=1.0) is None
+        subscriber.close(forget=True)
+
+
+def _iterate(subscriber: Any, count: int) -> list[Any]:
+    """The first ``count`` messages of a ``for`` loop over ``subscriber``; then asks for
+    one more, as a loop does, so the last one is done with."""
+    got = []
+    for message in subscriber:
+        got.append(message)
+        if len(got) == count:
+            break
+    assert subscriber.get(block=True, timeout=0.5) is None
+    return got
