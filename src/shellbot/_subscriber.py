@@ -314,10 +314,14 @@ class Subscriber:
         outbox = _outbox.outbox_for(self.settings)
         deadline = time.monotonic() + timeout
         interval = 0.01
+        generation = self._receiver.generation
         while not self._ready:
             now = time.monotonic()
             if now >= deadline:
                 return False
+            if self._receiver.generation != generation:  # reconnected: echoes before prove
+                generation = self._receiver.generation  # nothing about the server now
+                self._renew_probe()
             self._echoes_needed = outbox.send_probe(self._probe)
             self._ready = len(self._echoes) >= self._echoes_needed
             until = min(deadline, now + interval)

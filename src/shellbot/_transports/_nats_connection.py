@@ -108,6 +108,7 @@ class _Connection:
         self.failure: errors.TransportError | None = None  # the bus refused us: final
         self.last_error: str | None = None  # why the last attempt failed, for messages
         self.max_payload = 0  # the server's, once connected
+        self.generation = 0  # connections made so far (see Receiver.generation)
         self._on_connect: list[Callable[[], None]] = []
         self._probes: dict[str, Client] = {}  # other servers' probe connections
         self._probe_ids: dict[str, int] = {}
@@ -195,6 +196,7 @@ class _Connection:
         )
 
     async def _connected(self) -> None:
+        self.generation += 1
         self.connected_once.set()
         self.max_payload = self.client.max_payload
         self.last_error = None

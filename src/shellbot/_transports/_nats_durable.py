@@ -151,6 +151,10 @@ class DurableReceiver(Receiver):
         self._inbox.interrupt()
 
     @property
+    def generation(self) -> int:
+        return self._connection.generation
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -109,6 +109,12 @@ class Receiver(abc.ABC):
         """As ``Sender.handshake_failure``, for this receiver's connection."""
         return None
 
+    @property
+    def generation(self) -> int:
+        """Changes each time the receiver's connection is made anew (a reconnection to
+        another server): readiness proven before is proven no more."""
+        return 0
+
     def acknowledge(self, frames: int) -> None:  # noqa: B027 - only a durable receiver acts
         """The program is past the messages of the oldest ``frames`` channel frames this
         receiver delivered (those whose topic is a channel's), in the order delivered:

@@ -344,6 +344,10 @@ class NatsReceiver(Receiver):
         self._inbox.interrupt()
 
     @property
+    def generation(self) -> int:
+        return self._connection.generation
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
