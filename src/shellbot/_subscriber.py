@@ -372,7 +372,12 @@ class Subscriber:
                                 break
                     if pending:
                         return pending.popleft()
-                elif self._closed or (deadline is not None and time.monotonic() >= deadline):
+                    continue
+                # Quiet: a secured hub taken over by one with another key says so here.
+                refused = self._receiver.handshake_failure()
+                if refused is not None:
+                    raise AuthenticationError(refused)
+                if self._closed or (deadline is not None and time.monotonic() >= deadline):
                     return None
             return None
         finally:

@@ -173,6 +173,9 @@ class ZmqSender(Sender):
         return 1
 
     def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
+        refused = self.handshake_failure()  # a secured hub that refuses us takes nothing
+        if refused is not None:
+            return errors.AuthenticationError(refused)
         if isinstance(error, zmq.Again):
             return errors.TimeoutError(
                 f"No hub took messages at {self._address}, the inbound side of "
