@@ -336,3 +336,47 @@ def test_a_given_server_with_a_token_is_used_and_its_token_never_shown(tmp_path:
     assert "server" not in t1["ours"]  # a server of the user's: its counters are not read
     for text in (completed.stdout, completed.stderr, report_file.read_text()):
         assert "s3cret-t0ken" not in text
+
+
+@pytest.mark.timeout(120)
+def test_curve_adds_secured_rows_for_t1_and_t2_beside_the_plain_ones(tmp_path: Path) -> None:
+    report_file = tmp_path / "bench.json"
+    command = ["-m", "shellbot.bench", "--quick", "--only", "T1,T2", "--curve"]
+    completed = subprocess.run(
+        [sys.executable, *command, "--json", str(report_file)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    for measure in ("throughput with CURVE", "round trip p50 with CURVE", "throughput"):
+        assert measure in completed.stdout
+    report = json.loads(report_file.read_text())
+    assert report["curve"] is True and report["errors"] == []
+    t1, t2 = report["workloads"]["T1"], report["workloads"]["T2"]
+    assert t1["curve"]["rate"] > 0 and t1["curve"]["lost"] == 0
+    assert t2["curve"]["p50_us"] > 0
+    assert report["targets"]["T1"]["throughput with CURVE"]["target"] == ">= 0.7x plain"
+    assert report["targets"]["T2"]["round trip p50 with CURVE"]["target"] == "<= 1.3x plain"
+    (row,) = [row for row in t1["rows"] if row["measure"] == "throughput with CURVE"]
+    assert row["anchor"] == t1["ours"]["rate"]  # against the plain bus of the same run
+    assert set(t1["rounds"]) == {"ours", "anchor", "curve"}
+
+
+def test_curve_runs_in_the_same_rounds_and_only_on_zeromq() -> None:
+    plan = [(workload.key, side) for workload, _, side in _plan(["T1", "T3"], 1, curve=True)]
+    assert plan == [
+        ("T1", "anchor"),
+        ("T1", "ours"),
+        ("T1", "curve"),
+        ("T3", "anchor"),
+        ("T3", "ours"),
+    ]
+    completed = subprocess.run(
+        [sys.executable, "-m", "shellbot.bench", "--curve", "--transport", "nats"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "--curve" in completed.stdout

@@ -77,10 +77,17 @@ def secured_hub(tcp_address: str, keys: dict[str, Path]) -> Any:
     publisher.stop()
 
 
-def _drain(subscriber: Any, seconds: float) -> list[Any]:
+def _drain(subscriber: Any, seconds: float, refusals: list[str] | None = None) -> list[Any]:
+    """What ``subscriber`` gets in ``seconds``; a refused one's errors go to ``refusals``."""
     got, deadline = [], time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        message = subscriber.get(block=True, timeout=min(left, 0.1))
+        try:
+            message = subscriber.get(block=True, timeout=min(left, 0.1))
+        except AuthenticationError as refused:
+            if refusals is None:
+                raise
+            refusals.append(str(refused))
+            continue
         if message is not None:
             got.append(message)
     return got
@@ -148,7 +155,10 @@ def test_only_an_authorized_subscriber_receives(
             if message is not None:
                 seen.append(message)
         assert seen == list(range(COUNT))
-        got = _drain(tested, 0.5 if kind != "authorized" else 0.0)
+        refusals: list[str] = []
+        got = _drain(tested, 0.5 if kind != "authorized" else 0.0, refusals)
+        # A refused subscriber is told so by get() too, not only by wait_ready().
+        assert bool(refusals) is (kind in ("wrong server key", "unauthorized"))
         if kind == "authorized":
             got += _drain(tested, 0.0)
             while len(got) < COUNT and (message := tested.get(True, 5.0)) is not None:
@@ -284,3 +294,93 @@ def test_the_hub_command_needs_the_server_secret(tcp_address: str, keys: Any) ->
     )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "cannot hold the hub" in run.stderr
+
+
+def _relayed(publisher: Any, subscriber: Any, channel: str, seconds: float = 10.0) -> bool:
+    """Puts on ``channel`` until ``subscriber`` gets one of them (bounded)."""
+    deadline = time.monotonic() + seconds
+    number = 0
+    while time.monotonic() < deadline:
+        number += 1
+        publisher.put(channel, number)
+        if subscriber.get(block=True, timeout=0.1) is not None:
+            return True
+    return False
+
+
+def test_a_takeover_hub_with_the_same_server_key_is_transparent_to_clients(
+    tcp_address: str, keys: dict[str, Path]
+) -> None:
+    first, second = Bus(hub_context(tcp_address, keys)).publish(), None
+    first.start()
+    try:
+        second = Bus(hub_context(tcp_address, keys)).publish()
+        second.start()
+        assert first.holds_hub and not second.holds_hub
+        client = Bus(client_context(tcp_address, keys, "authorized"))
+        subscriber = client.subscribe("votes")
+        assert subscriber.wait_ready(5.0)
+        sender = client.publish()
+        assert _relayed(sender, subscriber, "votes")
+        assert first.stop(timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while not second.holds_hub and time.monotonic() < deadline:
+            second.join(0.05)
+        assert second.holds_hub
+        assert subscriber.wait_ready(5.0)  # the same clients, sockets and settings
+        assert _relayed(sender, subscriber, "votes")
+        subscriber.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_takeover_hub_with_another_server_key_is_reported_to_clients(
+    tcp_address: str, keys: dict[str, Path]
+) -> None:
+    genuine = Bus(hub_context(tcp_address, keys)).publish()
+    genuine.start()
+    client = Bus(client_context(tcp_address, keys, "authorized"))
+    subscriber = client.subscribe("votes")
+    waiting = client.subscribe("votes")
+    impostor = None
+    try:
+        assert subscriber.wait_ready(5.0) and waiting.wait_ready(5.0)
+        assert genuine.stop(timeout=5.0)
+        impostor = Bus(
+            context(
+                tcp_address,
+                server_key=keys["impostor_secret"],
+                client_key=keys["hubproc_secret"],
+                authorized=keys["authorized"],
+            )
+        ).publish()
+        impostor.start()
+        assert impostor.holds_hub
+        began = time.monotonic()
+        with pytest.raises(AuthenticationError, match="another server key"):
+            subscriber.wait_ready(5.0)
+        assert time.monotonic() - began < 5.0
+        # A subscriber that only reads hears it too, at the end of a wait.
+        began = time.monotonic()
+        with pytest.raises(AuthenticationError, match="another server key"):
+            while time.monotonic() - began < 10.0:
+                waiting.get(block=True, timeout=0.5)
+        assert time.monotonic() - began < 5.0
+        # A publisher's put() hears it once its queue is full, after bus.send_timeout.
+        small = client_context(tcp_address, keys, "authorized")
+        small.set("bus.send_high_water_mark", 10)
+        small.set("bus.send_timeout", 0.5)
+        sender = Bus(small).publish()
+        began = time.monotonic()
+        with pytest.raises(AuthenticationError, match="another server key"):
+            for number in range(1000):
+                sender.put("votes", number)
+        assert time.monotonic() - began < 5.0
+    finally:
+        subscriber.close()
+        waiting.close()
+        genuine.stop()
+        if impostor is not None:
+            impostor.stop()

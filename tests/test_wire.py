@@ -184,3 +184,47 @@ def test_an_address_held_by_something_else_times_out_start(tcp_address: str) -> 
         assert isinstance(raised.value, ShellbotError)
         publisher.join(2.0)
         assert not publisher.is_alive()
+
+
+def test_a_flood_of_bad_frames_leaves_good_traffic_whole_and_the_hub_small(
+    wire_bus: Bus, hub: Publisher, raw: zmq.Context
+) -> None:
+    """100,000 bad frames from a raw peer while a publisher sends 10,000: every good one
+    arrives, every bad one is counted, and the hub's process does not grow with them."""
+    import threading
+
+    import psutil
+
+    address = wire_bus.context.get("bus.address")
+    subscriber = wire_bus.subscribe("votes")
+    assert subscriber.wait_ready()
+    hub_process = psutil.Process(hub.pid)
+    rss_before = hub_process.memory_info().rss
+    bad, good = 100_000, 10_000
+    kinds = [b"garbage", b"votes\xff", b"votes\xffshort", b"\xff", b"", b"\xc3\x28"]
+    peer = raw.socket(zmq.PUSH)
+    peer.setsockopt(zmq.SNDTIMEO, 30_000)
+    peer.connect(inbound_of(address))
+
+    def flood() -> None:
+        for index in range(bad):
+            peer.send(kinds[index % len(kinds)])
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    publisher = wire_bus.publish()
+    for number in range(good):
+        publisher.put("votes", number)
+    received = []
+    deadline = time.monotonic() + 60.0
+    while len(received) < good and time.monotonic() < deadline:
+        message = subscriber.get(block=True, timeout=1.0)
+        if message is not None:
+            received.append(message)
+    flooder.join(60.0)
+    assert received == list(range(good))
+    assert subscriber.stats["missed"] == 0
+    assert eventually(lambda: hub.stats["dropped"] == bad, timeout=30.0), hub.stats
+    growth = hub_process.memory_info().rss - rss_before
+    assert growth < 32 * 1024 * 1024, f"the hub grew by {growth / 2**20:.1f} MiB"
+    peer.close(linger=0)

@@ -433,7 +433,12 @@ class Subscriber:
                         self._settle()  # what came again, and nothing else: done with
                     if pending:
                         return self._hand(pending.popleft())
-                elif self._closed or (deadline is not None and time.monotonic() >= deadline):
+                    continue
+                # Quiet: a secured hub taken over by one with another key says so here.
+                refused = self._receiver.handshake_failure()
+                if refused is not None:
+                    raise AuthenticationError(refused)
+                if self._closed or (deadline is not None and time.monotonic() >= deadline):
                     return None
             return None
         finally:
@@ -517,6 +522,8 @@ class Subscriber:
         taken = missed = 0
         offset = 0
         end = len(batch)
+        if not end:  # a hub sends no empty batch
+            self._counters["dropped"] += 1
         try:
             while offset < end:
                 length, topic_length, count = _unpack_record(batch, offset)
@@ -534,7 +541,10 @@ class Subscriber:
                     or not state.subscriptions
                     or length < topic_length + _HEADER_SIZE
                 ):
-                    taken += self._take_message(topic, batch[split:offset])
+                    if topic[:1] == _codec.CONTROL:  # no bus signal travels in a batch
+                        self._counters["dropped"] += 1
+                    else:
+                        taken += self._take_message(topic, batch[split:offset])
                     continue
                 sender, sequence = _unpack_header(batch, split)
                 try:
@@ -560,7 +570,10 @@ class Subscriber:
         counters = self._counters
         state = self._topics.get(topic)
         if state is None or not state.subscriptions:  # an exact channel's topic is valid
-            if not topic or topic[0] == _codec.CONTROL_BYTE:
+            if not topic:
+                counters["dropped"] += 1
+                return 0
+            if topic[0] == _codec.CONTROL_BYTE:
                 if topic == self._probe and len(body) >= _HEADER_SIZE:
                     self._echoes.add(_unpack_header(body)[0])
                     self._ready = len(self._echoes) >= self._echoes_needed

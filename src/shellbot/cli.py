@@ -1121,6 +1121,7 @@ def _parse(text: str, where: str) -> Any:
     epilog=_epilog(
         "shellbot-bus bench --quick",
         "shellbot-bus bench --only T1,T2 --json bench.json",
+        "shellbot-bus bench --only T1,T2 --curve",
         "shellbot-bus bench --transport nats",
         "shellbot-bus bench --nats-url nats://127.0.0.1:4222",
     )
@@ -1154,6 +1155,14 @@ def bench(
             help="Run on NATS, on this server rather than one started for the run.",
         ),
     ] = None,
+    curve: Annotated[
+        bool,
+        typer.Option(
+            "--curve",
+            metavar="",
+            help="Also run T1 and T2 secured with CURVE, against the plain bus of the run.",
+        ),
+    ] = False,
     address: Address = DEFAULT_ADDRESS,
 ) -> None:
     """Measure the bus against a bare client on this machine, and print the ratios.
@@ -1175,6 +1184,7 @@ def bench(
             only=keys or None,
             transport=transport,
             nats_url=nats_url,
+            curve=curve,
         )
     )
 

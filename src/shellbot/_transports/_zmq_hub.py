@@ -48,6 +48,7 @@ from .zmq import (
     _recv,
     _send,
     inbound_address,
+    keep_alive,
 )
 
 # A hub that has just bound the subscriber side waits for connected subscribers to
@@ -93,6 +94,8 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
     xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
+    keep_alive(xpub)
+    keep_alive(pull)
     # Far larger frames cost memory before the hub can refuse them: libzmq drops the
     # peer instead. Frames between the two limits are received, counted and dropped.
     pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)

@@ -43,9 +43,15 @@ from .. import errors
 from .._codec import CONTROL, ROUTE, ROUTE_REQUEST
 from .._settings import BusSettings
 from ._zmq_curve import HandshakeWatch, curve_of, holding_refused, secure_client
+from ._zmq_takeover import StoppedHolder
 from .base import Frames, Hub, Receiver, Sender, Transport
 
 RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
+# Heartbeats on every connection (ZMTP PING/PONG, answered by libzmq's own threads): a
+# peer silent for HEARTBEAT_TIMEOUT_MS after a ping (a stopped process, a machine gone,
+# a cut network) is dropped, within IVL + TIMEOUT = 2 s, and reconnected to.
+HEARTBEAT_IVL_MS = 500
+HEARTBEAT_TIMEOUT_MS = 1500
 # What a ZeroMQ peer sends first (ZMTP 3: 0xFF, 8 bytes of padding, 0x7F), and how long
 # the holder of a taken tcp:// address has to send it before it is taken for another program.
 ZMTP_SIGNATURE = b"\xff" + bytes(8) + b"\x7f"
@@ -80,6 +86,13 @@ def _receive_frames(socket: zmq.Socket) -> Frames:
         frames.append(frame.bytes)
         more = frame.more
     return frames
+
+
+def keep_alive(socket: zmq.Socket) -> None:
+    """Heartbeats on every connection of ``socket`` (set before it binds or connects)."""
+    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
 
 
 def _poll_in(socket: zmq.Socket, timeout: float | None) -> bool:
@@ -121,6 +134,7 @@ class ZmqSender(Sender):
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        keep_alive(self._socket)
         self._watch = _secured(self._socket, settings, "inbound side", self._address)
         self._socket.connect(connect_address(self._address))
         self._lock = threading.Lock()
@@ -159,6 +173,9 @@ class ZmqSender(Sender):
         return 1
 
     def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
+        refused = self.handshake_failure()  # a secured hub that refuses us takes nothing
+        if refused is not None:
+            return errors.AuthenticationError(refused)
         if isinstance(error, zmq.Again):
             return errors.TimeoutError(
                 f"No hub took messages at {self._address}, the inbound side of "
@@ -188,6 +205,7 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.SNDHWM, 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
+        keep_alive(self._socket)
         self._watch = _secured(self._socket, settings, "subscriber side", settings.address)
         self._socket.connect(connect_address(settings.address))
         identity = secrets.token_hex(8).encode()
@@ -332,6 +350,7 @@ class ZmqTransport(Transport):
         super().__init__(settings)
         self.process_local = settings.scheme == "inproc"
         self._context: zmq.Context = zmq.Context.instance()
+        self._stopped_holder: StoppedHolder | None = None
 
     def open_sender(self) -> Sender:
         self.check_storage()
@@ -374,7 +393,16 @@ class ZmqTransport(Transport):
     def open_hub(self) -> Hub | None:
         from ._zmq_hub import open_hub  # the hub's module imports this one
 
-        return open_hub(self._context, self.settings)
+        hub = open_hub(self._context, self.settings)
+        curve = curve_of(self.settings)
+        may_hold = curve is None or holding_refused(curve) is None
+        if hub is None and may_hold and self.settings.scheme == "tcp":
+            # Held: by a live hub (fine), or by a stopped process that forwards nothing.
+            if self._stopped_holder is None:
+                self._stopped_holder = StoppedHolder(self.settings, inbound_address(self.settings))
+            if self._stopped_holder.remove_if_stopped():
+                hub = open_hub(self._context, self.settings)
+        return hub
 
 
 def _greets_as_zeromq(host: str, port: int) -> bool | None:

@@ -26,6 +26,11 @@ server and the anchor a bare nats-py program (``_nats``), both on the same
 server in the same run. T1, T3 and T4 are judged at 0.9x the anchor or above,
 T2's p50 at 1.5x or below; T5 is shown against the anchor for information.
 
+With ``--curve`` (ZeroMQ only), T1 and T2 also run on a bus secured with CURVE
+(``bus.curve.*``, keys made for the run in a temporary folder), in the same rounds,
+after the plain bus: the rows "with CURVE" give it against the plain bus of the same
+run, judged at 0.7x of plain T1 or above and 1.3x of plain T2's p50 or below.
+
 Exit code: 0 when every run finished, 1 when one failed; targets are reported,
 not enforced (figures drift on shared machines: read the ratios).
 """
@@ -513,22 +518,92 @@ def _table(rows: list[dict[str, Any]], quick: bool, nats: bool = False) -> Table
 # -- the run ----------------------------------------------------------------------------
 
 
-def _plan(keys: list[str], rounds: int) -> list[tuple[Workload, int, str]]:
+def _plan(keys: list[str], rounds: int, curve: bool = False) -> list[tuple[Workload, int, str]]:
     """The runs in their order: (workload, round, side).
 
     Round by round: each round runs every repeated workload once per side, anchor
     first, so each best is drawn from the whole run rather than from a minute of
     it (a shared machine's speed drifts, T4 is judged against T1 and T5 shown
-    against it).
+    against it). With ``curve``, T1 and T2 run a third time per round, secured.
     """
     repeated = [key for key in keys if WORKLOADS[key].repeated]
     once = [key for key in keys if not WORKLOADS[key].repeated]
+
+    def sides(key: str) -> tuple[str, ...]:
+        return (ANCHOR, OURS, CURVE) if curve and key in CURVE_WORKLOADS else (ANCHOR, OURS)
+
     return [
         (WORKLOADS[key], round_, side)
         for round_ in range(rounds)
         for key in repeated
-        for side in (ANCHOR, OURS)
+        for side in sides(key)
     ] + [(WORKLOADS[key], 0, side) for key in once for side in (ANCHOR, OURS)]
+
+
+# --curve: ours secured with CURVE, against ours plain of the same run.
+CURVE = "curve"
+CURVE_WORKLOADS = ("T1", "T2")
+CURVE_THROUGHPUT = 0.7  # T1 with CURVE at this share of plain T1 or above
+CURVE_LATENCY = 1.3  # T2's p50 with CURVE at this multiple of plain or below
+
+
+def _curve_rows(key: str, plain: dict[str, Any], secured: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows "with CURVE": the secured bus (ours) against the plain one (anchor column)."""
+    if key == "T1":
+        return [
+            _row(
+                key,
+                "throughput with CURVE",
+                secured["rate"],
+                plain["rate"],
+                f">= {CURVE_THROUGHPUT}x plain",
+                secured["rate"] >= CURVE_THROUGHPUT * plain["rate"] and secured["lost"] == 0,
+                "msgs/s",
+                judged="ratio",
+            ),
+            _row(key, "lost with CURVE", secured["lost"], 0, "0", secured["lost"] == 0, "msgs"),
+        ]
+    return [
+        _row(
+            key,
+            "round trip p50 with CURVE",
+            secured["p50_us"],
+            plain["p50_us"],
+            f"<= {CURVE_LATENCY}x plain",
+            secured["p50_us"] <= CURVE_LATENCY * plain["p50_us"],
+            "µs",
+            judged="ratio",
+        ),
+        _row(
+            key,
+            "round trip p99 with CURVE",
+            secured["p99_us"],
+            plain["p99_us"],
+            "(information)",
+            None,
+            "µs",
+        ),
+    ]
+
+
+def _curve_network(folder: str) -> Network:
+    """A ZeroMQ network whose processes all hold the hub's secret and one client key."""
+    from pathlib import Path
+
+    from .._keys import keygen
+
+    _, hub_secret = keygen("hub", Path(folder) / "keys")
+    client_public, client_secret = keygen("client", Path(folder) / "keys")
+    authorized = Path(folder) / "authorized"
+    authorized.mkdir()
+    (authorized / client_public.name).write_bytes(client_public.read_bytes())
+    return Network(
+        curve={
+            "server_key": str(hub_secret),
+            "client_key": str(client_secret),
+            "authorized": str(authorized),
+        }
+    )
 
 
 TRANSPORTS = ("zmq", "nats")
@@ -540,12 +615,14 @@ def run(
     only: list[str] | None = None,
     transport: str | None = None,
     nats_url: str | None = None,
+    curve: bool = False,
 ) -> int:
     """Runs the benchmark, prints the table; returns the exit code (0: every run finished,
     1: a run failed or the NATS server could not be had, 2: bad options).
 
     ``transport``: ``zmq`` (the default) or ``nats``; on NATS, the benchmark starts a
     nats-server of its own on free loopback ports, or uses the one at ``nats_url``.
+    ``curve``: T1 and T2 also on a bus secured with CURVE (ZeroMQ only).
     """
     console = Console(width=None if sys.stdout.isatty() else 120)
     keys = [key.strip().upper() for key in only] if only else list(WORKLOADS)
@@ -562,6 +639,15 @@ def run(
     if nats_url and transport != "nats":
         console.print("[red]--nats-url names a NATS server: it goes with --transport nats")
         return 2
+    if curve and transport != "zmq":
+        console.print("[red]--curve secures the ZeroMQ bus: it goes with --transport zmq")
+        return 2
+    if transport == "zmq" and curve:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="shellbot-bench-keys-") as folder:
+            secured = _curve_network(folder)
+            return _run(console, quick, json_file, keys, _runs.ZEROMQ, {"curve": True}, secured)
     if transport == "zmq":
         return _run(console, quick, json_file, keys, _runs.ZEROMQ, {})
     if nats_url:
@@ -632,11 +718,14 @@ def _run(
     keys: list[str],
     network: Network,
     about: dict[str, Any],
+    secured: Network | None = None,
 ) -> int:
     nats = network.on_nats
     sizes = QUICK if quick else FULL
-    plan = _plan(keys, sizes.rounds)
-    measured: dict[str, dict[str, list[dict[str, Any]]]] = {k: {OURS: [], ANCHOR: []} for k in keys}
+    plan = _plan(keys, sizes.rounds, curve=secured is not None)
+    measured: dict[str, dict[str, list[dict[str, Any]]]] = {
+        k: {OURS: [], ANCHOR: [], CURVE: []} for k in keys
+    }
     errors: list[str] = []
     started = datetime.datetime.now(datetime.timezone.utc)
     with Progress(
@@ -655,7 +744,11 @@ def _run(
             )
             if workload.key not in {error.split(":")[0] for error in errors}:
                 try:
-                    measured[workload.key][side].append(workload.measure(side, sizes, network))
+                    if side == CURVE:  # ours, on the secured network
+                        result = workload.measure(OURS, sizes, secured or network)
+                    else:
+                        result = workload.measure(side, sizes, network)
+                    measured[workload.key][side].append(result)
                 except Exception as error:  # one failed run must not hide the others
                     errors.append(f"{workload.key}: {side}: {type(error).__name__}: {error}")
             progress.advance(task)
@@ -675,15 +768,27 @@ def _run(
         if key == "T1":
             t1 = ours["rate"]
         workload_rows = _summarize(key, ours, anchor, t1, nats=nats)
+        if runs[CURVE]:
+            curved = _latency(runs[CURVE]) if key == "T2" else _best(runs[CURVE])
+            workload_rows += _curve_rows(key, ours, curved)
         rows.extend(workload_rows)
         summaries[key] = {
             "title": WORKLOADS[key].title,
             "ours": ours,
             "anchor": anchor,
-            "rounds": {side: [_slim(result) for result in runs[side]] for side in (OURS, ANCHOR)},
+            "rounds": {
+                side: [_slim(result) for result in runs[side]] for side in runs if runs[side]
+            },
             "rows": workload_rows,
         }
+        if runs[CURVE]:
+            summaries[key]["curve"] = curved
     console.print(_table(rows, quick, nats=nats))
+    if secured is not None:
+        console.print(
+            "Rows 'with CURVE': ours on a bus secured with CURVE (ours column) against ours "
+            "plain of the same run (anchor column)."
+        )
     for failure in errors:
         console.print(f"[red]failed: {failure}")
     if nats:

@@ -1,4 +1,4 @@
-"""``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2] [--transport nats]``."""
+"""``python -m shellbot.bench [--quick] [--json FILE] [--only T1,T2] [--curve] ...``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def bench(
         help="Run on NATS, on this server rather than one of the benchmark's own (one "
         "server; subjects go under shellbot-bench.*).",
     ),
+    curve: bool = typer.Option(
+        False,
+        "--curve",
+        help="Also run T1 and T2 on a bus secured with CURVE (keys made for the run), "
+        "against the plain bus of the same run.",
+    ),
 ) -> None:
     """Measures the bus against a bare client on this machine and prints ours, anchor, ratio.
 
@@ -43,7 +49,14 @@ def bench(
     """
     keys = [key for key in only.split(",") if key.strip()] if only else None
     raise typer.Exit(
-        run(quick=quick, json_file=json_file, only=keys, transport=transport, nats_url=nats_url)
+        run(
+            quick=quick,
+            json_file=json_file,
+            only=keys,
+            transport=transport,
+            nats_url=nats_url,
+            curve=curve,
+        )
     )
 
 

@@ -59,9 +59,15 @@ class Network:
     or the NATS server at ``nats_url``; ``server``, when the benchmark started that
     server itself (its memory, CPU and counters are then read too)."""
 
-    def __init__(self, nats_url: str | None = None, server: _nats.NatsServer | None = None):
+    def __init__(
+        self,
+        nats_url: str | None = None,
+        server: _nats.NatsServer | None = None,
+        curve: dict[str, str] | None = None,
+    ):
         self.nats_url = nats_url
         self.server = server
+        self.curve = curve  # bus.curve settings of ours, on ZeroMQ (--curve)
 
     @property
     def on_nats(self) -> bool:
@@ -76,7 +82,12 @@ class Network:
         """The ``bus`` settings of ours for one run, shared by all its processes: a fresh
         address on ZeroMQ; on NATS, the server and a subject prefix of the run's own."""
         if self.nats_url is None:
-            return {"address": f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"}
+            settings: dict[str, Any] = {
+                "address": f"tcp://127.0.0.1:{free_ports(1, pairs=True)[0]}"
+            }
+            if self.curve is not None:
+                settings["curve"] = dict(self.curve)
+            return settings
         return {"address": self.nats_url, "nats": {"prefix": _nats.prefix()}}
 
     def server_process(self) -> psutil.Process | None:
