@@ -53,6 +53,7 @@ SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer
 # NATS messages delivered and not yet acknowledged, at most: room for a few seconds of
 # traffic held back behind a run the stream stored late (see _nats_order).
 MAX_ACK_PENDING = 10_000
+FILTERS_SETTLE = 0.05  # seconds without a change before filters asked for are applied
 RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -207,40 +208,57 @@ class DurableReceiver(Receiver):
             self._enqueue("remake", None)
 
     async def _run(self) -> None:
-        """Does the changes one after the other: the consumer's filters (the latest
-        asked for, once), and the signals' subscriptions after them."""
+        """Does the changes one after the other. Filters asked for together (a
+        subscriber's channels come one call each) make the consumer once: before the
+        next signal's subscription (the readiness probe, which must follow it), or once
+        no change came for FILTERS_SETTLE seconds."""
         work = self._work
         assert work is not None
         await self._connection.connected_once.wait()
+        changed = False  # filters (or a remake) asked for and not applied yet
         while not self._closed:
-            kind, argument = await work.get()
-            if kind in ("filters", "remake"):
-                while not work.empty() and work._queue[0][0] in ("filters", "remake"):  # type: ignore[attr-defined]
-                    later, value = work.get_nowait()
-                    if later == "filters":
-                        kind, argument = later, value
-                if kind == "filters":
-                    self._filters = argument
-                if self._filters:
-                    try:
-                        await self._make()
-                    except Exception as error:  # unforeseen: said, never a silent stall
-                        failure = errors.TransportError(
-                            f"The durable subscriber {self.name!r} could not be made "
-                            f"({type(error).__name__}: {error})"
-                        )
-                        failure.__cause__ = error
-                        self._fail(failure)
-                else:
-                    self._remaking = False
+            if changed and work.empty():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wait_for_work(), FILTERS_SETTLE)
+            if changed and (work.empty() or work._queue[0][0] == "signal"):  # type: ignore[attr-defined]
+                changed = False
+                await self._apply()
                 if self._failure is not None:
                     return
+                continue
+            kind, argument = await work.get()
+            if kind == "filters":
+                self._filters = argument
+                changed = True
+            elif kind == "remake":
+                changed = True
             else:
                 prefix, subscribing = argument
                 if subscribing:
                     self._signals.subscribe(prefix)
                 else:
                     self._signals.unsubscribe(prefix)
+
+    async def _wait_for_work(self) -> None:
+        work = self._work
+        assert work is not None
+        while work.empty():
+            await asyncio.sleep(FILTERS_SETTLE / 10)
+
+    async def _apply(self) -> None:
+        """Makes the consumer for the filters now (none left: it is left as it is)."""
+        if not self._filters:
+            self._remaking = False
+            return
+        try:
+            await self._make()
+        except Exception as error:  # unforeseen: said, never a silent stall
+            failure = errors.TransportError(
+                f"The durable subscriber {self.name!r} could not be made "
+                f"({type(error).__name__}: {error})"
+            )
+            failure.__cause__ = error
+            self._fail(failure)
 
     async def _make(self) -> None:
         """Makes the consumer, starting at the first frame not acknowledged; tried
