@@ -58,6 +58,10 @@ from .errors import ShellbotError
 JOIN_CHANNEL = "shellbot.vote.join"
 DEFAULT_QUESTION = "Where shall we have lunch?"
 DEFAULT_OPTIONS = ("pizza", "sushi", "salad", "tacos")
+MAX_VOTERS = 1000  # hosted by one vote, or added by one join
+MAX_WORKERS = 64
+EXPECT_WAIT = 60.0  # how long a host expecting joiners waits for them, unless told
+JOIN_WAIT = 10.0  # how long a joiner waits for a vote to take its voters, unless told
 
 READY_TIMEOUT = 20.0  # how long voters may take to be ready (process start, subscription live)
 JOIN_READY_TIMEOUT = 10.0  # how long joined voters may take to be ready once welcomed
@@ -391,13 +395,15 @@ class VoteSettings:
     curve: dict[str, str] = field(default_factory=dict)  # bus.curve.* keys, set ones only
     nats: dict[str, str] = field(default_factory=dict)  # bus.nats.* (credentials, TLS files)
 
+    def __post_init__(self) -> None:
+        if len(set(self.options)) < 2:
+            raise ValueError("a vote needs at least two different options")
+
 
 class VoteHost:
     """Runs one vote from the group channel; ``run()`` returns its ``Result``."""
 
     def __init__(self, settings: VoteSettings, view: HostView) -> None:
-        if len(set(settings.options)) < 2:
-            raise ValueError("A vote needs at least two different options")
         self.settings = settings
         self.view = view
         self.vote_id = secrets.token_hex(3)
@@ -571,8 +577,8 @@ class VoteHost:
         if self.tally.due is not None:
             answer: dict[str, Any] = {"kind": "refused", "reason": "the question is already out"}
             self.view.refused(origin, answer["reason"])
-        elif not isinstance(count, int) or not 0 < count <= 1000:
-            answer = {"kind": "refused", "reason": "ask for 1 to 1000 voters"}
+        elif not isinstance(count, int) or not 0 < count <= MAX_VOTERS:
+            answer = {"kind": "refused", "reason": f"ask for 1 to {MAX_VOTERS} voters"}
             self.view.refused(origin, answer["reason"])
         else:
             first = len(self.tally.registered) + 1

@@ -339,6 +339,16 @@ class ZmqTransport(Transport):
     def open_receiver(self) -> Receiver:
         return ZmqReceiver(self._context, self.settings)
 
+    def check(self) -> None:
+        curve_of(self.settings)
+
+    def publisher_address(self) -> str:
+        return inbound_address(self.settings)
+
+    def hub_refused(self) -> str | None:
+        curve = curve_of(self.settings)  # tcp:// only: a ConfigurationError otherwise
+        return None if curve is None else holding_refused(curve)
+
     def unreachable(self) -> str:
         settings = self.settings
         curve = curve_of(settings)
