@@ -26,7 +26,8 @@ import psutil
 import pytest
 
 from shellbot import Context
-from shellbot._vote import Tally, choose
+from shellbot._vote.tally import Tally
+from shellbot._vote.voters import choose
 from shellbot.bus import Bus
 
 CLI = [sys.executable, "-m", "shellbot.cli"]

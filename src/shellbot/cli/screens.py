@@ -1,6 +1,6 @@
 """What the vote shows on a terminal: the host's live screen and the joiner's lines.
 
-The screens are the vote's views (``_vote.HostView`` and ``_vote.JoinView``): the
+The screens are the vote's views (``HostView`` and ``JoinView`` of ``_vote``): the
 vote reports to them, they render, and nothing else here touches the bus.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -24,12 +24,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .._settings import redacted
-from .._vote import short_name
+from .._vote.messages import short_name
 from ._common import stamp
 
 if TYPE_CHECKING:
-    from .._vote import Outcome, Result, VoteHost
-    from ..bus import Message
+    from .._vote.host import VoteHost
+    from .._vote.messages import Ballot, Closed, Question, Welcome
+    from .._vote.tally import Outcome, Result
 
 
 class HostScreen:
@@ -248,39 +249,36 @@ class JoinScreen:
         self.console = console
         self.started = time.monotonic()
 
-    def welcomed(self, welcome: dict[str, Any], workers: int) -> None:
-        names = [short_name(channel) for channel in welcome["voters"]]
+    def welcomed(self, welcome: Welcome, workers: int) -> None:
+        names = [short_name(channel) for channel in welcome.voters]
         span = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         self.console.print(
             Text.assemble(
                 ("Joined vote ", "bold"),
-                (welcome["vote"], "bold cyan"),
+                (welcome.vote, "bold cyan"),
                 f": {len(names)} voters ({span}) in {workers} worker processes",
             )
         )
-        self.console.print(Text.assemble(("Question: ", "bold"), welcome["question"]))
-        self.console.print(Text.assemble(("Options:  ", "bold"), ", ".join(welcome["options"])))
+        self.console.print(Text.assemble(("Question: ", "bold"), welcome.question))
+        self.console.print(Text.assemble(("Options:  ", "bold"), ", ".join(welcome.options)))
 
-    def message(self, message: Message) -> None:
-        body = message.message
-        if body["kind"] == "question":
-            self.console.print(f"Asked, due at {stamp(float(body['due']))}")
-        elif body["kind"] == "ballot":
-            self.console.print(
-                f"  {short_name(message.channel)} voted {body.get('option')} "
-                f"after {body.get('think', 0):.2f} s"
-            )
+    def asked(self, question: Question) -> None:
+        self.console.print(f"Asked, due at {stamp(question.due)}")
 
-    def finish(self, closed: dict[str, Any]) -> None:
-        counts = closed.get("counts", {})
+    def voted(self, channel: str, ballot: Ballot) -> None:
+        self.console.print(
+            f"  {short_name(channel)} voted {ballot.option} after {ballot.think:.2f} s"
+        )
+
+    def finish(self, closed: Closed) -> None:
         self.console.print()
         self.console.print(Text("Result of the vote:", style="bold"))
-        self.console.print(bars(counts, int(closed.get("asked", 0)), closed.get("winners")))
-        winners = closed.get("winners") or []
+        self.console.print(bars(closed.counts, closed.asked, closed.winners))
+        winners = closed.winners
         self.console.print(
             Text.assemble(
                 ("Winner: " if len(winners) == 1 else "Tie: ", "bold"),
                 " and ".join(winners) or "none",
-                f" ({closed.get('counted')} of {closed.get('asked')} voted)",
+                f" ({closed.counted} of {closed.asked} voted)",
             )
         )

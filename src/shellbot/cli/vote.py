@@ -8,15 +8,13 @@ import typer
 from rich.console import Console
 
 from .._settings import DEFAULT_ADDRESS
-from .._vote import (
+from .._vote.settings import (
     DEFAULT_OPTIONS,
     EXPECT_WAIT,
     JOIN_WAIT,
     MAX_VOTERS,
     MAX_WORKERS,
-    VoteHost,
     VoteSettings,
-    join_vote,
 )
 from ._app import app
 from ._common import (
@@ -135,6 +133,9 @@ def vote(
     live, then shows the result, the participation and the time from question to
     last ballot. Ballots after --timeout are reported as late and not counted.
     """
+    from .._vote.host import VoteHost
+    from .._vote.joiner import join_vote
+
     console = Console(highlight=False)
     curve = curve_options(curve_server_key, curve_client_key, curve_authorized)
     if join is not None:
