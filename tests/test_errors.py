@@ -78,9 +78,33 @@ def test_put_without_a_hub_times_out_with_our_timeout_error(tcp_address: str) ->
     assert time.monotonic() - started < 5.0
     assert isinstance(raised.value, builtins.TimeoutError)
     assert "start a publisher or `shellbot-bus hub`" in str(raised.value)
+    assert isinstance(raised.value.__cause__, zmq.Again)  # errors.py: the cause is kept
     port = int(tcp_address.rsplit(":", 1)[1])
     # It failed on the inbound side; both sides are named, so neither port surprises.
     assert f"127.0.0.1:{port + 1}, the inbound side of {tcp_address}" in str(raised.value)
+
+
+def test_a_zeromq_error_on_sending_is_translated_with_its_cause(tcp_address: str) -> None:
+    settings = BusSettings.from_context(
+        Context(
+            {
+                "bus": {
+                    "address": tcp_address,
+                    "send_high_water_mark": 1,
+                    "send_timeout": 0.05,
+                    "linger": 0,
+                }
+            }
+        )
+    )
+    sender = transport_for(settings).open_sender()
+    try:
+        with pytest.raises(TimeoutError, match=r"before bus\.send_timeout") as raised:
+            for _ in range(1_000):
+                sender.send([(b"nowhere\xff", b"body")])
+        assert isinstance(raised.value.__cause__, zmq.Again)
+    finally:
+        sender.close(0.0)
 
 
 def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:

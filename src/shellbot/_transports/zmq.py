@@ -133,7 +133,7 @@ class ZmqSender(Sender):
                     _send(socket, topic, _SNDMORE)
                     _send(socket, body)
             except zmq.ZMQError as error:
-                raise self._translated(error) from None
+                raise _translated(error, self) from error
 
     def send_one(self, topic: bytes, body: bytes) -> None:
         """``send([(topic, body)])`` for a caller that serializes its calls (the outbox),
@@ -141,7 +141,7 @@ class ZmqSender(Sender):
         try:
             _send(self._socket, topic + body)
         except zmq.ZMQError as error:
-            raise self._translated(error) from None
+            raise _translated(error, self) from error
 
     def send_probe(self, topic: bytes, body: bytes) -> int:
         """A probe that cannot leave at once (no hub took the connection, such as one
@@ -155,19 +155,8 @@ class ZmqSender(Sender):
             except zmq.Again:
                 pass
             except zmq.ZMQError as error:
-                raise self._translated(error) from None
+                raise _translated(error, self) from error
         return 1
-
-    def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
-        if isinstance(error, zmq.Again):
-            return errors.TimeoutError(
-                f"No hub took messages at {self._address}, the inbound side of "
-                f"{self._bus_address}, before bus.send_timeout: start a publisher or "
-                f"`shellbot-bus hub` on {self._bus_address}"
-            )
-        return errors.TransportError(
-            f"Sending to {self._address} failed ({error}): check bus.address and bus.inbound"
-        )
 
     def handshake_failure(self) -> str | None:
         return None if self._watch is None else self._watch.failure()
@@ -319,7 +308,19 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _translated(error: zmq.ZMQError) -> errors.ShellbotError:
+def _translated(error: zmq.ZMQError, sender: ZmqSender | None = None) -> errors.ShellbotError:
+    """The bus's error for a ZeroMQ one, raised ``from`` it: of ``sender``'s sending, or
+    else of a receiver's receiving."""
+    if sender is not None:
+        if isinstance(error, zmq.Again):
+            return errors.TimeoutError(
+                f"No hub took messages at {sender._address}, the inbound side of "
+                f"{sender._bus_address}, before bus.send_timeout: start a publisher or "
+                f"`shellbot-bus hub` on {sender._bus_address}"
+            )
+        return errors.TransportError(
+            f"Sending to {sender._address} failed ({error}): check bus.address and bus.inbound"
+        )
     if error.errno == zmq.ENOTSOCK:
         return errors.ClosedError("The subscriber was closed; subscribe again to go on")
     return errors.TransportError(
