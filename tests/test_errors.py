@@ -107,6 +107,7 @@ def test_a_zeromq_error_on_sending_is_translated_with_its_cause(tcp_address: str
         sender.close(0.0)
 
 
+@pytest.mark.embedded_hub
 def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
     """A ZeroMQ program that is not a hub of this bus holds the address."""
     other = zmq.Context()
@@ -125,6 +126,7 @@ def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
     assert "could not hold the hub there" in message
 
 
+@pytest.mark.embedded_hub
 def test_a_bind_error_is_translated_and_says_what_to_do(tmp_path: Path) -> None:
     address = f"ipc://{tmp_path}/{'x' * 150}"  # longer than a socket path may be
     settings = BusSettings.from_context(Context({"bus": {"address": address}}))
@@ -137,6 +139,7 @@ def test_a_bind_error_is_translated_and_says_what_to_do(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5.0  # told at once, not after start()'s timeout
 
 
+@pytest.mark.embedded_hub
 def test_an_ipc_address_in_a_missing_directory_says_so(tmp_path: Path) -> None:
     address = f"ipc://{tmp_path}/missing/bus"
     started = time.monotonic()
