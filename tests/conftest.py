@@ -1,4 +1,9 @@
-"""Fixtures: every test gets its own bus address, on a port or name nobody else uses."""
+"""Fixtures: every test gets its own bus address, on a port or name nobody else uses.
+
+Tests that need a hub the bus holds itself (ZeroMQ, memory) are marked
+``embedded_hub``: on a broker's address (nats://) they are skipped, and
+``-m "not embedded_hub"`` runs the rest alone.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 from _nats import NatsNode
 
 from shellbot import Context
-from shellbot.bus import Bus, Publisher
+from shellbot.bus import Bus, Publisher, Subscriber
 
 _names = itertools.count()
 
@@ -93,10 +99,13 @@ def network_address(
     return unique_address(request.param, tmp_path_factory)
 
 
-@pytest.fixture
-def embedded_hub(address: str) -> None:
-    """For tests of the hub the bus holds itself: a broker's address (nats://) has none."""
-    if address.startswith("nats://"):
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked embedded_hub is skipped on a broker's address: it has no such hub."""
+    if item.get_closest_marker("embedded_hub") is None:
+        return
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if "nats" in (params.get("address"), params.get("network_address")):
         pytest.skip("a NATS server is the hub: there is none to hold or take over")
 
 
@@ -134,3 +143,42 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
 @pytest.fixture
 def publisher(bus: Bus) -> Iterator[Publisher]:
     yield from running_publisher(bus)
+
+
+Subscribers = Callable[..., Subscriber]
+
+
+@pytest.fixture
+def subscribers() -> Iterator[Subscribers]:
+    """Opens subscribers confirmed live (``subscribers(bus, channels, pattern=False)``),
+    and closes every one of them after the test, whatever happened."""
+    opened: list[Subscriber] = []
+
+    def subscribe(bus: Bus, channels: str | list[str], pattern: bool = False) -> Subscriber:
+        subscriber = bus.subscribe(channels, pattern=pattern)
+        opened.append(subscriber)
+        assert subscriber.wait_ready(timeout=5.0), f"{channels!r} not confirmed live in 5 s"
+        return subscriber
+
+    yield subscribe
+    for subscriber in opened:
+        subscriber.close()
+
+
+@pytest.fixture
+def tcp_bus(tcp_address: str) -> Bus:
+    return Bus(Context({"bus": {"address": tcp_address}}))
+
+
+@pytest.fixture
+def raw() -> Iterator[zmq.Context]:
+    """A ZeroMQ context of the test's own, for peers that are not the bus."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def inbound_of(address: str) -> str:
+    """The hub's inbound side for a tcp:// address: the port after it."""
+    host, port = address.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"

@@ -9,18 +9,13 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
+from conftest import Subscribers
 
-from shellbot.bus import Bus, Message, Publisher, Subscriber
+from shellbot.bus import Bus, Message, Publisher
 from shellbot.errors import ClosedError
 
 T = TypeVar("T")
 MAX_GAP = 0.1  # a wait that blocked the loop would stop the ticker for 0.3 s or more
-
-
-def ready(bus: Bus, channels: str | list[str]) -> Subscriber:
-    subscriber = bus.subscribe(channels)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
 
 
 def run(coroutine: Awaitable[T]) -> T:
@@ -57,8 +52,10 @@ class Ticker:
             await self.task
 
 
-def test_the_loop_keeps_ticking_while_a_subscriber_waits(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "late")
+def test_the_loop_keeps_ticking_while_a_subscriber_waits(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "late")
 
     async def main() -> tuple[Any, Any, Ticker]:
         ticker = Ticker()
@@ -84,8 +81,8 @@ def test_the_loop_keeps_ticking_while_a_subscriber_waits(bus: Bus, publisher: Pu
     assert ticker.ticks > 100
 
 
-def test_async_for_and_areceive(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["a", "b"])
+def test_async_for_and_areceive(bus: Bus, publisher: Publisher, subscribers: Subscribers) -> None:
+    subscriber = subscribers(bus, ["a", "b"])
 
     async def main() -> list[tuple[str, Any]]:
         publisher.put("a", 0)
@@ -104,8 +101,10 @@ def test_async_for_and_areceive(bus: Bus, publisher: Publisher) -> None:
     assert run(main()) == [("b" if index % 2 else "a", index) for index in range(6)]
 
 
-def test_cancelling_a_waiting_aget_loses_nothing(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "cancel")
+def test_cancelling_a_waiting_aget_loses_nothing(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "cancel")
 
     async def main() -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -128,8 +127,10 @@ def test_cancelling_a_waiting_aget_loses_nothing(bus: Bus, publisher: Publisher)
     assert run(main()) == list(range(30))
 
 
-def test_publishing_from_a_coroutine_keeps_the_loop_free(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "flow")
+def test_publishing_from_a_coroutine_keeps_the_loop_free(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "flow")
     count = 3_000
 
     async def produce() -> None:
@@ -156,8 +157,10 @@ def test_publishing_from_a_coroutine_keeps_the_loop_free(bus: Bus, publisher: Pu
     assert ticker.max_gap < MAX_GAP, f"the loop stalled for {ticker.max_gap:.3f} s"
 
 
-def test_closing_from_another_task_ends_the_waits(bus: Bus, publisher: Publisher) -> None:
-    iterated, awaited = ready(bus, "nothing-comes"), ready(bus, "nothing-comes")
+def test_closing_from_another_task_ends_the_waits(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    iterated, awaited = subscribers(bus, "nothing-comes"), subscribers(bus, "nothing-comes")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -180,8 +183,10 @@ def test_closing_from_another_task_ends_the_waits(bus: Bus, publisher: Publisher
     run(main())
 
 
-def test_closing_from_another_thread_ends_an_aget(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "nothing-comes")
+def test_closing_from_another_thread_ends_an_aget(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "nothing-comes")
 
     async def main() -> None:
         closer = threading.Timer(0.1, subscriber.close)
@@ -194,8 +199,10 @@ def test_closing_from_another_thread_ends_an_aget(bus: Bus, publisher: Publisher
     run(main())
 
 
-def test_switch_off_ends_async_iteration(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "switch")
+def test_switch_off_ends_async_iteration(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "switch")
 
     async def main() -> list[Any]:
         publisher.put("switch", "before")

@@ -26,7 +26,8 @@ import psutil
 import pytest
 
 from shellbot import Context
-from shellbot._vote import Tally, choose
+from shellbot._vote.tally import Tally
+from shellbot._vote.voters import choose
 from shellbot.bus import Bus
 
 CLI = [sys.executable, "-m", "shellbot.cli"]
@@ -185,6 +186,7 @@ def test_the_address_comes_from_the_environment_too() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.embedded_hub
 def test_an_address_of_another_machine_gets_one_line_from_the_hub() -> None:
     result = run("hub", "--address", "tcp://192.0.2.1:5555")  # TEST-NET: never local
     assert result.returncode == 1
@@ -252,6 +254,7 @@ def test_publish_says_when_no_subscriber_was_listening(tcp_address: str) -> None
 
 
 @pytest.mark.parametrize("command", [["hub"], ["spy"], ["publish", "news", "1"], ["vote"]])
+@pytest.mark.embedded_hub
 def test_a_port_held_by_another_program_is_told_apart_from_a_hub(
     command: list[str], tcp_address: str
 ) -> None:
@@ -287,6 +290,7 @@ def test_publish_refuses_a_message_that_is_not_json(tcp_address: str) -> None:
 # -- hub -------------------------------------------------------------------------------
 
 
+@pytest.mark.embedded_hub
 def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, background) -> None:
     hub = background("hub", "--interval", "0.2", "--address", tcp_address)
     hub.wait_for("hub up")
@@ -313,6 +317,7 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     assert "stopped: forwarded" in output
 
 
+@pytest.mark.embedded_hub
 def test_what_the_hub_needs_to_log_connections_comes_with_the_install() -> None:
     """`pip install .` alone gives the `connected publisher from ...` lines of the README."""
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from conftest import Subscribers
 
 from shellbot import Context
 from shellbot.bus import Bus, Publisher, Subscriber
@@ -30,14 +31,10 @@ VALUES = [
 ]
 
 
-def ready(bus: Bus, channels: str | list[str]):
-    subscriber = bus.subscribe(channels)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
-
-
-def test_every_json_value_but_none_comes_back_equal(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "values")
+def test_every_json_value_but_none_comes_back_equal(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "values")
     for value in VALUES:
         publisher.put("values", value)
     received = [subscriber.get(block=True, timeout=5.0) for _ in VALUES]
@@ -46,8 +43,12 @@ def test_every_json_value_but_none_comes_back_equal(bus: Bus, publisher: Publish
     assert subscriber.get() is None
 
 
-def test_channels_match_exactly(bus: Bus, publisher: Publisher) -> None:
-    chan, channel, everything = ready(bus, "chan"), ready(bus, "channel"), ready(bus, "")
+def test_channels_match_exactly(bus: Bus, publisher: Publisher, subscribers: Subscribers) -> None:
+    chan, channel, everything = (
+        subscribers(bus, "chan"),
+        subscribers(bus, "channel"),
+        subscribers(bus, ""),
+    )
     publisher.put("channel", "long")
     publisher.put("chan", "short")
     publisher.put("cha", "shorter")
@@ -64,9 +65,11 @@ def test_channels_match_exactly(bus: Bus, publisher: Publisher) -> None:
     assert channel.get() is None
 
 
-def test_a_list_of_channels_publishes_once_on_each(bus: Bus, publisher: Publisher) -> None:
-    both = ready(bus, ["a", "b"])
-    only_b = ready(bus, "b")
+def test_a_list_of_channels_publishes_once_on_each(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    both = subscribers(bus, ["a", "b"])
+    only_b = subscribers(bus, "b")
     publisher.put(["a", "b"], {"n": 1})
     assert both.get(block=True, timeout=5.0) == {"n": 1}
     assert both.get(block=True, timeout=5.0) == {"n": 1}
@@ -76,8 +79,10 @@ def test_a_list_of_channels_publishes_once_on_each(bus: Bus, publisher: Publishe
     assert only_b.get(block=True, timeout=5.0) == "end"
 
 
-def test_unicode_channels_are_exact_too(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "vote-é")
+def test_unicode_channels_are_exact_too(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "vote-é")
     publisher.put("vote-éé", "no")
     publisher.put("vote-é", "yes")
     assert subscriber.receive(block=True, timeout=5.0).channel == "vote-é"
@@ -97,9 +102,13 @@ def test_unicode_channels_are_exact_too(bus: Bus, publisher: Publisher) -> None:
     ],
 )
 def test_put_refuses_a_bad_channel_and_queues_nothing(
-    bus: Bus, publisher: Publisher, channels: object, error: type[Exception]
+    bus: Bus,
+    publisher: Publisher,
+    channels: object,
+    error: type[Exception],
+    subscribers: Subscribers,
 ) -> None:
-    subscriber = ready(bus, ["ok", ""])
+    subscriber = subscribers(bus, ["ok", ""])
     with pytest.raises(error, match="channel"):
         publisher.put(channels, {"a": 1})
     publisher.put("ok", "after")
@@ -109,7 +118,7 @@ def test_put_refuses_a_bad_channel_and_queues_nothing(
 
 @pytest.mark.parametrize("channels", [[], (), iter([])], ids=["list", "tuple", "iterator"])
 def test_a_subscriber_of_no_channel_is_refused_as_put_refuses_it(
-    bus: Bus, publisher: Publisher, channels: object
+    bus: Bus, publisher: Publisher, channels: object, subscribers: Subscribers
 ) -> None:
     hint = r"call subscriber\.subscribe\(\['more', \.\.\.\]\) on the live subscriber"
     with pytest.raises(ValueError, match=hint):
@@ -119,7 +128,7 @@ def test_a_subscriber_of_no_channel_is_refused_as_put_refuses_it(
     with pytest.raises(ValueError, match="it got None"):
         bus.subscribe(None)  # type: ignore[arg-type]
     # On a live subscriber, an empty list adds nothing: it stays live on its channels.
-    subscriber = ready(bus, "live")
+    subscriber = subscribers(bus, "live")
     subscriber.subscribe(channels)  # type: ignore[arg-type]
     subscriber.unsubscribe([])
     publisher.put("live", "still here")
@@ -139,9 +148,13 @@ def test_a_subscriber_of_no_channel_is_refused_as_put_refuses_it(
     ],
 )
 def test_put_refuses_a_message_json_cannot_carry(
-    bus: Bus, publisher: Publisher, message: object, error: type[Exception]
+    bus: Bus,
+    publisher: Publisher,
+    message: object,
+    error: type[Exception],
+    subscribers: Subscribers,
 ) -> None:
-    subscriber = ready(bus, "ok")
+    subscriber = subscribers(bus, "ok")
     with pytest.raises(error):
         publisher.put(["ok", "ok"], message)
     publisher.put("ok", "after")
@@ -149,13 +162,13 @@ def test_put_refuses_a_message_json_cannot_carry(
     assert subscriber.get() is None
 
 
-def test_a_message_over_the_size_limit_is_refused(address: str) -> None:
+def test_a_message_over_the_size_limit_is_refused(address: str, subscribers: Subscribers) -> None:
     context = Context({"bus": {"address": address, "max_message_size": 1000}})
     bus = Bus(context)
     publisher = bus.publish()
     publisher.start()
     try:
-        subscriber = ready(bus, "big")
+        subscriber = subscribers(bus, "big")
         with pytest.raises(ValueError, match="max_message_size"):
             publisher.put("big", "x" * 1000)
         publisher.put("big", "x" * 990)
@@ -164,8 +177,10 @@ def test_a_message_over_the_size_limit_is_refused(address: str) -> None:
         publisher.stop()
 
 
-def test_get_returns_none_at_once_and_waits_when_asked(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "quiet")
+def test_get_returns_none_at_once_and_waits_when_asked(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "quiet")
     started = time.monotonic()
     assert subscriber.get() is None
     assert subscriber.get(block=True, timeout=0.2) is None
@@ -183,9 +198,11 @@ def test_get_returns_none_at_once_and_waits_when_asked(bus: Bus, publisher: Publ
         timer.cancel()
 
 
-def test_100k_messages_arrive_all_and_in_order(bus: Bus, publisher: Publisher) -> None:
+def test_100k_messages_arrive_all_and_in_order(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
     count = 100_000
-    subscriber = ready(bus, "stream")
+    subscriber = subscribers(bus, "stream")
     received: list[object] = []
 
     def read() -> None:
@@ -218,6 +235,7 @@ def test_messages_put_before_start_are_delivered_once_it_runs(context: Context) 
         publisher.stop()
 
 
+@pytest.mark.embedded_hub
 def test_wait_ready_is_false_without_a_hub(tcp_address: str) -> None:
     bus = Bus(Context({"bus": {"address": tcp_address}}))
     subscriber = bus.subscribe("nobody")
@@ -237,8 +255,10 @@ def test_the_switch_stops_the_publisher_within_a_second(context: Context) -> Non
     assert time.monotonic() - started < 1.0
 
 
-def test_the_pill_stops_after_what_was_put_before(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "last")
+def test_the_pill_stops_after_what_was_put_before(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "last")
     for index in range(1000):
         publisher.put("last", index)
     publisher.fan.put(None)
@@ -296,9 +316,9 @@ def test_run_called_directly_sends_what_was_put_and_returns_on_a_pill(context: C
 
 @pytest.mark.timeout(60)
 def test_run_called_directly_uses_the_hub_that_holds_the_address(
-    bus: Bus, publisher: Publisher
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
 ) -> None:
-    subscriber = ready(bus, "through")
+    subscriber = subscribers(bus, "through")
     foreground = bus.publish()
     foreground.put("through", "before the pill")
     foreground.fan.put(None)
@@ -332,7 +352,7 @@ def test_stopping_twice_or_never_started_is_harmless(bus: Bus) -> None:
 
 
 def test_a_second_publisher_uses_the_hub_of_the_first(
-    bus: Bus, publisher: Publisher, address: str
+    bus: Bus, publisher: Publisher, address: str, subscribers: Subscribers
 ) -> None:
     second = bus.publish()
     second.start()
@@ -340,7 +360,7 @@ def test_a_second_publisher_uses_the_hub_of_the_first(
         # On a broker's address (nats://) the server is the hub: no publisher holds it.
         assert publisher.holds_hub is not address.startswith("nats://")
         assert not second.holds_hub
-        subscriber = ready(bus, "both")
+        subscriber = subscribers(bus, "both")
         publisher.put("both", 1)
         second.put("both", 2)
         assert sorted([subscriber.get(block=True, timeout=5.0) for _ in range(2)]) == [1, 2]
@@ -348,15 +368,17 @@ def test_a_second_publisher_uses_the_hub_of_the_first(
         second.stop()
 
 
-@pytest.mark.usefixtures("embedded_hub")
-def test_another_publisher_takes_over_the_hub(bus: Bus, address: str) -> None:
+@pytest.mark.embedded_hub
+def test_another_publisher_takes_over_the_hub(
+    bus: Bus, address: str, subscribers: Subscribers
+) -> None:
     if address.startswith("inproc://"):
         pytest.skip("inproc connections end with the socket they reach: no takeover there")
     first, second = bus.publish(), bus.publish()
     first.start()
     second.start()
     try:
-        subscriber = ready(bus, "relay")
+        subscriber = subscribers(bus, "relay")
         assert first.holds_hub and not second.holds_hub
         assert first.stop(timeout=5.0)
         deadline = time.monotonic() + 5.0

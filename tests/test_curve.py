@@ -18,6 +18,8 @@ from shellbot._keys import keygen
 from shellbot.bus import Bus
 from shellbot.errors import AuthenticationError, ConfigurationError, TimeoutError, TransportError
 
+pytestmark = pytest.mark.embedded_hub  # the hub of the bus, held by a publisher
+
 COUNT = 200
 
 

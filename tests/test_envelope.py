@@ -5,15 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import Subscribers
 
 import shellbot.bus
-from shellbot.bus import Bus, Message, Publisher, Subscriber
-
-
-def ready(bus: Bus, channels: str | list[str], pattern: bool = False) -> Subscriber:
-    subscriber = bus.subscribe(channels, pattern=pattern)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
+from shellbot.bus import Bus, Message, Publisher
 
 
 def test_message_is_importable_from_the_bus_module() -> None:
@@ -21,8 +16,10 @@ def test_message_is_importable_from_the_bus_module() -> None:
     assert "Message" in shellbot.bus.__all__
 
 
-def test_receive_gives_the_channel_and_the_message(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["direct-1", "direct-2"])
+def test_receive_gives_the_channel_and_the_message(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["direct-1", "direct-2"])
     publisher.put("direct-2", {"vote": "yes"})
     publisher.put("direct-1", [1, 2])
     first = subscriber.receive(block=True, timeout=5.0)
@@ -32,8 +29,10 @@ def test_receive_gives_the_channel_and_the_message(bus: Bus, publisher: Publishe
     assert (second.channel, second.message) == ("direct-1", [1, 2])
 
 
-def test_sender_and_sequence_number_each_channel(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "")
+def test_sender_and_sequence_number_each_channel(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "")
     for index in range(3):
         publisher.put("a", index)
     publisher.put("b", "x")
@@ -59,8 +58,8 @@ def test_sender_and_sequence_number_each_channel(bus: Bus, publisher: Publisher)
     assert subscriber.stats == {"received": 7, "dropped": 0, "missed": 0}
 
 
-def test_message_is_immutable(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "frozen")
+def test_message_is_immutable(bus: Bus, publisher: Publisher, subscribers: Subscribers) -> None:
+    subscriber = subscribers(bus, "frozen")
     publisher.put("frozen", {"n": 1})
     message = subscriber.receive(block=True, timeout=5.0)
     assert message is not None
@@ -72,15 +71,19 @@ def test_message_is_immutable(bus: Bus, publisher: Publisher) -> None:
     assert "frozen" in repr(message)
 
 
-def test_receive_returns_none_when_nothing_came(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "quiet")
+def test_receive_returns_none_when_nothing_came(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "quiet")
     assert subscriber.receive() is None
     assert subscriber.receive(block=False) is None
     assert subscriber.receive(block=True, timeout=0.05) is None
 
 
-def test_get_and_receive_share_one_stream(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "mixed")
+def test_get_and_receive_share_one_stream(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "mixed")
     for index in range(4):
         publisher.put("mixed", index)
     assert subscriber.get(block=True, timeout=5.0) == 0
@@ -91,8 +94,10 @@ def test_get_and_receive_share_one_stream(bus: Bus, publisher: Publisher) -> Non
     assert message is not None and message.message == 3
 
 
-def test_a_pattern_subscriber_sees_the_real_channel(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "votes.*", pattern=True)
+def test_a_pattern_subscriber_sees_the_real_channel(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "votes.*", pattern=True)
     publisher.put("votes.alice", "yes")
     message = subscriber.receive(block=True, timeout=5.0)
     assert message is not None and message.channel == "votes.alice"

@@ -78,11 +78,36 @@ def test_put_without_a_hub_times_out_with_our_timeout_error(tcp_address: str) ->
     assert time.monotonic() - started < 5.0
     assert isinstance(raised.value, builtins.TimeoutError)
     assert "start a publisher or `shellbot-bus hub`" in str(raised.value)
+    assert isinstance(raised.value.__cause__, zmq.Again)  # errors.py: the cause is kept
     port = int(tcp_address.rsplit(":", 1)[1])
     # It failed on the inbound side; both sides are named, so neither port surprises.
     assert f"127.0.0.1:{port + 1}, the inbound side of {tcp_address}" in str(raised.value)
 
 
+def test_a_zeromq_error_on_sending_is_translated_with_its_cause(tcp_address: str) -> None:
+    settings = BusSettings.from_context(
+        Context(
+            {
+                "bus": {
+                    "address": tcp_address,
+                    "send_high_water_mark": 1,
+                    "send_timeout": 0.05,
+                    "linger": 0,
+                }
+            }
+        )
+    )
+    sender = transport_for(settings).open_sender()
+    try:
+        with pytest.raises(TimeoutError, match=r"before bus\.send_timeout") as raised:
+            for _ in range(1_000):
+                sender.send([(b"nowhere\xff", b"body")])
+        assert isinstance(raised.value.__cause__, zmq.Again)
+    finally:
+        sender.close(0.0)
+
+
+@pytest.mark.embedded_hub
 def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
     """A ZeroMQ program that is not a hub of this bus holds the address."""
     other = zmq.Context()
@@ -101,6 +126,7 @@ def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
     assert "could not hold the hub there" in message
 
 
+@pytest.mark.embedded_hub
 def test_a_bind_error_is_translated_and_says_what_to_do(tmp_path: Path) -> None:
     address = f"ipc://{tmp_path}/{'x' * 150}"  # longer than a socket path may be
     settings = BusSettings.from_context(Context({"bus": {"address": address}}))
@@ -113,6 +139,7 @@ def test_a_bind_error_is_translated_and_says_what_to_do(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5.0  # told at once, not after start()'s timeout
 
 
+@pytest.mark.embedded_hub
 def test_an_ipc_address_in_a_missing_directory_says_so(tmp_path: Path) -> None:
     address = f"ipc://{tmp_path}/missing/bus"
     started = time.monotonic()

@@ -5,14 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+from conftest import Subscribers
+
 from shellbot import Context
 from shellbot.bus import Bus, Message, Publisher, Subscriber
-
-
-def ready(bus: Bus, channels: str | list[str]) -> Subscriber:
-    subscriber = bus.subscribe(channels)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
 
 
 class Iterating:
@@ -37,8 +33,10 @@ class Iterating:
             return [message.message for message in self.received]
 
 
-def test_iteration_yields_envelopes_in_order(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["a", "b"])
+def test_iteration_yields_envelopes_in_order(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["a", "b"])
     for index in range(10):
         publisher.put("a" if index % 2 else "b", index)
     received = []
@@ -51,8 +49,10 @@ def test_iteration_yields_envelopes_in_order(bus: Bus, publisher: Publisher) -> 
     subscriber.close()
 
 
-def test_iteration_blocks_between_messages(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "slow")
+def test_iteration_blocks_between_messages(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "slow")
     iterating = Iterating(subscriber)
     publisher.put("slow", 1)
     assert iterating.wait_for(1) == [1]
@@ -64,8 +64,10 @@ def test_iteration_blocks_between_messages(bus: Bus, publisher: Publisher) -> No
     assert not iterating.thread.is_alive()
 
 
-def test_closing_in_the_loop_ends_it(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "stop-here")
+def test_closing_in_the_loop_ends_it(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "stop-here")
     for index in range(5):
         publisher.put("stop-here", index)
     seen = []
@@ -78,8 +80,10 @@ def test_closing_in_the_loop_ends_it(bus: Bus, publisher: Publisher) -> None:
     assert list(subscriber) == []  # a closed subscriber iterates over nothing
 
 
-def test_closing_from_another_thread_ends_it(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "idle")
+def test_closing_from_another_thread_ends_it(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "idle")
     iterating = Iterating(subscriber)
     publisher.put("idle", "one")
     assert iterating.wait_for(1) == ["one"]
@@ -91,8 +95,10 @@ def test_closing_from_another_thread_ends_it(bus: Bus, publisher: Publisher) -> 
     assert iterating.wait_for(1) == ["one"]
 
 
-def test_switch_off_ends_it(bus: Bus, context: Context, publisher: Publisher) -> None:
-    subscriber = ready(bus, "switch")
+def test_switch_off_ends_it(
+    bus: Bus, context: Context, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "switch")
     iterating = Iterating(subscriber)
     publisher.put("switch", "before")
     assert iterating.wait_for(1) == ["before"]
@@ -116,9 +122,9 @@ def test_iteration_does_not_start_when_switched_off(bus: Bus, context: Context) 
 
 
 def test_switch_off_ends_it_while_messages_keep_coming(
-    bus: Bus, context: Context, publisher: Publisher
+    bus: Bus, context: Context, publisher: Publisher, subscribers: Subscribers
 ) -> None:
-    subscriber = ready(bus, "busy")
+    subscriber = subscribers(bus, "busy")
     flowing = threading.Event()
     stop_feeding = threading.Event()
 

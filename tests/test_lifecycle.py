@@ -8,20 +8,17 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import Subscribers
 
 from shellbot._publisher import SWITCH_INTERVAL
 from shellbot.bus import Bus, Publisher, Subscriber
 from shellbot.errors import ClosedError
 
 
-def ready(bus: Bus, channels: str | list[str]) -> Subscriber:
-    subscriber = bus.subscribe(channels)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
-
-
-def test_close_is_final_and_idempotent(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "closing")
+def test_close_is_final_and_idempotent(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "closing")
     publisher.put("closing", 1)
     assert subscriber.get(block=True, timeout=5.0) == 1
     subscriber.close()
@@ -51,8 +48,10 @@ def test_with_closes_the_subscriber(bus: Bus, publisher: Publisher) -> None:
     assert other.closed
 
 
-def test_subscribe_on_a_live_subscriber(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "first")
+def test_subscribe_on_a_live_subscriber(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "first")
     subscriber.subscribe(["second", "third"])
     assert subscriber.wait_ready(timeout=5.0)
     publisher.put("third", 3)
@@ -66,8 +65,10 @@ def test_subscribe_on_a_live_subscriber(bus: Bus, publisher: Publisher) -> None:
     ]
 
 
-def test_unsubscribe_on_a_live_subscriber(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["keep", "drop"])
+def test_unsubscribe_on_a_live_subscriber(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["keep", "drop"])
     publisher.put("drop", "before")
     assert subscriber.get(block=True, timeout=5.0) == "before"
     subscriber.unsubscribe("drop")
@@ -80,9 +81,9 @@ def test_unsubscribe_on_a_live_subscriber(bus: Bus, publisher: Publisher) -> Non
 
 
 def test_a_channel_subscribed_twice_stays_until_unsubscribed_twice(
-    bus: Bus, publisher: Publisher
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
 ) -> None:
-    subscriber = ready(bus, ["twice", "marker"])
+    subscriber = subscribers(bus, ["twice", "marker"])
     subscriber.subscribe("twice")
     assert subscriber.wait_ready(timeout=5.0)
     subscriber.unsubscribe("twice")
@@ -94,8 +95,10 @@ def test_a_channel_subscribed_twice_stays_until_unsubscribed_twice(
     assert subscriber.get(block=True, timeout=5.0) == "end"
 
 
-def test_unsubscribing_everything_then_resubscribing(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "")
+def test_unsubscribing_everything_then_resubscribing(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "")
     subscriber.unsubscribe("")
     subscriber.subscribe("back")
     assert subscriber.wait_ready(timeout=5.0)
@@ -105,10 +108,10 @@ def test_unsubscribing_everything_then_resubscribing(bus: Bus, publisher: Publis
     assert message is not None and (message.channel, message.message) == ("back", 1)
 
 
-def test_stop_forwards_what_was_put_then_stops(bus: Bus) -> None:
+def test_stop_forwards_what_was_put_then_stops(bus: Bus, subscribers: Subscribers) -> None:
     publisher = bus.publish()
     publisher.start()
-    subscriber = ready(bus, "drain")
+    subscriber = subscribers(bus, "drain")
     count = 5_000
     for index in range(count):
         publisher.put("drain", index)
@@ -122,11 +125,13 @@ def test_stop_forwards_what_was_put_then_stops(bus: Bus) -> None:
     assert publisher.stop(timeout=5.0)  # stopping again is harmless
 
 
-def test_stop_is_bounded_when_the_publisher_is_a_client(bus: Bus, publisher: Publisher) -> None:
+def test_stop_is_bounded_when_the_publisher_is_a_client(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
     client = bus.publish()
     client.start()
     assert not client.holds_hub
-    subscriber = ready(bus, "client")
+    subscriber = subscribers(bus, "client")
     client.put("client", "last words")
     started = time.monotonic()
     assert client.stop(timeout=5.0)
@@ -150,13 +155,13 @@ def _settle(measure: Any, baseline: int, timeout: float = 10.0) -> int:
 
 
 def test_a_thousand_subscribers_leave_no_descriptor_or_thread(
-    bus: Bus, publisher: Publisher
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
 ) -> None:
     process = psutil.Process()
     # The first subscriber sets up what lives as long as the process (ZeroMQ's threads,
     # this process's outbox); a publisher running in a thread of this process opens its
     # connection to the context's manager at its first look at the switch. Count from there.
-    with ready(bus, "warm-up"):
+    with subscribers(bus, "warm-up"):
         pass
     time.sleep(3 * SWITCH_INTERVAL)
     fds = _settle(process.num_fds, 0, timeout=0)
@@ -211,14 +216,14 @@ def receiver_closed(receiver: Any) -> bool:
 
 @pytest.mark.parametrize("delay", [0.0, 0.0005, 0.003, 0.02])
 def test_close_from_another_thread_leaves_the_socket_to_the_receiving_one(
-    bus: Bus, publisher: Publisher, delay: float
+    bus: Bus, publisher: Publisher, delay: float, subscribers: Subscribers
 ) -> None:
     for round_ in range(5):
         # A channel per round: a round closes its subscriber while its messages may still
         # be on their way, and those that the hub forwards after the next round's
         # subscriber subscribed reach that one, as pub/sub has it, ahead of its own.
         channel = f"busy-{round_}"
-        subscriber = ready(bus, channel)
+        subscriber = subscribers(bus, channel)
         spy = Exclusive(subscriber._receiver)
         subscriber._receiver = spy  # type: ignore[assignment]
         iterating_started = threading.Event()

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import Subscribers
 
 from shellbot.bus import Bus, Publisher, Subscriber
 
@@ -19,12 +20,6 @@ CHANNELS = [
     "votes.>",
     "polls.alice",
 ]
-
-
-def ready(bus: Bus, channels: str | list[str], pattern: bool = False) -> Subscriber:
-    subscriber = bus.subscribe(channels, pattern=pattern)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
 
 
 def drain(subscriber: Subscriber) -> list[str]:
@@ -60,26 +55,34 @@ def publish_all(publisher: Publisher, channels: list[str]) -> None:
     ],
 )
 def test_patterns_match_what_they_say(
-    bus: Bus, publisher: Publisher, patterns: list[str], expected: list[str]
+    bus: Bus,
+    publisher: Publisher,
+    patterns: list[str],
+    expected: list[str],
+    subscribers: Subscribers,
 ) -> None:
-    subscriber = ready(bus, [*patterns, "zz.end"], pattern=True)
+    subscriber = subscribers(bus, [*patterns, "zz.end"], pattern=True)
     publish_all(publisher, CHANNELS)
     assert drain(subscriber) == expected
 
 
-def test_without_pattern_wildcards_are_plain_characters(bus: Bus, publisher: Publisher) -> None:
-    star = ready(bus, ["votes.*", "zz.end"])
-    rest = ready(bus, ["votes.>", "zz.end"])
+def test_without_pattern_wildcards_are_plain_characters(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    star = subscribers(bus, ["votes.*", "zz.end"])
+    rest = subscribers(bus, ["votes.>", "zz.end"])
     publish_all(publisher, CHANNELS)
     assert drain(star) == ["votes.*"]
     assert drain(rest) == ["votes.>"]
 
 
-def test_a_wildcard_in_a_published_channel_is_no_wildcard(bus: Bus, publisher: Publisher) -> None:
-    exact_alice = ready(bus, ["votes.alice", "zz.end"])
-    exact_star = ready(bus, ["votes.*", "zz.end"])
-    pattern_star = ready(bus, ["votes.*", "zz.end"], pattern=True)
-    pattern_other = ready(bus, ["polls.*", "zz.end"], pattern=True)
+def test_a_wildcard_in_a_published_channel_is_no_wildcard(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    exact_alice = subscribers(bus, ["votes.alice", "zz.end"])
+    exact_star = subscribers(bus, ["votes.*", "zz.end"])
+    pattern_star = subscribers(bus, ["votes.*", "zz.end"], pattern=True)
+    pattern_other = subscribers(bus, ["polls.*", "zz.end"], pattern=True)
     publish_all(publisher, ["votes.*"])
     assert drain(exact_alice) == []  # '*' published by name does not reach votes.alice
     assert drain(exact_star) == ["votes.*"]
@@ -87,14 +90,18 @@ def test_a_wildcard_in_a_published_channel_is_no_wildcard(bus: Bus, publisher: P
     assert drain(pattern_other) == []
 
 
-def test_everything_stays_everything(bus: Bus, publisher: Publisher) -> None:
-    everything = ready(bus, "", pattern=True)
+def test_everything_stays_everything(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    everything = subscribers(bus, "", pattern=True)
     publish_all(publisher, CHANNELS)
     assert drain(everything) == CHANNELS
 
 
-def test_patterns_and_names_together_deliver_once(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["votes.alice", "zz.end"])
+def test_patterns_and_names_together_deliver_once(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["votes.alice", "zz.end"])
     subscriber.subscribe(["votes.*", "votes.>"], pattern=True)
     assert subscriber.wait_ready(timeout=5.0)
     publish_all(publisher, ["votes.alice", "votes.alice.final", "polls.alice"])
@@ -102,9 +109,9 @@ def test_patterns_and_names_together_deliver_once(bus: Bus, publisher: Publisher
 
 
 def test_a_pattern_that_comes_and_goes_leaves_names_delivered_once(
-    bus: Bus, publisher: Publisher
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
 ) -> None:
-    subscriber = ready(bus, ["votes.alice", "zz.end"])
+    subscriber = subscribers(bus, ["votes.alice", "zz.end"])
     publish_all(publisher, ["votes.alice", "votes.bob"])
     assert drain(subscriber) == ["votes.alice"]
     subscriber.subscribe("votes.*", pattern=True)
@@ -123,21 +130,21 @@ def test_a_pattern_that_comes_and_goes_leaves_names_delivered_once(
 
 @pytest.mark.timeout(60)
 def test_a_subscriber_of_many_channels_takes_each_new_one_at_once(
-    bus: Bus, publisher: Publisher
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
 ) -> None:
     """Without a pattern, a message is delivered by its channel's subscription alone: a
     subscriber of 5,000 channels looks at none of the others for a channel new to it
     (on nats:// it used to scan them all, about 15 s for one message on each here)."""
     channels = [f"many.{index}" for index in range(5000)]
-    subscriber = ready(bus, [*channels, "zz.end"])
+    subscriber = subscribers(bus, [*channels, "zz.end"])
     started = time.monotonic()
     publish_all(publisher, channels)
     assert drain(subscriber) == channels
     assert time.monotonic() - started < 8.0
 
 
-def test_unsubscribing_a_pattern(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["votes.*", "zz.end"], pattern=True)
+def test_unsubscribing_a_pattern(bus: Bus, publisher: Publisher, subscribers: Subscribers) -> None:
+    subscriber = subscribers(bus, ["votes.*", "zz.end"], pattern=True)
     subscriber.subscribe("votes.*", pattern=True)
     subscriber.unsubscribe("votes.*", pattern=True)
     publish_all(publisher, ["votes.alice"])
@@ -149,8 +156,10 @@ def test_unsubscribing_a_pattern(bus: Bus, publisher: Publisher) -> None:
         subscriber.unsubscribe("votes.*", pattern=True)
 
 
-def test_the_envelope_carries_the_real_channel(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "votes.>", pattern=True)
+def test_the_envelope_carries_the_real_channel(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "votes.>", pattern=True)
     publisher.put("votes.alice.final", {"vote": "yes"})
     message = subscriber.receive(block=True, timeout=5.0)
     assert message is not None
@@ -178,8 +187,10 @@ def test_invalid_patterns_are_refused_clearly(bus: Bus, pattern: str, hint: str)
         subscriber.subscribe(["fine.*", pattern], pattern=True)
 
 
-def test_a_refused_pattern_leaves_no_half_subscription(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, "zz.end")
+def test_a_refused_pattern_leaves_no_half_subscription(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, "zz.end")
     with pytest.raises(ValueError):
         subscriber.subscribe(["fine.*", "bad.>.x"], pattern=True)
     publish_all(publisher, ["fine.one"])
@@ -187,8 +198,10 @@ def test_a_refused_pattern_leaves_no_half_subscription(bus: Bus, publisher: Publ
     assert received == []
 
 
-def test_a_refused_unsubscribe_removes_nothing(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["kept", "zz.end"])
+def test_a_refused_unsubscribe_removes_nothing(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["kept", "zz.end"])
     with pytest.raises(ValueError, match="no channel 'never'"):
         subscriber.unsubscribe(["kept", "never"])
     with pytest.raises(ValueError, match="no channel 'kept'"):

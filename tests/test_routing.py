@@ -11,21 +11,10 @@ import pytest
 import zmq
 from conftest import eventually
 
-from shellbot import Context
 from shellbot._codec import HEADER, RECORD, ROUTE, ROUTE_REQUEST, topic_of
 from shellbot.bus import Bus, Subscriber
 
-
-@pytest.fixture
-def tcp_bus(tcp_address: str) -> Bus:
-    return Bus(Context({"bus": {"address": tcp_address}}))
-
-
-@pytest.fixture
-def raw() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+pytestmark = pytest.mark.embedded_hub  # the hub of the bus, held by a publisher
 
 
 def records(batch: bytes) -> Iterator[tuple[bytes, int, int, list[object]]]:

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from conftest import Subscribers
 
 from shellbot.bus import Bus, Publisher, Subscriber
 
@@ -15,14 +16,10 @@ THREADS = 8
 PER_THREAD = 1_000
 
 
-def ready(bus: Bus, channels: str | list[str]) -> Subscriber:
-    subscriber = bus.subscribe(channels)
-    assert subscriber.wait_ready(timeout=5.0)
-    return subscriber
-
-
-def test_eight_threads_put_at_once(bus: Bus, publisher: Publisher) -> None:
-    subscriber = ready(bus, ["shared", "own-3"])
+def test_eight_threads_put_at_once(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscriber = subscribers(bus, ["shared", "own-3"])
     start = threading.Barrier(THREADS)
     errors: list[BaseException] = []
 
@@ -79,9 +76,9 @@ def child_round_trip(bus: Bus, process_local: bool) -> dict[str, Any]:
     return {"pid": os.getpid(), "channel": echo.channel, "message": echo.message}
 
 
-def use_the_bus_first(bus: Bus, publisher: Publisher) -> Subscriber:
+def use_the_bus_first(bus: Bus, publisher: Publisher, subscribers: Subscribers) -> Subscriber:
     """The parent uses the bus before forking: sockets, outbox and threads exist."""
-    subscriber = ready(bus, ["to-parent", "parent"])
+    subscriber = subscribers(bus, ["to-parent", "parent"])
     publisher.put("parent", "before the fork")
     assert subscriber.get(block=True, timeout=5.0) == "before the fork"
     return subscriber
@@ -108,10 +105,10 @@ def run_in_fork(conn: Any, bus: Bus, process_local: bool) -> None:
 
 
 def test_a_process_forked_by_multiprocessing_works_on_its_own(
-    bus: Bus, publisher: Publisher, address: str
+    bus: Bus, publisher: Publisher, address: str, subscribers: Subscribers
 ) -> None:
     process_local = address.startswith(("inproc://", "memory://"))
-    subscriber = use_the_bus_first(bus, publisher)
+    subscriber = use_the_bus_first(bus, publisher, subscribers)
     fork = multiprocessing.get_context("fork")
     parent_end, child_end = fork.Pipe()
     child = fork.Process(target=run_in_fork, args=(child_end, bus, process_local))
@@ -132,13 +129,13 @@ def test_a_process_forked_by_multiprocessing_works_on_its_own(
 
 @pytest.mark.parametrize("address", ["tcp", "memory"], indirect=True)
 def test_a_process_forked_by_os_fork_works_on_its_own(
-    bus: Bus, publisher: Publisher, address: str
+    bus: Bus, publisher: Publisher, address: str, subscribers: Subscribers
 ) -> None:
     """A bare os.fork(). The child shares its parent's connection to the context's
     manager (nothing resets it after a bare fork): the parent leaves the context
     alone until the child is done."""
     process_local = address.startswith("memory://")
-    subscriber = use_the_bus_first(bus, publisher)
+    subscriber = use_the_bus_first(bus, publisher, subscribers)
     reading, writing = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import zmq
-from conftest import eventually, running_publisher
+from conftest import eventually, inbound_of, running_publisher
 
 from shellbot import Context
 from shellbot._codec import HEADER
 from shellbot.bus import Bus, Publisher
+
+pytestmark = pytest.mark.embedded_hub  # the hub of the bus, held by a publisher
 
 MAX_SIZE = 4096
 
@@ -25,18 +27,6 @@ def wire_bus(tcp_address: str) -> Bus:
 @pytest.fixture
 def hub(wire_bus: Bus) -> Iterator[Publisher]:
     yield from running_publisher(wire_bus)
-
-
-@pytest.fixture
-def raw():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-def inbound_of(address: str) -> str:
-    host, port = address.rsplit(":", 1)
-    return f"{host}:{int(port) + 1}"
 
 
 def body(text: bytes, sequence: int = 1, sender: int = 99) -> bytes:

@@ -11,4 +11,4 @@ from .context import Context
 
 __all__ = ["Context", "__version__"]
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it here

@@ -217,6 +217,20 @@ class Transport(abc.ABC):
             f"server runs JetStream; {self.settings.scheme}:// delivers at most once"
         )
 
+    def check(self) -> None:  # noqa: B027 - optional: most transports have nothing to check
+        """Raises ``ConfigurationError`` for settings of its own that this transport cannot
+        use (a key file that does not read), before anything is opened."""
+
+    def publisher_address(self) -> str:
+        """Where publishers connect, as people read it: ``bus.address`` unless the
+        transport gives them a side of their own."""
+        return self.settings.address
+
+    def hub_refused(self) -> str | None:
+        """Why this process may not hold a hub at the address although it could bind it
+        (a secured bus whose hub certificate it has the public half of only), or None."""
+        return None
+
     def not_a_hub(self) -> str | None:
         """Once ``open_hub()`` found the address held: why its holder cannot be a hub,
         when the transport can tell at once (it does not speak the protocol); else None."""

@@ -147,7 +147,7 @@ class ZmqSender(Sender):
                     _send(socket, topic, _SNDMORE)
                     _send(socket, body)
             except zmq.ZMQError as error:
-                raise self._translated(error) from None
+                raise _translated(error, self) from error
 
     def send_one(self, topic: bytes, body: bytes) -> None:
         """``send([(topic, body)])`` for a caller that serializes its calls (the outbox),
@@ -155,7 +155,7 @@ class ZmqSender(Sender):
         try:
             _send(self._socket, topic + body)
         except zmq.ZMQError as error:
-            raise self._translated(error) from None
+            raise _translated(error, self) from error
 
     def send_probe(self, topic: bytes, body: bytes) -> int:
         """A probe that cannot leave at once (no hub took the connection, such as one
@@ -169,22 +169,8 @@ class ZmqSender(Sender):
             except zmq.Again:
                 pass
             except zmq.ZMQError as error:
-                raise self._translated(error) from None
+                raise _translated(error, self) from error
         return 1
-
-    def _translated(self, error: zmq.ZMQError) -> errors.ShellbotError:
-        refused = self.handshake_failure()  # a secured hub that refuses us takes nothing
-        if refused is not None:
-            return errors.AuthenticationError(refused)
-        if isinstance(error, zmq.Again):
-            return errors.TimeoutError(
-                f"No hub took messages at {self._address}, the inbound side of "
-                f"{self._bus_address}, before bus.send_timeout: start a publisher or "
-                f"`shellbot-bus hub` on {self._bus_address}"
-            )
-        return errors.TransportError(
-            f"Sending to {self._address} failed ({error}): check bus.address and bus.inbound"
-        )
 
     def handshake_failure(self) -> str | None:
         return None if self._watch is None else self._watch.failure()
@@ -337,7 +323,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _translated(error: zmq.ZMQError) -> errors.ShellbotError:
+def _translated(error: zmq.ZMQError, sender: ZmqSender | None = None) -> errors.ShellbotError:
+    """The bus's error for a ZeroMQ one, raised ``from`` it: of ``sender``'s sending, or
+    else of a receiver's receiving."""
+    if sender is not None:
+        refused = sender.handshake_failure()  # a secured hub that refuses us takes nothing
+        if refused is not None:
+            return errors.AuthenticationError(refused)
+        if isinstance(error, zmq.Again):
+            return errors.TimeoutError(
+                f"No hub took messages at {sender._address}, the inbound side of "
+                f"{sender._bus_address}, before bus.send_timeout: start a publisher or "
+                f"`shellbot-bus hub` on {sender._bus_address}"
+            )
+        return errors.TransportError(
+            f"Sending to {sender._address} failed ({error}): check bus.address and bus.inbound"
+        )
     if error.errno == zmq.ENOTSOCK:
         return errors.ClosedError("The subscriber was closed; subscribe again to go on")
     return errors.TransportError(
@@ -359,6 +360,16 @@ class ZmqTransport(Transport):
     def open_receiver(self, durable: str | None = None) -> Receiver:
         self.check_storage(durable)
         return ZmqReceiver(self._context, self.settings)
+
+    def check(self) -> None:
+        curve_of(self.settings)
+
+    def publisher_address(self) -> str:
+        return inbound_address(self.settings)
+
+    def hub_refused(self) -> str | None:
+        curve = curve_of(self.settings)  # tcp:// only: a ConfigurationError otherwise
+        return None if curve is None else holding_refused(curve)
 
     def unreachable(self) -> str:
         settings = self.settings

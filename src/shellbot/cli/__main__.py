@@ -1,0 +1,5 @@
+"""``python -m shellbot.cli``: the ``shellbot-bus`` command."""
+
+from . import main
+
+main()
