@@ -135,6 +135,11 @@ def outbox_for(settings: BusSettings) -> Outbox:
     return outbox
 
 
+def existing_outbox(settings: BusSettings) -> Outbox | None:
+    """This process's outbox of these settings, if it made one."""
+    return _outboxes.get(settings)
+
+
 def _hook_exit() -> None:
     """Registers the exit hook once per process (a process started by multiprocessing
     begins with an empty finalizer registry)."""

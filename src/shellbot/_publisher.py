@@ -81,6 +81,7 @@ class Publisher(multiprocessing.Process):
         super().__init__(daemon=True)
         self.context = as_context(context, "Publisher()")
         self.settings = BusSettings.from_context(self.context)
+        transport_for(self.settings).check_storage()  # bus.durable where nothing is stored
         self.publisher_id = secrets.token_hex(8)
         self.fan = Fan(self)
         # Made by start(), so an unstarted publisher can travel to any process.
@@ -152,7 +153,8 @@ class Publisher(multiprocessing.Process):
         stored = True
         if self.settings.durable:
             deadline = time.monotonic() + timeout
-            left = _outbox.outbox_for(self.settings).wait_confirmed(timeout)
+            outbox = _outbox.existing_outbox(self.settings)
+            left = outbox.wait_confirmed(timeout) if outbox is not None else 0
             if left:
                 stored = False
                 log.warning(
@@ -195,7 +197,7 @@ class Publisher(multiprocessing.Process):
         ``unconfirmed`` (waiting for the server now)."""
         stats = dict(zip(HUB_COUNTERS, self._stats, strict=True))
         if self.settings.durable:
-            stats.update(_outbox.outbox_for(self.settings).counters())
+            stats.update(_outbox.outbox_for(self.settings).counters())  # zeros before a put
         return stats
 
     def is_alive(self) -> bool:

@@ -54,6 +54,7 @@ class HostView(Protocol):
     def asked(self, vote: VoteHost) -> None: ...
     def outcome(self, vote: VoteHost, outcome: Outcome) -> None: ...
     def closed(self, vote: VoteHost) -> None: ...
+    def restarted(self, worker: str) -> None: ...
 
 
 class VoteHost:
@@ -64,9 +65,16 @@ class VoteHost:
         self.view = view
         self.vote_id = secrets.token_hex(3)
         self.seed = settings.seed if settings.seed is not None else random.randrange(10_000)
-        self.tally = Tally(self.vote_id, list(settings.options))
+        self.tally = Tally(self.vote_id, list(settings.options), durable=settings.durable)
         self.context = Context(
-            {"bus": {"address": settings.address, "curve": settings.curve, "nats": settings.nats}}
+            {
+                "bus": {
+                    "address": settings.address,
+                    "curve": settings.curve,
+                    "nats": settings.nats,
+                    "durable": settings.durable,
+                }
+            }
         )
         self.bus = Bus(self.context)
         self.bus.check()
@@ -121,7 +129,9 @@ class VoteHost:
         publisher = self.publisher = self.bus.publish()
         publisher.start()
         inbox = self.inbox = self.bus.subscribe(
-            [JOIN_CHANNEL, f"vote.{self.vote_id}.*"], pattern=True
+            [JOIN_CHANNEL, f"vote.{self.vote_id}.*"],
+            pattern=True,
+            durable=f"vote-{self.vote_id}-host" if self.settings.durable else None,
         )
         if not inbox.wait_ready(READY_TIMEOUT):
             raise VoteError(
@@ -139,7 +149,14 @@ class VoteHost:
         )
         question_by = time.time() + settings.wait + READY_TIMEOUT + JOIN_READY_TIMEOUT
         self.workers.append(
-            Workers(self.context, self.vote_id, self.local, settings.workers, question_by)
+            Workers(
+                self.context,
+                self.vote_id,
+                self.local,
+                settings.workers,
+                question_by,
+                restart=settings.durable,
+            )
         )
         self.view.started(self)
 
@@ -220,6 +237,9 @@ class VoteHost:
 
     def _take(self, inbox: Subscriber, wait: float) -> None:
         """Takes one message, if one comes within ``wait`` seconds, and acts on it."""
+        for workers in self.workers:
+            for restarted in workers.restart_dead():
+                self.view.restarted(restarted)
         message = inbox.receive(block=True, timeout=wait)
         if message is None:
             return
@@ -236,12 +256,15 @@ class VoteHost:
                 self.view.outcome(self, outcome)
 
     def result(self, by_timeout: bool) -> Result:
-        return self.tally.result(self.settings.question, by_timeout)
+        result = self.tally.result(self.settings.question, by_timeout)
+        if self.inbox is not None:  # what the network brought twice, dropped by the bus
+            result.deduplicated_by_bus = self.inbox.stats.get("duplicates", 0)
+        return result
 
     def _shutdown(self) -> None:
         for workers in self.workers:
             workers.stop(timeout=1.0)
         if self.inbox is not None:
-            self.inbox.close()
+            self.inbox.close(forget=self.inbox.durable is not None)
         if self.publisher is not None:
             self.publisher.stop(timeout=self.publisher.settings.drain_timeout + 1.0)

@@ -20,6 +20,7 @@ READY_TIMEOUT = 20.0  # how long voters may take to be ready (process start, sub
 JOIN_READY_TIMEOUT = 10.0  # how long joined voters may take to be ready once welcomed
 DUE_LEAD = 0.2  # the question is sent this long before its due time
 LATE_GRACE = 1.0  # how long the host listens for late ballots after closing
+STORE_TIMEOUT = 10.0  # how long a durable voter waits for its ballot to be stored
 CLOSE_SLACK = 5.0  # how long past the closing time a voter waits for the result
 JOIN_RETRY = 0.5  # how often a joiner repeats its request until the host answers
 TICK = 0.1  # how often a waiting host refreshes its view
@@ -45,6 +46,9 @@ class VoteSettings:
     seed: int | None = None
     curve: dict[str, str] = field(default_factory=dict)  # bus.curve.* keys, set ones only
     nats: dict[str, str] = field(default_factory=dict)  # bus.nats.* (credentials, TLS files)
+    # On NATS JetStream: ballots and questions are stored, voters and the host subscribe
+    # durably, and a worker process that dies is started again and goes on where it was.
+    durable: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.options)) < 2:

@@ -14,7 +14,7 @@ from .settings import LATE_GRACE
 class Outcome:
     """What the host made of one message on a vote channel."""
 
-    kind: str  # 'counted', 'rejected', 'late', 'ready' or 'ignored'
+    kind: str  # 'counted', 'rejected', 'late', 'deduplicated', 'ready' or 'ignored'
     voter: str
     option: str | None = None
     reason: str = ""
@@ -42,6 +42,10 @@ class Tally:
     due: float | None = None  # monotonic time of the question
     closed_at: float | None = None
     last_ballot: float | None = None
+    # A durable vote: a voter whose process was started again says it is ready again,
+    # from its new process, and may send the ballot it had sent already (same option).
+    durable: bool = False
+    deduplicated: list[Outcome] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -84,7 +88,10 @@ class Tally:
             if channel in self.registered and message.voter == channel:
                 self.ready.add(channel)
                 if sender is not None:
-                    self.senders.setdefault(channel, sender)
+                    if self.durable:
+                        self.senders[channel] = sender
+                    else:
+                        self.senders.setdefault(channel, sender)
                 return Outcome("ready", voter)
             return Outcome("ignored", voter)
         if isinstance(message, Unreadable):
@@ -112,6 +119,10 @@ class Tally:
             return self._reject(voter, f"invalid option {option!r}", at)
         if self.due is None or channel not in self.asked:
             return self._reject(voter, "not asked", at)
+        if self.durable and self.ballots.get(channel) == option:
+            outcome = Outcome("deduplicated", voter, option, "sent again: counted once", at)
+            self.deduplicated.append(outcome)
+            return outcome
         if channel in self.ballots or self.was_late(voter):
             return self._reject(voter, "duplicate: this voter's ballot came already", at)
         if self.closed_at is not None:
@@ -146,6 +157,7 @@ class Tally:
             late=list(self.late),
             not_ready=[short_name(c) for c in self.registered if c not in self.asked],
             silent=[short_name(channel) for channel in self.silent],
+            deduplicated=len(self.deduplicated),
         )
 
     def _reject(self, voter: str, reason: str, at: float) -> Outcome:
@@ -173,6 +185,8 @@ class Result:
     not_ready: list[str]
     silent: list[str] = field(default_factory=list)  # asked voters whose ballot never came
     grace: float = LATE_GRACE  # how long after the close late ballots were still taken
+    deduplicated: int = 0  # ballots a voter sent again (a durable vote): counted once
+    deduplicated_by_bus: int = 0  # ballots the network brought twice, dropped by the bus
 
     def to_message(self) -> Closed:
         return Closed(

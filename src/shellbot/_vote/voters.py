@@ -20,7 +20,7 @@ from .._transports import transport_for
 from ..bus import Bus, Publisher, Subscriber
 from ..context import Context
 from .messages import Ballot, Closed, Question, Ready, VoteMessage, parse, short_name, voter_number
-from .settings import CLOSE_SLACK, DUE_LEAD, READY_TIMEOUT
+from .settings import CLOSE_SLACK, DUE_LEAD, READY_TIMEOUT, STORE_TIMEOUT
 
 
 def choose(seed: int, number: int, options: list[str], think: float) -> tuple[str, float]:
@@ -65,23 +65,57 @@ def run_voter(
     Every wait is bounded: ``question_by`` (wall clock) for the question, the
     closing time plus ``CLOSE_SLACK`` for the result.
     """
-    with bus.subscribe(channel) as inbox:
+    durable = publisher.settings.durable
+    # Durable: the voter's position is kept under the channel's name, so a voter whose
+    # process died and was started again gets the question it had not answered.
+    name = channel.replace(".", "-") if durable else None
+    with bus.subscribe(channel, durable=name) as inbox:
         if not inbox.wait_ready(READY_TIMEOUT):
             return
-        publisher.put(channel, Ready(vote_id, channel).to_body())
-        question = _wait_for(inbox, (Question, Closed), question_by)
-        if not isinstance(question, Question):
-            return
-        option, think = choose(
-            question.seed, voter_number(channel), question.options, question.think
-        )
-        now = time.time()
-        # The due time is the host's clock: a voter whose clock runs behind waits no more
-        # than the lead the host gave.
-        closed = _think(inbox, now + min(max(0.0, question.due - now), DUE_LEAD) + think)
+        try:
+            _vote_once(inbox, publisher, vote_id, channel, question_by, durable)
+        finally:
+            if durable:
+                inbox.close(forget=True)
+
+
+def _vote_once(
+    inbox: Subscriber,
+    publisher: Publisher,
+    vote_id: str,
+    channel: str,
+    question_by: float,
+    durable: bool,
+) -> None:
+    """Ready, the question, the ballot, the result: one voter's part of the vote."""
+    publisher.put(channel, Ready(vote_id, channel).to_body())
+    question = _wait_for(inbox, (Question, Closed), question_by)
+    if not isinstance(question, Question):
+        return
+    option, think = choose(question.seed, voter_number(channel), question.options, question.think)
+    now = time.time()
+    # The due time is the host's clock: a voter whose clock runs behind waits no more
+    # than the lead the host gave.
+    until = now + min(max(0.0, question.due - now), DUE_LEAD) + think
+    if durable:
+        # The question is done with only once the ballot is stored: reading on while
+        # thinking would acknowledge it, and a voter killed meanwhile would not vote.
+        closed = False
+        time.sleep(max(0.0, until - time.time()))
         publisher.put(channel, Ballot(vote_id, channel, option, think).to_body())
-        if not closed:
-            _wait_for(inbox, (Closed,), question.due + question.timeout + CLOSE_SLACK)
+        _wait_stored(publisher)
+    else:
+        closed = _think(inbox, until)
+        publisher.put(channel, Ballot(vote_id, channel, option, think).to_body())
+    if not closed:
+        _wait_for(inbox, (Closed,), question.due + question.timeout + CLOSE_SLACK)
+
+
+def _wait_stored(publisher: Publisher) -> None:
+    """Until the server stored what this process put (at most STORE_TIMEOUT)."""
+    deadline = time.monotonic() + STORE_TIMEOUT
+    while publisher.stats.get("unconfirmed", 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _think(inbox: Subscriber, until: float) -> bool:
@@ -105,29 +139,57 @@ def _wait_for(
     return None
 
 
+def _signal_name(exitcode: int) -> str:
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
 class Workers:
     """The processes (or, on process-local transports, threads) hosting voters."""
 
     def __init__(
-        self, context: Context, vote_id: str, channels: list[str], count: int, question_by: float
+        self,
+        context: Context,
+        vote_id: str,
+        channels: list[str],
+        count: int,
+        question_by: float,
+        restart: bool = False,
     ) -> None:
         count = max(1, min(count, len(channels)))
         shares = [channels[index::count] for index in range(count)]
         self.in_threads = transport_for(BusSettings.from_context(context)).process_local
+        self.restart = restart and not self.in_threads
         self.units: list[Any] = []
-        for index, share in enumerate(shares):
-            args = (context, vote_id, share, question_by)
-            if self.in_threads:
-                unit: Any = threading.Thread(
-                    target=run_worker, args=args, name=f"voters-{index}", daemon=True
-                )
-            else:
-                unit = multiprocessing.Process(
-                    target=run_worker, args=args, name=f"shellbot-voters-{index}", daemon=True
-                )
-            self.units.append(unit)
+        self._args = [(context, vote_id, share, question_by) for share in shares]
+        for index in range(len(shares)):
+            self.units.append(self._unit(index))
         for unit in self.units:
             unit.start()
+
+    def _unit(self, index: int) -> Any:
+        args = self._args[index]
+        if self.in_threads:
+            return threading.Thread(
+                target=run_worker, args=args, name=f"voters-{index}", daemon=True
+            )
+        return multiprocessing.Process(
+            target=run_worker, args=args, name=f"shellbot-voters-{index}", daemon=True
+        )
+
+    def restart_dead(self) -> list[str]:
+        """With ``restart`` (a durable vote): starts again each worker process that died
+        of a signal; returns their names."""
+        restarted = []
+        if self.restart:
+            for index, unit in enumerate(self.units):
+                if unit.exitcode is not None and unit.exitcode < 0:
+                    self.units[index] = self._unit(index)
+                    self.units[index].start()
+                    restarted.append(f"{unit.name} (pid {unit.pid}, {_signal_name(unit.exitcode)})")
+        return restarted
 
     def __len__(self) -> int:
         return len(self.units)

@@ -145,12 +145,17 @@ class HostScreen:
             )
         elif outcome.kind == "rejected":
             self.line(("x ", "red"), f"rejected a ballot from {outcome.voter}: {outcome.reason}")
+        elif outcome.kind == "deduplicated":
+            self.line(("= ", "cyan"), f"{outcome.voter}'s ballot came again: counted once")
         elif outcome.kind == "late":
             self.line(
                 ("~ ", "yellow"),
                 f"late ballot from {outcome.voter} ({outcome.option}), {outcome.reason}: "
                 "not counted",
             )
+
+    def restarted(self, worker: str) -> None:
+        self.line(("↻ ", "yellow"), f"started again: {worker}, its voters go on where they were")
 
     def closed(self, vote: VoteHost) -> None:
         tally = vote.tally
@@ -198,6 +203,13 @@ class HostScreen:
             ("  Silent voters: ", "bold"),
             f"{len(result.silent) or 'none'}",
         )
+        if result.deduplicated or result.deduplicated_by_bus:
+            self.line(
+                ("Deduplicated: ", "bold"),
+                f"{result.deduplicated + result.deduplicated_by_bus} ballots arrived twice, "
+                f"counted once ({result.deduplicated} sent again by a restarted voter, "
+                f"{result.deduplicated_by_bus} delivered again by the network)",
+            )
         if result.late:
             self.line(("Late, not counted: ", "bold"), ", ".join(o.voter for o in result.late))
         if result.silent:

@@ -38,6 +38,7 @@ from .screens import HostScreen, JoinScreen
         "shellbot-bus vote",
         "shellbot-bus vote --voters 50 --seed 7 --option yes --option no",
         "shellbot-bus vote --address tcp://0.0.0.0:5555 --wait 30 --expect 5",
+        "shellbot-bus vote --address nats://127.0.0.1:4222 --durable",
         "shellbot-bus vote --join tcp://HOST:5555 --voters 5      # from another terminal",
     )
 )
@@ -120,6 +121,14 @@ def vote(
             "--address is not used then).",
         ),
     ] = None,
+    durable: Annotated[
+        bool,
+        typer.Option(
+            "--durable",
+            help="On NATS with JetStream: ballots and questions are stored, and a voter "
+            "process that dies is started again and misses nothing.",
+        ),
+    ] = VoteSettings.durable,
     address: Address = DEFAULT_ADDRESS,
     curve_server_key: CurveServerKey = None,
     curve_client_key: CurveClientKey = None,
@@ -174,6 +183,7 @@ def vote(
             seed=seed,
             curve=curve,
             nats=nats_settings(),
+            durable=durable,
         )
     except ValueError as error:  # the options: the only value the command does not bound
         fail(f"{error} (--option A --option B)", EXIT_USAGE)
