@@ -405,3 +405,17 @@ def _iterate(subscriber: Any, count: int) -> list[Any]:
             break
     assert subscriber.get(block=True, timeout=0.5) is None
     return got
+
+
+def test_the_readme_durable_example_runs(jetstream: NatsNode) -> None:
+    import re
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+    example = next(block for block in blocks if "durable='counter'" in block)
+    example = example.replace("nats://127.0.0.1:4222", jetstream.url)
+    namespace: dict[str, Any] = {}
+    exec(example, namespace)
+    assert namespace["ballot"] == {"voter": "alice", "choice": "pizza"}
+    assert namespace["publisher"].stats["stored"] == 1
+    assert stream_state(jetstream).get("consumer_detail", []) == []
