@@ -65,6 +65,15 @@ def nats_server(tmp_path: Path) -> Iterator[NatsNode]:
 
 
 @pytest.fixture
+def jetstream(tmp_path: Path) -> Iterator[NatsNode]:
+    """One nats-server with JetStream, its store in the test's folder."""
+    node = NatsNode(tmp_path / "js", jetstream=True)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Callable[..., NatsNode]]:
     """Starts nats-servers with extra configuration; stops them all after the test."""
     started: list[NatsNode] = []

@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from shellbot import Context, errors
 from shellbot.bus import Bus
 
 spawn = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture
-def jetstream(tmp_path: Path) -> Iterator[NatsNode]:
-    """One nats-server with JetStream, its store in the test's folder."""
-    node = NatsNode(tmp_path / "js", jetstream=True)
-    node.start()
-    yield node
-    node.stop()
 
 
 def stream_state(node: NatsNode, stream: str = "SHELLBOT") -> dict[str, Any]:

@@ -7,8 +7,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
@@ -16,14 +14,6 @@ from _nats import NatsNode
 from test_cli import Background, run
 
 from shellbot._vote.tally import Tally
-
-
-@pytest.fixture
-def jetstream(tmp_path: Path) -> Iterator[NatsNode]:
-    node = NatsNode(tmp_path / "js", jetstream=True)
-    node.start()
-    yield node
-    node.stop()
 
 
 def voter_processes(host: int, voters_each: int) -> list[psutil.Process]:

@@ -31,7 +31,6 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 from nats import errors as nats_errors
@@ -40,10 +39,8 @@ from nats.js import errors as js_errors
 
 from .. import errors
 from .._codec import CONTROL_BYTE
-from ._inbox import Inbox
-from ._nats_connection import _Connection
+from ._nats_connection import ConnectionReceiver, _Connection
 from ._nats_order import PublisherOrder
-from .base import Frames, Receiver
 
 log = logging.getLogger("shellbot.bus")
 
@@ -80,15 +77,13 @@ def _delivery(reply: bytes) -> tuple[int, int] | None:
     return None
 
 
-class DurableReceiver(Receiver):
+class DurableReceiver(ConnectionReceiver):
     def __init__(self, connection: _Connection, name: str) -> None:
         from .nats import NatsReceiver  # the core receiver, for the bus's signals
 
-        self._connection = connection
-        self._naming = connection.naming
-        self._stream = connection.stream
         self.name = check_name(name)
-        self._inbox = Inbox(connection.settings.receive_high_water_mark)
+        super().__init__(connection)
+        self._stream = connection.stream
         self._signals = NatsReceiver(connection, self._inbox)
         # Never more in flight than the inbox holds: a frame it dropped would leave a gap.
         high_water_mark = connection.settings.receive_high_water_mark
@@ -134,30 +129,8 @@ class DurableReceiver(Receiver):
             self._interests[subject] = count - 1
         self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
 
-    def receive(self, timeout: float | None) -> Frames | None:
-        self._check()
-        return self._inbox.receive(timeout)
-
-    def receive_more(self) -> Iterator[Frames]:
-        return self._inbox.receive_more()
-
-    async def wait_async(self, timeout: float | None) -> bool:
-        self._check()
-        return await self._inbox.wait_async(timeout)
-
     def acknowledge(self, frames: int) -> None:
         self._connection.call_soon(self._acknowledge, frames)
-
-    def interrupt(self) -> None:
-        self._inbox.interrupt()
-
-    @property
-    def generation(self) -> int:
-        return self._connection.generation
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def close(self) -> None:
         if self._closed:
@@ -180,9 +153,7 @@ class DurableReceiver(Receiver):
             ) from error
 
     def _check(self) -> None:
-        if self._closed:
-            raise errors.ClosedError("The subscriber was closed; subscribe again to go on")
-        self._connection.check()
+        super()._check()
         if self._failure is not None:
             raise self._failure
 

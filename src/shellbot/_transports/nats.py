@@ -28,14 +28,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
 from .._settings import BusSettings, redacted
 from ._inbox import Inbox
-from .base import Frames, Hub, HubKind, Receiver, Sender, Transport
+from .base import Hub, HubKind, Receiver, Sender, Transport
 
 try:  # first, so that a missing extra is said before anything else fails
     from nats import errors as nats_errors
@@ -46,7 +46,7 @@ except ImportError as missing:  # the optional extra
     ) from missing
 
 # After the extra's check:
-from ._nats_connection import UNKNOWN_NODES, _Connection
+from ._nats_connection import UNKNOWN_NODES, ConnectionReceiver, _Connection
 from ._nats_durable import DurableReceiver
 from ._nats_naming import (
     NAME_CACHE_LIMIT,
@@ -292,12 +292,10 @@ class NatsSender(Sender):
         return not self._queue
 
 
-class NatsReceiver(Receiver):
+class NatsReceiver(ConnectionReceiver):
     def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
-        self._connection = connection
-        self._naming = connection.naming
         # A durable receiver shares its inbox with the core receiver of its signals.
-        self._inbox = inbox or Inbox(connection.settings.receive_high_water_mark)
+        super().__init__(connection, inbox)
         self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
@@ -310,7 +308,6 @@ class NatsReceiver(Receiver):
         self._wildcards: list[str] = []
         self._rank: dict[str, int] = {}
         self._asked = 0
-        self._closed = False
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
@@ -329,28 +326,6 @@ class NatsReceiver(Receiver):
         else:
             self._interests[subject] = count - 1
 
-    def receive(self, timeout: float | None) -> Frames | None:
-        self._check()
-        return self._inbox.receive(timeout)
-
-    def receive_more(self) -> Iterator[Frames]:
-        return self._inbox.receive_more()
-
-    async def wait_async(self, timeout: float | None) -> bool:
-        self._check()
-        return await self._inbox.wait_async(timeout)
-
-    def interrupt(self) -> None:
-        self._inbox.interrupt()
-
-    @property
-    def generation(self) -> int:
-        return self._connection.generation
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         if self._closed:
             return
@@ -360,11 +335,6 @@ class NatsReceiver(Receiver):
         self._interests.clear()
         for subject in subjects:
             self._connection.call_soon(self._change, subject, False)
-
-    def _check(self) -> None:
-        if self._closed:
-            raise errors.ClosedError("The subscriber was closed; subscribe again to go on")
-        self._connection.check()
 
     # -- in the loop: changes run one after the other, in the order they were asked
     def _change(self, subject: str, subscribing: bool) -> None:
