@@ -420,7 +420,8 @@ def test_durable_t1_on_nats_stores_and_delivers_every_message_on_both_sides(
         # Every put of the paced run has its acknowledgement, in a sane time.
         assert summary["acknowledged"] == sizes["paced"], side
         assert 0 < summary["ack_p50_us"] <= summary["ack_p99_us"] < 5_000_000, side
-        assert summary["paced"]["lost"] == 0, side
+        assert summary["paced"]["lost"] == 0 and summary["paced"]["unacknowledged"] == 0, side
+        assert summary["first_ack_us"] > 0, side
         # Through the server: the anchor one JetStream message per message, ours at most.
         assert summary["server"]["in_msgs"] > 0, side
     assert t1d["ours"]["server"]["in_msgs"] <= t1d["anchor"]["server"]["in_msgs"]

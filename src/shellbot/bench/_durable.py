@@ -38,6 +38,7 @@ from ._workers import IDLE_END, WAIT, _bus
 
 CHANNEL = "bench"
 DURABLE = "bench-t1d"
+UNACKNOWLEDGED = -1  # the latency of a message whose acknowledgement never came
 
 
 def _body(counter: int) -> dict[str, Any]:
@@ -105,11 +106,10 @@ def ours_publisher(
     confirmed = time.perf_counter()
     stats = publisher.stats
     _nats_stream.acknowledgement_times = None
-    acks_ns = []
+    acks_ns = [UNACKNOWLEDGED] * len(put_times)  # in the order put
     for first, messages, acknowledged in recorded:  # sequence numbers count from 1
-        for sequence in range(first, first + messages):
-            if sequence <= len(put_times):
-                acks_ns.append(round((acknowledged - put_times[sequence - 1]) * 1e9))
+        for sequence in range(first, min(first + messages, len(put_times) + 1)):
+            acks_ns[sequence - 1] = round((acknowledged - put_times[sequence - 1]) * 1e9)
     report = {
         "started": started,
         "ended": ended,
@@ -183,7 +183,7 @@ async def _publisher(
     if await _nats._wait(go, WAIT):
         publish, dumps = jetstream.publish_async, orjson.dumps
         futures = []
-        acks_ns: list[int] = []
+        acks_ns = [UNACKNOWLEDGED] * count if interval else []  # in the order published
         started = time.perf_counter()
         if interval:
             clock = time.perf_counter
@@ -198,7 +198,9 @@ async def _publisher(
                     subject, dumps(_body(counter)), headers={"Nats-Msg-Id": f"{name}-{counter}"}
                 )
                 future.add_done_callback(
-                    lambda _, put_at=put_at: acks_ns.append(round((clock() - put_at) * 1e9))
+                    lambda _, counter=counter, put_at=put_at: acks_ns.__setitem__(
+                        counter, round((clock() - put_at) * 1e9)
+                    )
                 )
                 futures.append(future)
         else:
@@ -340,6 +342,7 @@ def flow(side: str, count: int, interval: float, network: Network) -> dict[str, 
         "stored_after": sent["confirmed"] - sent["started"],
         "received_after": live["ended"] - sent["started"],
         "acks_ns": sent["acks_ns"],
+        "unacknowledged": sum(1 for latency in sent["acks_ns"] if latency == UNACKNOWLEDGED),
     }
     if counted is not None and after is not None:
         result["server"] = {key: after[key] - counted[key] for key in after}
