@@ -33,7 +33,8 @@ def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
     assert report["quick"] is True
     assert report["cores"] >= 1
     assert report["errors"] == []
-    assert sorted(report["workloads"]) == sorted(WORKLOADS)
+    # Every workload but JetStream's (T1d, on NATS only).
+    assert sorted(report["workloads"]) == sorted(k for k, w in WORKLOADS.items() if not w.nats_only)
     for key, workload in report["workloads"].items():
         assert workload["rows"], key
         for row in workload["rows"]:
@@ -380,3 +381,71 @@ def test_curve_runs_in_the_same_rounds_and_only_on_zeromq() -> None:
     )
     assert completed.returncode == 2
     assert "--curve" in completed.stdout
+
+
+@pytest.mark.timeout(120)
+def test_durable_t1_on_nats_stores_and_delivers_every_message_on_both_sides(
+    tmp_path: Path,
+) -> None:
+    report_file = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shellbot.bench",
+            "--quick",
+            "--transport",
+            "nats",
+            "--only",
+            "t1d",
+            "--json",
+            str(report_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(report_file.read_text())
+    assert report["errors"] == []
+    assert list(report["workloads"]) == ["T1d"]
+    sizes = report["sizes"]
+    t1d = report["workloads"]["T1d"]
+    for side in ("ours", "anchor"):
+        summary = t1d[side]
+        assert summary["delivered"] == sizes["durable"], side
+        assert summary["lost"] == 0 and summary["not_stored"] == 0, side
+        assert summary["disordered"] == 0, side
+        assert summary["rate"] > 0, side
+        # Every put of the paced run has its acknowledgement, in a sane time.
+        assert summary["acknowledged"] == sizes["paced"], side
+        assert 0 < summary["ack_p50_us"] <= summary["ack_p99_us"] < 5_000_000, side
+        assert summary["paced"]["lost"] == 0 and summary["paced"]["unacknowledged"] == 0, side
+        assert summary["first_ack_us"] > 0, side
+        # Through the server: the anchor one JetStream message per message, ours at most.
+        assert summary["server"]["in_msgs"] > 0, side
+    assert t1d["ours"]["server"]["in_msgs"] <= t1d["anchor"]["server"]["in_msgs"]
+    verdict = report["targets"]["T1d"]["throughput, stored"]
+    assert verdict["target"] == ">= 0.9x anchor"
+    assert verdict["value"] == pytest.approx(t1d["ours"]["rate"] / t1d["anchor"]["rate"])
+    assert set(report["targets"]["T1d"]) == {"throughput, stored", "lost"}  # latency: information
+    assert "put -> stored p99" in completed.stdout
+
+
+def test_durable_t1_is_judged_on_what_was_stored_and_runs_on_nats_only() -> None:
+    def verdicts(ours: dict, anchor: dict) -> dict:
+        return _targets(_summarize("T1d", ours, anchor, None, nats=True))["T1d"]
+
+    anchor = {"rate": 100.0, "lost": 0, "not_stored": 0, "ack_p50_us": 1.0, "ack_p99_us": 2.0}
+    assert verdicts(anchor | {"rate": 91.0}, anchor)["throughput, stored"]["met"]
+    assert not verdicts(anchor | {"rate": 89.0}, anchor)["throughput, stored"]["met"]
+    unstored = verdicts(anchor | {"rate": 200.0, "not_stored": 1}, anchor)
+    assert not unstored["throughput, stored"]["met"] and not unstored["lost"]["met"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "shellbot.bench", "--only", "T1d"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "--transport nats" in completed.stdout

@@ -45,6 +45,11 @@ STREAM_NAME_IN_USE = 10058  # JetStream's error code
 
 _unpack_header = HEADER.unpack_from
 
+# For the benchmark only (``shellbot.bench``): a list set here before the bus starts
+# gets (first sequence number, messages, ``perf_counter()``) for each run the server
+# acknowledged, as the acknowledgement is read. None (the default) records nothing.
+acknowledgement_times: list[tuple[int, int, float]] | None = None
+
 
 def stream_name(prefix: str) -> str:
     """The stream of the bus under ``prefix``: its tokens joined by '_', upper case
@@ -192,13 +197,14 @@ class _Run:
     """One NATS message of stored publishing: consecutive messages of one sender on
     one channel, and what it takes to publish it again."""
 
-    __slots__ = ("attempts", "body", "count", "deadline", "headers", "sent", "subject")
+    __slots__ = ("attempts", "body", "count", "deadline", "headers", "sent", "sequence", "subject")
 
     def __init__(self, subject: str, body: bytes, count: int, deadline: float) -> None:
         self.subject = subject
         self.body = body
         self.count = count
         identity, sequence = _unpack_header(body)
+        self.sequence = sequence
         channel = hashlib.blake2b(subject.encode(), digest_size=6).hexdigest()
         self.headers = {MSG_ID: f"{identity:016x}-{channel}-{sequence}"}
         self.deadline = deadline
@@ -271,6 +277,8 @@ class StoredPublishing:
         if "error" in answer or "seq" not in answer:
             return  # refused for now (a cluster without a leader): retried
         del self._runs[token]
+        if acknowledgement_times is not None:
+            acknowledgement_times.append((run.sequence, run.count, time.perf_counter()))
         self.counters["stored"] += run.count
         if answer.get("duplicate"):
             self.counters["duplicates"] += run.count

@@ -18,13 +18,19 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T6 memory: 1,000,000 messages while one subscriber is stopped (SIGSTOP) and another
   keeps up; then the stopped one reads again and a last message shows it its gap.
 - T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
+- T1d (NATS only) durable T1: a publisher on a durable bus (``bus.durable``) and a durable
+  subscriber, 200,000 messages, until all are received and the publisher's ``stop()``
+  confirmed all stored; then the latency from ``put()`` to the server's acknowledgement
+  in a paced run, 2,000 messages at one a millisecond after 100 not counted (``_durable``).
 
 On NATS (``--transport nats``: a nats-server the benchmark starts on free
 loopback ports and stops at the end; ``--nats-url nats://HOST:PORT``: a server
 of the user's, under subjects of the run's own), ours is the bus on that
 server and the anchor a bare nats-py program (``_nats``), both on the same
-server in the same run. T1, T3 and T4 are judged at 0.9x the anchor or above,
-T2's p50 at 1.5x or below; T5 is shown against the anchor for information.
+server in the same run. T1, T3, T4 and T1d are judged at 0.9x the anchor or
+above, T2's p50 at 1.5x or below; T5 and T1d's latencies are shown against the
+anchor for information. The server the benchmark starts has JetStream on when
+T1d runs (a store in its temporary folder).
 
 With ``--curve`` (ZeroMQ only), T1 and T2 also run on a bus secured with CURVE
 (``bus.curve.*``, keys made for the run in a temporary folder), in the same rounds,
@@ -64,7 +70,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _nats, _runs
+from . import _durable, _nats, _runs
 from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
@@ -81,11 +87,17 @@ class Sizes:
     channels: int  # T5 channels
     memory: int  # T6 messages
     idle: float  # T7 seconds
-    rounds: int  # runs per side of T1-T5, round by round; the best counts
+    rounds: int  # runs per side of T1-T5 and T1d, round by round; the best counts
+    durable: int  # T1d messages
+    paced: int  # T1d messages of the latency run, one each PACE seconds
+    paced_warmup: int  # T1d messages put before those, not counted
 
 
-FULL = Sizes(500_000, 10_000, 500, 100_000, 500_000, 500_000, 10_000, 1_000_000, 10.0, 3)
-QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1)
+FULL = Sizes(
+    500_000, 10_000, 500, 100_000, 500_000, 500_000, 10_000, 1_000_000, 10.0, 3, 200_000, 2_000, 100
+)
+QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1, 2_000, 100, 10)
+PACE = 0.001  # seconds between two puts of T1d's latency run
 
 FANS = 8  # subscribers of T3, publishers of T4
 
@@ -135,12 +147,25 @@ def _t7(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     return _runs.idle(side, sizes.idle, network)
 
 
+def _t1d(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    result = _durable.flow(side, sizes.durable, 0.0, network)
+    paced = _durable.flow(side, sizes.paced_warmup + sizes.paced, PACE, network)
+    latencies = paced.pop("acks_ns")
+    # The first puts of a process wait for its first look at the stream (a JetStream API
+    # request, on ours): shown apart, and left out of p50 and p99 as T2's warm-up is.
+    paced["first_ack_us"] = latencies[0] / 1000 if latencies else None
+    result["acks_ns"] = [latency for latency in latencies[sizes.paced_warmup :] if latency >= 0]
+    result["paced"] = paced
+    return result
+
+
 @dataclass(frozen=True)
 class Workload:
     key: str
     title: str
     measure: Callable[[str, Sizes, Network], dict[str, Any]]
     repeated: bool  # runs ``rounds`` times per side
+    nats_only: bool = False  # JetStream's: runs with --transport nats only
 
 
 WORKLOADS = {
@@ -153,6 +178,7 @@ WORKLOADS = {
         Workload("T5", "many channels, 1 subscriber of 10,000", _t5, True),
         Workload("T6", "memory, 1 stalled + 1 live subscriber", _t6, False),
         Workload("T7", "idle cost, no traffic", _t7, False),
+        Workload("T1d", "durable T1, 1 -> 1, stored and acknowledged", _t1d, True, True),
     )
 }
 
@@ -162,6 +188,20 @@ WORKLOADS = {
 
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return max(runs, key=lambda result: result["rate"])
+
+
+def _durable_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """T1d: the best run's rate, and the latencies to the server's acknowledgement of
+    every round's paced run, pooled."""
+    pooled = sorted(latency for result in runs for latency in result["acks_ns"])
+    summary = {key: value for key, value in _best(runs).items() if key != "acks_ns"}
+    count = len(pooled)
+    summary["acknowledged"] = count
+    firsts = [result["paced"]["first_ack_us"] for result in runs]
+    summary["first_ack_us"] = max((first for first in firsts if first is not None), default=None)
+    summary["ack_p50_us"] = pooled[count // 2] / 1000 if count else None
+    summary["ack_p99_us"] = pooled[int(count * 0.99)] / 1000 if count else None
+    return summary
 
 
 def _latency(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -415,7 +455,7 @@ def _summarize(
 # T2's p99 are shown against the anchor for information.
 NATS_THROUGHPUT = 0.9
 NATS_LATENCY = 1.5
-NATS_TARGETS = ("T1", "T2", "T3", "T4", "T5")
+NATS_TARGETS = ("T1", "T2", "T3", "T4", "T5", "T1d")
 
 
 def _summarize_nats(
@@ -438,6 +478,8 @@ def _summarize_nats(
                 key, "round trip p99", ours["p99_us"], anchor["p99_us"], "(information)", None, "µs"
             ),
         ]
+    if key == "T1d":
+        return _summarize_durable(ours, anchor)
     unit = "deliveries/s" if key == "T3" else "msgs/s"
     measure = "aggregate deliveries" if key == "T3" else "throughput"
     rows = []
@@ -471,6 +513,43 @@ def _summarize_nats(
         )
     rows.append(_row(key, "lost", ours["lost"], anchor["lost"], "0", ours["lost"] == 0, "msgs"))
     return rows
+
+
+def _summarize_durable(ours: dict[str, Any], anchor: dict[str, Any]) -> list[dict[str, Any]]:
+    key = "T1d"
+    # Lost: not received, or not confirmed stored (both must be 0).
+    lost = ours["lost"] + ours["not_stored"]
+    return [
+        _row(
+            key,
+            "throughput, stored",
+            ours["rate"],
+            anchor["rate"],
+            f">= {NATS_THROUGHPUT}x anchor",
+            ours["rate"] >= NATS_THROUGHPUT * anchor["rate"] and lost == 0,
+            "msgs/s",
+            judged="ratio",
+        ),
+        _row(
+            key,
+            "put -> stored p50",
+            ours["ack_p50_us"],
+            anchor["ack_p50_us"],
+            "(information)",
+            None,
+            "µs",
+        ),
+        _row(
+            key,
+            "put -> stored p99",
+            ours["ack_p99_us"],
+            anchor["ack_p99_us"],
+            "(information)",
+            None,
+            "µs",
+        ),
+        _row(key, "lost", lost, anchor["lost"] + anchor["not_stored"], "0", lost == 0, "msgs"),
+    ]
 
 
 def _number(value: float | None, unit: str) -> str:
@@ -625,7 +704,8 @@ def run(
     ``curve``: T1 and T2 also on a bus secured with CURVE (ZeroMQ only).
     """
     console = Console(width=None if sys.stdout.isatty() else 120)
-    keys = [key.strip().upper() for key in only] if only else list(WORKLOADS)
+    spelled = {key.upper(): key for key in WORKLOADS}  # t1, T1D: any case
+    keys = [spelled.get(key.strip().upper(), key.strip()) for key in only] if only else []
     unknown = [key for key in keys if key not in WORKLOADS]
     if unknown:
         console.print(
@@ -635,6 +715,14 @@ def run(
     transport = transport or ("nats" if nats_url else "zmq")
     if transport not in TRANSPORTS:
         console.print(f"[red]Unknown transport {transport!r}: choose zmq or nats")
+        return 2
+    if not keys:
+        keys = [key for key in WORKLOADS if transport == "nats" or not WORKLOADS[key].nats_only]
+    only_on_nats = [key for key in keys if WORKLOADS[key].nats_only]
+    if only_on_nats and transport != "nats":
+        console.print(
+            f"[red]{', '.join(only_on_nats)} measures NATS JetStream: it runs with --transport nats"
+        )
         return 2
     if nats_url and transport != "nats":
         console.print("[red]--nats-url names a NATS server: it goes with --transport nats")
@@ -664,7 +752,7 @@ def run(
     server = None
     try:
         if nats_url is None:
-            server = _nats.NatsServer()
+            server = _nats.NatsServer(jetstream=bool(only_on_nats))
             server.start()
             url = server.url
         else:
@@ -761,6 +849,8 @@ def _run(
             continue
         if key == "T2":
             ours, anchor = _latency(runs[OURS]), _latency(runs[ANCHOR])
+        elif key == "T1d":
+            ours, anchor = _durable_summary(runs[OURS]), _durable_summary(runs[ANCHOR])
         elif key in ("T6", "T7"):
             ours, anchor = runs[OURS][0], runs[ANCHOR][0]
         else:
@@ -826,4 +916,6 @@ def _run(
 
 def _slim(result: dict[str, Any]) -> dict[str, Any]:
     """Without raw samples: the JSON report keeps figures, not every round trip."""
-    return json.loads(json.dumps({k: v for k, v in result.items() if k != "rtts_ns"}))
+    return json.loads(
+        json.dumps({k: v for k, v in result.items() if k not in ("rtts_ns", "acks_ns")})
+    )

@@ -18,7 +18,10 @@ def bench(
         None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."
     ),
     only: str = typer.Option(
-        None, "--only", metavar="T1,T2", help="Run only these workloads (T1 to T7)."
+        None,
+        "--only",
+        metavar="T1,T2",
+        help="Run only these workloads (T1 to T7; T1d, durable T1, on NATS).",
     ),
     transport: str = typer.Option(
         None,

@@ -69,9 +69,11 @@ def _end_with_parent() -> None:
 
 
 class NatsServer:
-    """A nats-server on free loopback ports (client and monitoring), default settings."""
+    """A nats-server on free loopback ports (client and monitoring), default settings;
+    with ``jetstream``, JetStream on too, storing in the server's temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, jetstream: bool = False) -> None:
+        self.jetstream = jetstream
         self.port = _free_port()
         self.monitor_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -94,9 +96,10 @@ class NatsServer:
             )
         directory = Path(self._directory.name)
         config = directory / "server.conf"
-        config.write_text(
-            f"host: 127.0.0.1\nport: {self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
-        )
+        lines = [f"host: 127.0.0.1\nport: {self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"]
+        if self.jetstream:
+            lines.append(f'jetstream {{ store_dir: "{directory / "store"}" }}\n')
+        config.write_text("".join(lines))
         log_path = directory / "server.log"
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(

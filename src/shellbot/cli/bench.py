@@ -30,7 +30,11 @@ def bench(
     ] = None,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", metavar="T1,T2", help="Run only these workloads."),
+        typer.Option(
+            "--only",
+            metavar="T1,T2",
+            help="Run only these workloads (T1 to T7; T1d, durable T1, on NATS).",
+        ),
     ] = None,
     transport: Annotated[
         str | None,
