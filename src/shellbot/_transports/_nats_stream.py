@@ -215,7 +215,10 @@ class _Run:
 class StoredPublishing:
     """The acknowledgements of one sender's runs, in its connection's loop."""
 
-    def __init__(self, settings: BusSettings, client: Any, stream: Stream) -> None:
+    def __init__(
+        self, settings: BusSettings, client: Any, stream: Stream, connected: asyncio.Event
+    ) -> None:
+        self._connected = connected
         self._settings = settings
         self._client = client
         self._stream = stream
@@ -227,6 +230,7 @@ class StoredPublishing:
         self._settled = asyncio.Event()
         self._settled.set()
         self._retrying: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
         self.counters = {"stored": 0, "retried": 0, "duplicates": 0, "not_stored": 0}
 
     @property
@@ -234,14 +238,30 @@ class StoredPublishing:
         """Messages published and not yet acknowledged (nor given up)."""
         return sum(run.count for run in self._runs.values())
 
+    async def open(self) -> None:
+        """Finds the stream and listens for acknowledgements, once: begun as the sender
+        starts, so that the first put() does not wait for it."""
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        await asyncio.shield(self._opening)
+
+    async def _open(self) -> None:
+        try:
+            await self._connected.wait()  # a request before it would be lost
+            await self._stream.ensure()
+        except BaseException:
+            self._opening = None  # a later publish tries again, and raises what it meets
+            raise
+        inbox = self._client.new_inbox()
+        subscription = await self._client.subscribe(inbox + ".*")
+        self._client.take(subscription, self._acknowledged, raw=True)
+        self._retrying = asyncio.get_running_loop().create_task(self._retry())
+        self._inbox = inbox
+
     async def publish(self, subject: str, body: bytes) -> None:
         """Publishes one run and keeps it until acknowledged; waits while IN_FLIGHT are out."""
         if not self._inbox:
-            await self._stream.ensure()
-            self._inbox = self._client.new_inbox()
-            subscription = await self._client.subscribe(self._inbox + ".*")
-            self._client.take(subscription, self._acknowledged, raw=True)
-            self._retrying = asyncio.get_running_loop().create_task(self._retry())
+            await self.open()
         while len(self._runs) >= IN_FLIGHT:
             self._room.clear()
             await self._room.wait()

@@ -187,10 +187,22 @@ class NatsSender(Sender):
     def _start(self) -> None:
         if self._settings.durable:
             connection = self._connection
-            self._stored = StoredPublishing(self._settings, connection.client, connection.stream)
+            self._stored = StoredPublishing(
+                self._settings, connection.client, connection.stream, connection.connected_once
+            )
+            connection.loop.create_task(self._open_stored(self._stored))
         self._wake = asyncio.Event()
         self._connection.loop.create_task(self._pump())
         self._connection.when_connected(self._kick)
+
+    async def _open_stored(self, stored: StoredPublishing) -> None:
+        try:
+            await stored.open()
+        except errors.ShellbotError as error:  # the stream cannot be used: put() says so
+            self._failure = error
+            log.warning("NATS: %s", error)
+        except Exception:
+            pass
 
     def _kick(self) -> None:
         if self._wake is not None:
