@@ -125,6 +125,7 @@ def vote(
         bool,
         typer.Option(
             "--durable",
+            metavar="",
             help="On NATS with JetStream: ballots and questions are stored, and a voter "
             "process that dies is started again and misses nothing.",
         ),
