@@ -323,7 +323,9 @@ def first_messages(
         took = time.monotonic() - started
         publisher.put(channel, index)
         arrived = subscriber.get(block=True, timeout=3.0) == index
-        rows.append((ready, arrived, subscriber._echoes_needed, len(subscriber._echoes), took))
+        rows.append(
+            (ready, arrived, subscriber._readiness.needed, len(subscriber._readiness.echoes), took)
+        )
         subscriber.close()
     results.put(rows)
 

@@ -93,7 +93,7 @@ def _taken(subscriber: Any, frames: list[bytes]) -> tuple[int, int, list[Any]]:
     pending = subscriber._pending
     pending.clear()
     before = dict(subscriber.stats)
-    taken = subscriber._take(frames)
+    taken = subscriber._decoder.take(frames)
     after = subscriber.stats
     assert len(pending) == taken == after["received"] - before["received"]
     envelopes = [subscriber.receive() for _ in range(taken)]
@@ -112,7 +112,11 @@ def _batch(records: list[tuple[bytes, bytes, int]]) -> bytes:
 @given(frames=frames_of_any_shape)
 def test_any_frames_give_messages_or_a_counted_drop(everything: Any, frames: list[bytes]) -> None:
     taken, dropped, envelopes = _taken(everything, frames)
-    signal = len(frames) == 2 and frames[0][:1] == b"\xff" and frames[0] != everything._batch_topic
+    signal = (
+        len(frames) == 2
+        and frames[0][:1] == b"\xff"
+        and frames[0] != everything._decoder.batch_topic
+    )
     if not signal:  # bus signals of other parties are ignored, by design
         assert taken + dropped >= 1
     for envelope in envelopes:
@@ -124,7 +128,7 @@ def test_any_frames_give_messages_or_a_counted_drop(everything: Any, frames: lis
 @settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.binary(max_size=200))
 def test_any_batch_gives_messages_or_a_counted_drop(everything: Any, batch: bytes) -> None:
-    taken, dropped, _ = _taken(everything, [everything._batch_topic, batch])
+    taken, dropped, _ = _taken(everything, [everything._decoder.batch_topic, batch])
     assert taken + dropped >= 1
 
 
@@ -142,7 +146,7 @@ def test_a_batch_of_bad_or_cut_records_gives_messages_or_drops(
 ) -> None:
     batch = _batch(records)
     batch = batch[: max(0, len(batch) - cut)] if cut < 20 else batch
-    taken, dropped, _ = _taken(everything, [everything._batch_topic, batch])
+    taken, dropped, _ = _taken(everything, [everything._decoder.batch_topic, batch])
     assert taken + dropped >= 1
 
 
@@ -151,10 +155,12 @@ def test_a_batch_of_bad_or_cut_records_gives_messages_or_drops(
 def test_a_probe_signal_never_gives_a_message(everything: Any, body: bytes) -> None:
     taken, dropped, _ = _taken(everything, [PROBE + b"someone-else", body])
     assert taken == dropped == 0
-    taken, dropped, _ = _taken(everything, [everything._probe, body])
+    taken, dropped, _ = _taken(everything, [everything._readiness.probe, body])
     assert taken == dropped == 0
     if len(body) >= HEADER.size:
-        assert everything._ready  # our own probe's echo, whatever it holds past the header
+        assert (
+            everything._readiness.ready
+        )  # our own probe's echo, whatever it holds past the header
     everything._renew_probe()
 
 
@@ -180,7 +186,7 @@ def test_every_accepted_json_value_round_trips_in_every_frame_kind(
     run = [topic, HEADER.pack(SENDER, start + 10_000_000) + BATCH_SEPARATOR.join(texts)]
     # Another sender's numbers, so the batch's messages are not gaps of the run's.
     batch = [
-        everything._batch_topic,
+        everything._decoder.batch_topic,
         _batch([(topic, HEADER.pack(SENDER + 1, start + i) + t, 1) for i, t in enumerate(texts)]),
     ]
     got: list[Any] = []

@@ -14,7 +14,7 @@ import zmq
 from test_routing import records
 
 from shellbot._codec import BATCH_SEPARATOR, HEADER, ROUTE, ROUTE_REQUEST, topic_of
-from shellbot._subscriber import _Topic, compile_pattern
+from shellbot._subscriptions import Topic, compile_pattern
 from shellbot._transports._zmq_hub import ROUTE_CACHE_LIMIT, _Batches, _Routes
 
 _names = itertools.count()
@@ -182,7 +182,7 @@ def test_plain_readers_get_plain_frames_and_nothing_counts_unrouted(
 
 
 def test_gaps_are_counted_per_sender() -> None:
-    topic = _Topic()
+    topic = Topic()
     assert topic.missed(sender=1, first=1, last=1) == 0  # a sender's first message: no gap
     assert topic.missed(1, 2, 4) == 0  # a run of three, in order
     assert topic.missed(1, 8, 8) == 3  # 5, 6 and 7 never came
@@ -194,7 +194,7 @@ def test_gaps_are_counted_per_sender() -> None:
 
 
 def test_a_sender_going_back_is_no_gap() -> None:
-    topic = _Topic()
+    topic = Topic()
     topic.missed(1, 10, 10)
     assert topic.missed(1, 3, 3) == 0  # a restarted sender counts from 1 again
     assert topic.missed(1, 5, 5) == 1

@@ -1,0 +1,83 @@
+"""A durable subscriber's bookkeeping (``durable=``, on a transport that stores messages).
+
+The server delivers again what was not acknowledged, so a durable subscriber keeps
+two records: what it took from each sender on each channel (``Seen``), to drop a
+message that comes again, and the frames it took, oldest first (``Acknowledgements``),
+to acknowledge each once the program was handed all of its messages.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+
+class Seen:
+    """What a durable subscriber took from one sender on one channel: every sequence
+    number up to ``floor``, and those in ``above``; ``highest`` is the latest. A message
+    the server delivers again is one of these: dropped, not handed twice."""
+
+    __slots__ = ("above", "floor", "highest")
+
+    LIMIT = 10_000  # numbers kept above a gap; beyond, the oldest gaps are given up
+
+    def __init__(self, first: int) -> None:
+        self.floor = self.highest = first - 1
+        self.above: set[int] = set()
+
+    def record(self, sequence: int) -> int | None:
+        """None when ``sequence`` was taken before; else how the count of gaps changed."""
+        above = self.above
+        if sequence <= self.floor or sequence in above:
+            return None
+        before = self.highest - self.floor - len(above)
+        if sequence == self.floor + 1:
+            self.floor = sequence
+            while self.floor + 1 in above:
+                self.floor += 1
+                above.discard(self.floor)
+        else:
+            above.add(sequence)
+        self.highest = max(self.highest, sequence)
+        change = self.highest - self.floor - len(above) - before
+        if len(above) > self.LIMIT:  # a gap that never filled: counted missed, and let go
+            self.floor = min(above)
+            above.discard(self.floor)
+            while self.floor + 1 in above:
+                self.floor += 1
+                above.discard(self.floor)
+        return change
+
+
+class Acknowledgements:
+    """The frames a durable subscriber took, oldest first, each with how many of its
+    messages the program was not handed yet, and how many were handed since the last
+    ``settle()``: a frame is acknowledged once all of its messages were handed."""
+
+    __slots__ = ("_acknowledge", "_unsettled", "handed")
+
+    def __init__(self, acknowledge: Callable[[int], None]) -> None:
+        self._acknowledge = acknowledge  # the receiver's: the oldest n frames are done with
+        self._unsettled: deque[int] = deque()
+        self.handed = 0
+
+    def taken(self, messages: int) -> None:
+        """A frame of the server's was taken, with this many messages for the program."""
+        self._unsettled.append(messages)
+
+    def settle(self) -> None:
+        """Acknowledges the frames whose messages were all handed to the program, once it
+        asks for more (or closes): the oldest first, as they came."""
+        handed, self.handed = self.handed, 0
+        unsettled = self._unsettled
+        frames = 0
+        while unsettled:
+            left = unsettled[0]
+            if left > handed:
+                unsettled[0] = left - handed
+                break
+            handed -= left
+            unsettled.popleft()
+            frames += 1
+        if frames:
+            self._acknowledge(frames)
