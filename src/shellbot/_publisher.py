@@ -1,15 +1,15 @@
 """The publisher: a process that keeps the bus up, and a ``put()`` that needs none.
 
 ``put()`` runs in the caller: it validates, encodes and hands bytes to the
-process's outbox (see ``_outbox``), started or not. The process started by
-``start()`` holds the hub when no one holds the address yet, or else relies on
-the hub that does (and takes over if it goes away). It stops when
-``general.switch`` turns ``'off'`` (read at most every ``SWITCH_INTERVAL``
-seconds), on a pill sent by ``fan.put(None)`` or ``stop()`` (a pill put before
-``start()`` is kept, and sent once the process runs), or on SIGTERM; while
-stopping, its hub forwards what is still arriving, for at most
-``bus.drain_timeout`` seconds. ``run()`` called directly does the same in the
-caller.
+process's outbox (see ``_outbox``), started or not. ``start()`` runs the publisher
+in a process of its own, or in a thread where the transport's hub lives in one
+process (``_runner``); there, ``run()`` keeps the bus up (``_hub_keeper``): it holds
+the hub when no one holds the address yet, or else relies on the hub that does
+(and takes over if it goes away). It stops when ``general.switch`` turns ``'off'``,
+on a pill sent by ``fan.put(None)`` or ``stop()`` (a pill put before ``start()`` is
+kept, and sent once the process runs), or on SIGTERM; while stopping, its hub
+forwards what is still arriving, for at most ``bus.drain_timeout`` seconds.
+``run()`` called directly does the same in the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import multiprocessing
 import os
 import secrets
-import signal
 import threading
 import time
 from typing import Any
@@ -26,24 +25,18 @@ from typing import Any
 import orjson
 
 from . import _codec, _outbox
+from ._hub_keeper import HubKeeper, HubState, Shared
+from ._runner import ProcessRunner, Runner, ThreadRunner
 from ._settings import BusSettings, as_context
 from ._transports import transport_for
-from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver
+from ._transports.base import HUB_COUNTERS
 from .context import Context
-from .errors import AddressInUse, AuthenticationError, ShellbotError, TimeoutError, TransportError
+from .errors import AuthenticationError, TimeoutError, TransportError
 
 log = logging.getLogger("shellbot.bus")
 
-SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
-TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
-_STATE_HUB, _STATE_CLIENT, _STATE_FAILED, _STATE_REFUSED = 1, 2, -1, -2
 # Guards a publisher's kept pills against a run() that begins in another thread.
 _pills_lock = threading.Lock()
-
-
-class _Snapshot:
-    def __init__(self, value: int) -> None:
-        self.value = value
 
 
 class Fan:
@@ -84,12 +77,9 @@ class Publisher(multiprocessing.Process):
         transport_for(self.settings).check_storage()  # bus.durable where nothing is stored
         self.publisher_id = secrets.token_hex(8)
         self.fan = Fan(self)
-        # Made by start(), so an unstarted publisher can travel to any process.
-        self._ready: Any = None
-        self._state: Any = _Snapshot(0)
-        self._stats: Any = [0] * len(HUB_COUNTERS)
-        self._failure: Any = None
-        self._thread: threading.Thread | None = None
+        # Shared memory is made by start(), so an unstarted publisher can travel to any process.
+        self._shared = Shared.unstarted()
+        self._runner: Runner | None = None  # made by start(); it stays in this process
         self._started = False
         self._stopped = False
         self._pills = 0  # pills put before start() or run(): see _send_kept_pill()
@@ -122,22 +112,18 @@ class Publisher(multiprocessing.Process):
         if self._started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
         self._started = True
-        self._ready = multiprocessing.Event()
-        self._state = multiprocessing.Value("i", 0, lock=False)
-        self._stats = multiprocessing.Array("q", len(HUB_COUNTERS), lock=False)
-        self._failure = multiprocessing.Array("c", 1024, lock=False)
+        self._shared = shared = Shared.for_start()
         transport = transport_for(self.settings)
-        if transport.process_local:
-            self._thread = threading.Thread(target=self.run, name="shellbot-publisher", daemon=True)
-            self._thread.start()
-        else:
-            super().start()
+        runner = ThreadRunner(self.run) if transport.process_local else ProcessRunner(self)
+        self._runner = runner
+        runner.start()
         _outbox.stop_at_exit(id(self), self._stop_at_exit)
-        ready = self._ready.wait(self.settings.start_timeout)
-        if self._state.value in (_STATE_FAILED, _STATE_REFUSED):
+        ready = shared.ready.wait(self.settings.start_timeout)
+        state = shared.hub_state
+        if state in (HubState.FAILED, HubState.REFUSED):
             self.join(1.0)
-            failed = AuthenticationError if self._state.value == _STATE_REFUSED else TransportError
-            raise failed(self._failure.value.decode("utf-8", "replace"))
+            failed = AuthenticationError if state is HubState.REFUSED else TransportError
+            raise failed(shared.failed_with())
         if not ready:
             self.terminate()
             raise TimeoutError(transport.unreachable())
@@ -171,7 +157,7 @@ class Publisher(multiprocessing.Process):
         if self.is_alive():
             self._send_pill()
             self.join(timeout)
-        if self.is_alive() and self._thread is None:
+        if self.is_alive() and not self._runner_in_thread:
             self.terminate()
             self.join(1.0)
         _outbox.stop_at_exit(id(self), None)
@@ -180,7 +166,7 @@ class Publisher(multiprocessing.Process):
     @property
     def holds_hub(self) -> bool:
         """True when this publisher's process holds the hub of its address."""
-        return self._state.value == _STATE_HUB
+        return self._shared.state.value == HubState.HUB
 
     @property
     def stats(self) -> dict[str, int]:
@@ -195,34 +181,25 @@ class Publisher(multiprocessing.Process):
         of an acknowledgement), ``duplicates`` (acknowledged as stored already: the
         first acknowledgement was lost), ``not_stored`` (given up after ``bus.send_timeout``) and
         ``unconfirmed`` (waiting for the server now)."""
-        stats = dict(zip(HUB_COUNTERS, self._stats, strict=True))
+        stats = dict(zip(HUB_COUNTERS, self._shared.stats, strict=True))
         if self.settings.durable:
             stats.update(_outbox.outbox_for(self.settings).counters())  # zeros before a put
         return stats
 
     def is_alive(self) -> bool:
-        if self._thread is not None:
-            return self._thread.is_alive()
-        return self._process_handle is not None and super().is_alive()
+        return self._runner is not None and self._runner.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        elif self._process_handle is not None:
-            super().join(timeout)
+        if self._runner is not None:
+            self._runner.join(timeout)
 
     def terminate(self) -> None:
-        if self._thread is None and self._process_handle is not None:
-            super().terminate()
-
-    # multiprocessing's own attributes, read through typed names.
-    @property
-    def _process_handle(self) -> Any:
-        return getattr(self, "_popen", None)
+        if self._runner is not None:
+            self._runner.terminate()
 
     @property
-    def _started_by(self) -> int | None:
-        return getattr(self, "_parent_pid", None)
+    def _runner_in_thread(self) -> bool:
+        return self._runner is not None and self._runner.in_thread
 
     def _send_pill(self) -> None:
         if not self._started:
@@ -231,7 +208,7 @@ class Publisher(multiprocessing.Process):
                     self._pills += 1
                     return
         else:
-            started_here = self._thread is not None or self._started_by == os.getpid()
+            started_here = self._runner is not None and self._runner.started_here()
             if started_here and not self.is_alive():
                 return  # its hub may be gone with it: there would be no one to take the pill
         # From another process (forked after start), we cannot tell: a pill to a
@@ -261,15 +238,11 @@ class Publisher(multiprocessing.Process):
         """Lets a publisher travel to another process, where ``put()`` and
         ``fan.put(None)`` work; only the process that started it can join it."""
         state = self.__dict__.copy()
-        if self._process_handle is None and self._thread is None:
+        state["_runner"] = None
+        if self._runner is None or not self._runner.launched:
             return state  # not started yet, or being started: its process gets everything
-        state["_popen"] = None
-        state["_thread"] = None
-        # Shared memory and locks of the starting process stay there: a snapshot travels.
-        state["_ready"] = None
-        state["_state"] = _Snapshot(self._state.value)
-        state["_stats"] = list(self._stats)
-        state["_failure"] = None
+        state["_popen"] = None  # multiprocessing's handle of the process: only here
+        state["_shared"] = self._shared.snapshot()
         return state
 
     # -- in the publisher's process ----------------------------------------------
@@ -282,96 +255,27 @@ class Publisher(multiprocessing.Process):
         the hub as ``start()`` would, and returns once the switch is off or a pill
         arrives (one put before the call included).
         """
-        stopping = threading.Event()
         foreground = not self._started
-        in_child = not foreground and self._thread is None
+        in_child = not foreground and not self._runner_in_thread
+        keeper = HubKeeper(self.settings, self.context, self.publisher_id, self._shared)
         if in_child:
-            signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-            # Ctrl-C in a terminal reaches the whole process group: it is for the program
-            # that started us, which stops us with a pill at its exit (or we see it gone).
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        transport = transport_for(self.settings)
-        # A broker is a hub already running: there is none to hold or take over.
-        embedded = transport.hub_kind is HubKind.EMBEDDED
-        control: Receiver | None = None
-        hub: Hub | None = None
-        try:
-            hub = transport.open_hub() if embedded else None
-            # Something that is not a hub holds the address: say so now, not at the timeout.
-            if embedded and hub is None and (foreign := transport.not_a_hub()) is not None:
-                raise AddressInUse(foreign)
-            control = transport.open_receiver()
-            pill = _codec.PILL + self.publisher_id.encode()
-            probe = _codec.PROBE + self.publisher_id.encode()
-            control.subscribe(pill)
-            control.subscribe(probe)
-            self._confirm(control, probe, hub)
-        except ShellbotError as error:  # told to start(), which raises it in the caller
-            if foreground:
-                raise
-            self._failure.value = str(error).encode("utf-8")[:1023]
-            refused = isinstance(error, AuthenticationError)
-            self._state.value = _STATE_REFUSED if refused else _STATE_FAILED
-            self._ready.set()
-            if control is not None:
-                control.close()
-            if hub is not None:
-                hub.close(0.0)
-            return
-        parent = os.getppid()
-        try:
-            if foreground:
-                self._send_kept_pill(running_here=True)
-            next_switch = next_takeover = time.monotonic()
-            while not stopping.is_set():
-                frames = control.receive(SWITCH_INTERVAL)
-                if frames is not None and frames[0] == pill:
-                    break
-                now = time.monotonic()
-                if now >= next_switch:
-                    next_switch = now + SWITCH_INTERVAL
-                    orphaned = in_child and os.getppid() != parent
-                    if orphaned or self.context.is_switched_off():
-                        break
-                    self._publish_stats(hub)
-                if embedded and hub is None and now >= next_takeover:
-                    next_takeover = now + TAKEOVER_INTERVAL
-                    hub = transport.open_hub()
-                    if hub is not None:
-                        self._state.value = _STATE_HUB
-        finally:
-            if foreground:
-                with _pills_lock:
-                    self._running_here = False
-            control.close()
-            if hub is not None:
-                hub.close(self.settings.drain_timeout)
-                self._publish_stats(hub)
+            keeper.stop_on_signals()
+        if foreground:  # a pill put meanwhile stops this run, or is kept for the next one
+            keeper.run(
+                foreground=True,
+                in_child=False,
+                on_running=self._running_here_now,
+                on_stopping=self._no_longer_running_here,
+            )
+        else:
+            keeper.run(foreground=False, in_child=in_child)
 
-    def _confirm(self, control: Receiver, probe: bytes, hub: Hub | None) -> None:
-        """Signals readiness once our own probe came back through the hub."""
-        outbox = _outbox.outbox_for(self.settings)
-        interval = 0.01
-        deadline = time.monotonic() + self.settings.start_timeout
-        while time.monotonic() < deadline:
-            outbox.send_probe(probe)  # any copy back proves this process reaches the hub
-            frames = control.receive(interval)
-            if frames is not None and frames[0] == probe:
-                self._state.value = _STATE_HUB if hub is not None else _STATE_CLIENT
-                if self._ready is not None:  # None when run() was called directly
-                    self._ready.set()
-                return
-            # A secured hub that refused us would never echo: say why now, not at the timeout.
-            refused = control.handshake_failure() or outbox.handshake_failure()
-            if refused is not None:
-                raise AuthenticationError(refused)
-            interval = min(interval * 2, 0.2)
+    def _running_here_now(self) -> None:
+        self._send_kept_pill(running_here=True)
 
-    def _publish_stats(self, hub: Hub | None) -> None:
-        if hub is not None:
-            stats = hub.stats()
-            for index, name in enumerate(HUB_COUNTERS):
-                self._stats[index] = stats.get(name, 0)
+    def _no_longer_running_here(self) -> None:
+        with _pills_lock:
+            self._running_here = False
 
 
 def _forget_after_fork() -> None:
