@@ -14,7 +14,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,10 +25,8 @@ from nats.aio.client import Client
 from .. import errors
 from .._codec import HEADER
 from .._settings import BusSettings, nats_servers, redacted
-from ._inbox import Inbox
 from ._nats_naming import Naming
 from ._nats_stream import Stream
-from .base import Frames, Receiver
 
 log = logging.getLogger("shellbot.bus")
 
@@ -379,41 +377,3 @@ def _with_credentials(template: str, key: str) -> str:
     parts = urlsplit(template)
     credentials = parts.netloc.rpartition("@")[0]
     return f"nats://{credentials + '@' if credentials else ''}{key}"
-
-
-class ConnectionReceiver(Receiver):
-    """What every receiver on a process's connection shares: an inbox the loop fills,
-    read from the subscriber's thread; a subclass subscribes and fills it."""
-
-    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
-        self._connection = connection
-        self._naming = connection.naming
-        self._inbox = inbox or Inbox(connection.settings.receive_high_water_mark)
-        self._closed = False
-
-    def receive(self, timeout: float | None) -> Frames | None:
-        self._check()
-        return self._inbox.receive(timeout)
-
-    def receive_more(self) -> Iterator[Frames]:
-        return self._inbox.receive_more()
-
-    async def wait_async(self, timeout: float | None) -> bool:
-        self._check()
-        return await self._inbox.wait_async(timeout)
-
-    def interrupt(self) -> None:
-        self._inbox.interrupt()
-
-    @property
-    def generation(self) -> int:
-        return self._connection.generation
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check(self) -> None:
-        if self._closed:
-            raise errors.ClosedError("The subscriber was closed; subscribe again to go on")
-        self._connection.check()

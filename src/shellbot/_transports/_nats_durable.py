@@ -39,8 +39,9 @@ from nats.js import errors as js_errors
 
 from .. import errors
 from .._codec import CONTROL_BYTE
-from ._nats_connection import ConnectionReceiver, _Connection
+from ._nats_connection import _Connection
 from ._nats_order import PublisherOrder
+from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
 log = logging.getLogger("shellbot.bus")
 
@@ -79,8 +80,6 @@ def _delivery(reply: bytes) -> tuple[int, int] | None:
 
 class DurableReceiver(ConnectionReceiver):
     def __init__(self, connection: _Connection, name: str) -> None:
-        from .nats import NatsReceiver  # the core receiver, for the bus's signals
-
         self.name = check_name(name)
         super().__init__(connection)
         self._stream = connection.stream
@@ -383,7 +382,7 @@ class DurableReceiver(ConnectionReceiver):
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             self._connection.client.forget(subscription)
-            self._connection.loop.create_task(_unsubscribe(subscription))
+            self._connection.loop.create_task(unsubscribe_quietly(subscription))
 
     async def _stop(self) -> None:
         self._drop_subscription()
@@ -395,8 +394,3 @@ class DurableReceiver(ConnectionReceiver):
     async def _delete(self) -> None:
         with contextlib.suppress(js_errors.NotFoundError):
             await self._stream.jetstream.delete_consumer(self._stream.name, self.name)
-
-
-async def _unsubscribe(subscription: Any) -> None:
-    with contextlib.suppress(Exception):
-        await subscription.unsubscribe()

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
 from .._settings import BusSettings, redacted
-from ._inbox import Inbox
 from .base import Hub, HubKind, Receiver, Sender, Transport
 
 try:  # first, so that a missing extra is said before anything else fails
@@ -46,15 +43,14 @@ except ImportError as missing:  # the optional extra
     ) from missing
 
 # After the extra's check:
-from ._nats_connection import UNKNOWN_NODES, ConnectionReceiver, _Connection
+from ._nats_connection import UNKNOWN_NODES, _Connection
 from ._nats_durable import DurableReceiver
 from ._nats_naming import (
-    NAME_CACHE_LIMIT,
     Naming,
     decode_token,
     encode_token,
-    matches,
 )
+from ._nats_receiver import NatsReceiver
 from ._nats_stream import StoredPublishing
 
 log = logging.getLogger("shellbot.bus")
@@ -302,114 +298,6 @@ class NatsSender(Sender):
                 return True  # nothing waits here, and no server to answer: nothing to flush
             await asyncio.sleep(0.01)
         return not self._queue
-
-
-class NatsReceiver(ConnectionReceiver):
-    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
-        # A durable receiver shares its inbox with the core receiver of its signals.
-        super().__init__(connection, inbox)
-        self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
-        # In the loop: the live subscriptions, in the order asked, and for a subject that
-        # more than one matches, the subscription that delivers it (NATS sends once per
-        # matching subscription; ZeroMQ, and so the bus, once per receiver).
-        self._subscriptions: dict[str, Any] = {}
-        self._deliverer: dict[bytes, str] = {}
-        # Only a wildcard interest matches a subject besides its own: without one, every
-        # subscription delivers what it gets, and a subscriber of 10,000 channels does
-        # not scan them all for each new subject. Each interest's rank in the order asked.
-        self._wildcards: list[str] = []
-        self._rank: dict[str, int] = {}
-        self._asked = 0
-
-    def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
-        subject = self._naming.interest(prefix, pattern)
-        count = self._interests.get(subject, 0)
-        self._interests[subject] = count + 1
-        if count == 0:
-            self._connection.call_soon(self._change, subject, True)
-
-    def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
-        subject = self._naming.interest(prefix, pattern)
-        count = self._interests.get(subject, 0)
-        if count <= 1:
-            self._interests.pop(subject, None)
-            if count == 1:
-                self._connection.call_soon(self._change, subject, False)
-        else:
-            self._interests[subject] = count - 1
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._inbox.close()
-        subjects = list(self._interests)
-        self._interests.clear()
-        for subject in subjects:
-            self._connection.call_soon(self._change, subject, False)
-
-    # -- in the loop: changes run one after the other, in the order they were asked
-    def _change(self, subject: str, subscribing: bool) -> None:
-        self._deliverer.clear()
-        wildcard = any(token in ("*", ">") for token in subject.split("."))
-        if subscribing:
-            self._subscriptions[subject] = None  # taken: messages may come before the sid
-            self._asked += 1
-            self._rank[subject] = self._asked
-            if wildcard:
-                self._wildcards.append(subject)
-            self._connection.loop.create_task(self._subscribe(subject))
-        else:
-            self._rank.pop(subject, None)
-            if wildcard and subject in self._wildcards:
-                self._wildcards.remove(subject)
-            subscription = self._subscriptions.pop(subject, None)
-            if subscription is not None:
-                self._connection.client.forget(subscription)
-                self._connection.loop.create_task(_unsubscribe(subscription))
-
-    async def _subscribe(self, interest: str) -> None:
-        client = self._connection.client
-        # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
-        await self._connection.connected_once.wait()
-        try:
-            subscription = await client.subscribe(interest)
-        except Exception:
-            if self._connection.failure is None:
-                raise
-            return  # the bus refused this program: receive() says so
-        if interest in self._subscriptions and self._subscriptions[interest] is None:
-            self._subscriptions[interest] = subscription
-            client.take(subscription, functools.partial(self._deliver, interest))
-        else:  # unsubscribed meanwhile
-            await _unsubscribe(subscription)
-
-    def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if self._wildcards and self._delivered_by(subject) != interest:
-            return  # another subscription of this receiver delivers this one
-        topic = self._naming.topic(subject)
-        # A subject the naming rule never writes comes as one frame: dropped and counted.
-        self._inbox.push([data] if topic is None else [topic, data])
-
-    def _delivered_by(self, subject: bytes) -> str | None:
-        """The first interest, in the order asked, that matches ``subject``."""
-        interest = self._deliverer.get(subject)
-        if interest is None:
-            name = subject.decode("utf-8", "replace")
-            matching = [i for i in self._wildcards if matches(i, name)]
-            if name in self._rank:  # its own exact interest
-                matching.append(name)
-            interest = min(matching, key=self._rank.__getitem__, default=None)
-            if interest is not None:
-                if len(self._deliverer) >= NAME_CACHE_LIMIT:
-                    self._deliverer.clear()
-                self._deliverer[subject] = interest
-        return interest
-
-
-async def _unsubscribe(subscription: Any) -> None:
-    with contextlib.suppress(Exception):  # gone with a closed connection
-        await subscription.unsubscribe()
 
 
 class NatsTransport(Transport):
