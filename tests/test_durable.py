@@ -409,3 +409,21 @@ def test_the_readme_durable_example_runs(jetstream: NatsNode) -> None:
     assert namespace["ballot"] == {"voter": "alice", "choice": "pizza"}
     assert namespace["publisher"].stats["stored"] == 1
     assert stream_state(jetstream).get("consumer_detail", []) == []
+
+
+def test_a_subscriber_closed_in_the_middle_of_a_run_hands_its_successor_only_the_rest(
+    jetstream: NatsNode,
+) -> None:
+    bus = durable_bus(jetstream.url)
+    first = bus.subscribe("runs", durable="halfway")
+    assert first.wait_ready(10.0)
+    publisher = bus.publish()
+    for number in range(500):  # in a tight loop: joined into runs, several per NATS message
+        publisher.put("runs", number)
+    assert publisher.stop()
+    assert stream_state(jetstream)["state"]["messages"] < 500  # so runs were joined
+    assert [first.get(block=True, timeout=5.0) for _ in range(250)] == list(range(250))
+    first.close()  # 250 is most likely inside a run: the consumer keeps how far it got
+    second = bus.subscribe("runs", durable="halfway")
+    assert drain(second) == list(range(250, 500))
+    second.close(forget=True)

@@ -54,16 +54,27 @@ class Acknowledgements:
     messages the program was not handed yet, and how many were handed since the last
     ``settle()``: a frame is acknowledged once all of its messages were handed."""
 
-    __slots__ = ("_acknowledge", "_unsettled", "handed")
+    __slots__ = ("_acknowledge", "_head_size", "_unsettled", "handed")
 
-    def __init__(self, acknowledge: Callable[[int], None]) -> None:
+    def __init__(self, acknowledge: Callable[[int, int], None]) -> None:
         self._acknowledge = acknowledge  # the receiver's: the oldest n frames are done with
         self._unsettled: deque[int] = deque()
+        self._head_size = 0  # how many messages the oldest frame left gave the program
         self.handed = 0
 
     def taken(self, messages: int) -> None:
         """A frame of the server's was taken, with this many messages for the program."""
+        if not self._unsettled:
+            self._head_size = messages
         self._unsettled.append(messages)
+
+    def close(self) -> None:
+        """The subscriber closes: settles, and tells the receiver how many messages of the
+        oldest frame left the program was handed, so that a successor of its name is not
+        handed them again."""
+        self.settle()
+        if self._unsettled and (partly := self._head_size - self._unsettled[0]) > 0:
+            self._acknowledge(0, partly)
 
     def settle(self) -> None:
         """Acknowledges the frames whose messages were all handed to the program, once it
@@ -79,5 +90,6 @@ class Acknowledgements:
             handed -= left
             unsettled.popleft()
             frames += 1
+            self._head_size = unsettled[0] if unsettled else 0
         if frames:
-            self._acknowledge(frames)
+            self._acknowledge(frames, 0)

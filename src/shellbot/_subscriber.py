@@ -367,7 +367,7 @@ class Subscriber:
                 self._receiver.forget(FORGET_TIMEOUT)
             return
         if self._acknowledgements is not None and not self._handover.receiving:
-            self._acknowledgements.settle()
+            self._acknowledgements.close()
         # _pending is left alone (another thread may be taking from it); nothing reads it
         # once closed.
         self._handover.close(self._receiver.interrupt)

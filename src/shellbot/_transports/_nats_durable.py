@@ -40,7 +40,7 @@ from nats.js import errors as js_errors
 from .. import errors
 from .._codec import CONTROL_BYTE
 from ._nats_connection import _Connection
-from ._nats_order import PublisherOrder
+from ._nats_order import PublisherOrder, without_first
 from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
 log = logging.getLogger("shellbot.bus")
@@ -52,6 +52,9 @@ SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer
 # traffic held back behind a run the stream stored late (see _nats_order).
 MAX_ACK_PENDING = 10_000
 FILTERS_SETTLE = 0.05  # seconds without a change before filters asked for are applied
+# The consumer's metadata key where a subscriber closing in the middle of a run leaves
+# how many of its messages the program was handed: "<stream sequence>:<count>".
+HANDED_KEY = "shellbot-handed"
 RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -105,6 +108,11 @@ class DurableReceiver(ConnectionReceiver):
         self._last_delivery = 0  # the consumer's delivery sequence of that frame
         self._heard = time.monotonic()
         self._failure: errors.ShellbotError | None = None
+        self._made_with: api.ConsumerConfig | None = None
+        # A run the program was handed part of: (stream sequence, messages handed), told
+        # as the subscriber closes (to keep), or read from the consumer (to skip).
+        self._partly: tuple[int, int] | None = None
+        self._skip: tuple[int, int] | None = None
         connection.call_soon(self._start)
 
     # -- in the caller's thread
@@ -128,8 +136,8 @@ class DurableReceiver(ConnectionReceiver):
             self._interests[subject] = count - 1
         self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
 
-    def acknowledge(self, frames: int) -> None:
-        self._connection.call_soon(self._acknowledge, frames)
+    def acknowledge(self, frames: int, partly: int = 0) -> None:
+        self._connection.call_soon(self._acknowledge, frames, partly)
 
     def close(self) -> None:
         if self._closed:
@@ -139,7 +147,7 @@ class DurableReceiver(ConnectionReceiver):
         self._inbox.close()
         # Acknowledgements asked before leave before the process may end.
         with contextlib.suppress(Exception):
-            self._connection.run(self._stop(), 2.0)
+            self._connection.run(self._stop(), 3.0)
 
     def forget(self, timeout: float) -> None:
         self.close()
@@ -254,7 +262,8 @@ class DurableReceiver(ConnectionReceiver):
                 jetstream = self._stream.jetstream
                 with contextlib.suppress(js_errors.NotFoundError):
                     await jetstream.delete_consumer(self._stream.name, self.name)
-                await jetstream.add_consumer(self._stream.name, self._config(inbox, start))
+                self._made_with = self._config(inbox, start)
+                await jetstream.add_consumer(self._stream.name, self._made_with)
                 self._made = True
                 self._heard = time.monotonic()
                 self._remaking = False
@@ -299,6 +308,10 @@ class DurableReceiver(ConnectionReceiver):
         except js_errors.NotFoundError:
             state = (await jetstream.stream_info(self._stream.name)).state
             return state.last_seq + 1
+        handed = (info.config.metadata or {}).get(HANDED_KEY, "")
+        stream, _, count = handed.partition(":")
+        if stream.isdigit() and count.isdigit():
+            self._skip = (int(stream), int(count))
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
         return max(floor + 1, info.config.opt_start_seq or 1)
 
@@ -351,6 +364,14 @@ class DurableReceiver(ConnectionReceiver):
             self._inbox.push([data])
             self._reply(reply)
             return
+        if self._skip is not None and stream >= self._skip[0]:
+            skip, self._skip = self._skip, None
+            if stream == skip[0]:  # the run a predecessor closed in: what it was handed goes
+                rest = without_first(data, skip[1])
+                if rest is None:
+                    self._reply(reply)
+                    return
+                data = rest
         self._order.take(stream, reply, topic, data)
 
     def _push(self, stream: int, reply: bytes, frame: list[bytes]) -> None:
@@ -362,12 +383,14 @@ class DurableReceiver(ConnectionReceiver):
         """An empty message to ``reply``: an acknowledgement, or a flow control answer."""
         self._connection.loop.create_task(self._connection.client.publish(reply.decode(), b""))
 
-    def _acknowledge(self, frames: int) -> None:
+    def _acknowledge(self, frames: int, partly: int) -> None:
         outstanding = self._outstanding
         for _ in range(min(frames, len(outstanding))):
             _, reply = outstanding.popleft()
             if reply is not None:
                 self._reply(reply)
+        if partly and outstanding:
+            self._partly = (outstanding[0][0], partly)
 
     async def _watch(self) -> None:
         """Makes the consumer anew when neither a message nor a heartbeat came for a while."""
@@ -388,6 +411,11 @@ class DurableReceiver(ConnectionReceiver):
         self._drop_subscription()
         if self._worker is not None:
             self._worker.cancel()
+        if self._partly is not None and self._made_with is not None:
+            stream, handed = self._partly
+            config = self._made_with.evolve(metadata={HANDED_KEY: f"{stream}:{handed}"})
+            with contextlib.suppress(Exception):  # else the successor is handed them again
+                await self._stream.jetstream.add_consumer(self._stream.name, config)
         with contextlib.suppress(Exception):
             await self._connection.client.flush(1)
 

@@ -19,6 +19,16 @@ from .._codec import BATCH_SEPARATOR, HEADER, HEADER_SIZE
 _unpack_header = HEADER.unpack_from
 
 
+def without_first(body: bytes, count: int) -> bytes | None:
+    """A run without its first ``count`` messages (None when that leaves none): what a
+    durable subscriber's predecessor of its name was handed already."""
+    parts = body[HEADER_SIZE:].split(BATCH_SEPARATOR)
+    if count >= len(parts):
+        return None
+    sender, first = _unpack_header(body)
+    return HEADER.pack(sender, first + count) + BATCH_SEPARATOR.join(parts[count:])
+
+
 class _Held(NamedTuple):
     first: int
     last: int

@@ -115,10 +115,13 @@ class Receiver(abc.ABC):
         another server): readiness proven before is proven no more."""
         return 0
 
-    def acknowledge(self, frames: int) -> None:  # noqa: B027 - only a durable receiver acts
+    def acknowledge(self, frames: int, partly: int = 0) -> None:  # noqa: B027 - durable only
         """The program is past the messages of the oldest ``frames`` channel frames this
         receiver delivered (those whose topic is a channel's), in the order delivered:
-        a durable receiver tells the server, which will not deliver them again."""
+        a durable receiver tells the server, which will not deliver them again. With
+        ``partly`` (as the subscriber closes), the program was also handed the first
+        ``partly`` messages of the next frame: a durable receiver keeps that for the
+        successor of its name."""
 
     def forget(self, timeout: float) -> None:
         """Closes, and deletes what the server keeps for a durable receiver (its position)."""
