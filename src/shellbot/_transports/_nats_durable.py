@@ -28,45 +28,25 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections import deque
 from typing import Any
 
 from nats import errors as nats_errors
-from nats.js import api
 from nats.js import errors as js_errors
 
 from .. import errors
 from .._codec import CONTROL_BYTE
 from ._nats_connection import _Connection
+from ._nats_consumer import HEARTBEAT, Consumer
 from ._nats_order import PublisherOrder, without_first
 from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
 log = logging.getLogger("shellbot.bus")
 
-ACK_WAIT = 30.0  # seconds the server waits for an acknowledgement before it delivers again
-HEARTBEAT = 1.0  # seconds between the server's heartbeats while nothing is delivered
 SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer is made anew
-# NATS messages delivered and not yet acknowledged, at most: room for a few seconds of
-# traffic held back behind a run the stream stored late (see _nats_order).
-MAX_ACK_PENDING = 10_000
 FILTERS_SETTLE = 0.05  # seconds without a change before filters asked for are applied
-# The consumer's metadata key where a subscriber closing in the middle of a run leaves
-# how many of its messages the program was handed: "<stream sequence>:<count>".
-HANDED_KEY = "shellbot-handed"
 RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def check_name(name: Any) -> str:
-    """A durable subscriber's name: letters, digits, '_' or '-' (a consumer's name)."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise errors.ConfigurationError(
-            f"durable= takes a name of 1 to 64 letters, digits, '_' or '-', as in "
-            f"durable='ballots'; got {name!r}"
-        )
-    return name
 
 
 def _delivery(reply: bytes) -> tuple[int, int] | None:
@@ -83,13 +63,13 @@ def _delivery(reply: bytes) -> tuple[int, int] | None:
 
 class DurableReceiver(ConnectionReceiver):
     def __init__(self, connection: _Connection, name: str) -> None:
-        self.name = check_name(name)
+        self._consumer = Consumer(
+            connection.stream, name, connection.settings.receive_high_water_mark
+        )
+        self.name = name
         super().__init__(connection)
         self._stream = connection.stream
         self._signals = NatsReceiver(connection, self._inbox)
-        # Never more in flight than the inbox holds: a frame it dropped would leave a gap.
-        high_water_mark = connection.settings.receive_high_water_mark
-        self._max_pending = max(1, min(MAX_ACK_PENDING, high_water_mark))
         self._interests: dict[str, int] = {}  # filter subject -> subscriptions (caller's thread)
         self._closed = False
         # In the loop:
@@ -108,7 +88,6 @@ class DurableReceiver(ConnectionReceiver):
         self._last_delivery = 0  # the consumer's delivery sequence of that frame
         self._heard = time.monotonic()
         self._failure: errors.ShellbotError | None = None
-        self._made_with: api.ConsumerConfig | None = None
         # A run the program was handed part of: (stream sequence, messages handed), told
         # as the subscriber closes (to keep), or read from the consumer (to skip).
         self._partly: tuple[int, int] | None = None
@@ -152,7 +131,7 @@ class DurableReceiver(ConnectionReceiver):
     def forget(self, timeout: float) -> None:
         self.close()
         try:
-            self._connection.run(self._delete(), timeout)
+            self._connection.run(self._consumer.delete(), timeout)
         except Exception as error:
             raise errors.TransportError(
                 f"The durable subscriber {self.name!r} could not be forgotten within "
@@ -259,11 +238,7 @@ class DurableReceiver(ConnectionReceiver):
                 subscription = await client.subscribe(inbox)
                 client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
                 self._subscription = subscription
-                jetstream = self._stream.jetstream
-                with contextlib.suppress(js_errors.NotFoundError):
-                    await jetstream.delete_consumer(self._stream.name, self.name)
-                self._made_with = self._config(inbox, start)
-                await jetstream.add_consumer(self._stream.name, self._made_with)
+                await self._consumer.make(inbox, start, self._filters)
                 self._made = True
                 self._heard = time.monotonic()
                 self._remaking = False
@@ -300,36 +275,9 @@ class DurableReceiver(ConnectionReceiver):
         return self._last_stream + 1 if self._last_stream else 0
 
     async def _start_sequence(self) -> int:
-        """Where the consumer of a new process begins: its acknowledgement floor, or,
-        for a new name, the next message stored."""
-        jetstream = self._stream.jetstream
-        try:
-            info = await jetstream.consumer_info(self._stream.name, self.name)
-        except js_errors.NotFoundError:
-            state = (await jetstream.stream_info(self._stream.name)).state
-            return state.last_seq + 1
-        handed = (info.config.metadata or {}).get(HANDED_KEY, "")
-        stream, _, count = handed.partition(":")
-        if stream.isdigit() and count.isdigit():
-            self._skip = (int(stream), int(count))
-        floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        return max(floor + 1, info.config.opt_start_seq or 1)
-
-    def _config(self, inbox: str, start: int) -> api.ConsumerConfig:
-        filters = self._filters
-        return api.ConsumerConfig(
-            durable_name=self.name,
-            deliver_subject=inbox,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=ACK_WAIT,
-            max_deliver=-1,
-            max_ack_pending=self._max_pending,
-            idle_heartbeat=HEARTBEAT,
-            filter_subject=filters[0] if len(filters) == 1 else None,
-            filter_subjects=filters if len(filters) > 1 else None,
-        )
+        """Where the consumer of a new process begins (see ``Consumer.start``)."""
+        start, self._skip = await self._consumer.start()
+        return start
 
     def _deliver(
         self, incarnation: int, subject: bytes, reply: bytes, data: bytes, headers: Any
@@ -411,14 +359,8 @@ class DurableReceiver(ConnectionReceiver):
         self._drop_subscription()
         if self._worker is not None:
             self._worker.cancel()
-        if self._partly is not None and self._made_with is not None:
-            stream, handed = self._partly
-            config = self._made_with.evolve(metadata={HANDED_KEY: f"{stream}:{handed}"})
+        if self._partly is not None:
             with contextlib.suppress(Exception):  # else the successor is handed them again
-                await self._stream.jetstream.add_consumer(self._stream.name, config)
+                await self._consumer.keep_handed(*self._partly)
         with contextlib.suppress(Exception):
             await self._connection.client.flush(1)
-
-    async def _delete(self) -> None:
-        with contextlib.suppress(js_errors.NotFoundError):
-            await self._stream.jetstream.delete_consumer(self._stream.name, self.name)
