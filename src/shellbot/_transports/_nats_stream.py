@@ -231,12 +231,13 @@ class StoredPublishing:
         self._settled.set()
         self._retrying: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[None] | None = None
+        self._on_the_way = 0  # messages of runs being published, not yet in _runs
         self.counters = {"stored": 0, "retried": 0, "duplicates": 0, "not_stored": 0}
 
     @property
     def unconfirmed(self) -> int:
-        """Messages published and not yet acknowledged (nor given up)."""
-        return sum(run.count for run in self._runs.values())
+        """Messages published and not yet acknowledged (nor given up), or on their way."""
+        return sum(run.count for run in self._runs.values()) + self._on_the_way
 
     async def open(self) -> None:
         """Finds the stream and listens for acknowledgements, once: begun as the sender
@@ -260,17 +261,25 @@ class StoredPublishing:
 
     async def publish(self, subject: str, body: bytes) -> None:
         """Publishes one run and keeps it until acknowledged; waits while IN_FLIGHT are out."""
-        if not self._inbox:
-            await self.open()
-        while len(self._runs) >= IN_FLIGHT:
-            self._room.clear()
-            await self._room.wait()
         count = body.count(BATCH_SEPARATOR, HEADER.size) + 1 if len(body) > HEADER.size else 1
-        run = _Run(subject, body, count, time.monotonic() + self._settings.send_timeout)
-        self._next += 1
-        self._runs[self._next] = run
+        # Taken from the sender's queue, not yet kept here: unconfirmed all the same, so a
+        # flush that finds the queue empty still waits for it.
+        self._on_the_way += count
         self._settled.clear()
-        await self._send(self._next, run)
+        try:
+            if not self._inbox:
+                await self.open()
+            while len(self._runs) >= IN_FLIGHT:
+                self._room.clear()
+                await self._room.wait()
+            run = _Run(subject, body, count, time.monotonic() + self._settings.send_timeout)
+            self._next += 1
+            token = self._next
+            self._runs[token] = run
+        finally:
+            self._on_the_way -= count
+            self._make_room()
+        await self._send(token, run)
 
     async def _send(self, token: int, run: _Run) -> None:
         run.sent = time.monotonic()
@@ -328,7 +337,7 @@ class StoredPublishing:
     def _make_room(self) -> None:
         if len(self._runs) < IN_FLIGHT:
             self._room.set()
-        if not self._runs:
+        if not self._runs and not self._on_the_way:
             self._settled.set()
 
     async def settled(self, timeout: float) -> bool:
