@@ -70,12 +70,13 @@ class DurableReceiver(ConnectionReceiver):
         super().__init__(connection)
         self._stream = connection.stream
         self._signals = NatsReceiver(connection, self._inbox)
-        self._interests: dict[str, int] = {}  # filter subject -> subscriptions (caller's thread)
         self._closed = False
         # In the loop:
-        self._work: asyncio.Queue[tuple[str, Any]] | None = None
+        # The changes asked for, in order, and what wakes the worker that does them.
+        self._work: deque[tuple[str, Any]] = deque()
+        self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._filters: list[str] = []  # of the consumer as made
+        self._interests: dict[str, int] = {}  # filter subject -> subscriptions to it
         self._subscription: Any = None  # the core subscription of the consumer's inbox
         self._incarnation = 0
         self._made = False
@@ -100,20 +101,14 @@ class DurableReceiver(ConnectionReceiver):
             self._connection.call_soon(self._enqueue, "signal", (prefix, True))
             return
         subject = self._naming.interest(prefix, pattern)
-        self._interests[subject] = self._interests.get(subject, 0) + 1
-        self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
+        self._connection.call_soon(self._enqueue, "filter", (subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, False))
             return
         subject = self._naming.interest(prefix, pattern)
-        count = self._interests.get(subject, 0)
-        if count <= 1:
-            self._interests.pop(subject, None)
-        else:
-            self._interests[subject] = count - 1
-        self._connection.call_soon(self._enqueue, "filters", sorted(self._interests))
+        self._connection.call_soon(self._enqueue, "filter", (subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         self._connection.call_soon(self._acknowledge, frames, partly)
@@ -145,14 +140,15 @@ class DurableReceiver(ConnectionReceiver):
 
     # -- in the loop
     def _start(self) -> None:
-        self._work = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._worker = self._connection.loop.create_task(self._run())
         self._connection.loop.create_task(self._watch())
         self._connection.when_connected(self._reconnected)
 
     def _enqueue(self, kind: str, argument: Any) -> None:
-        assert self._work is not None
-        self._work.put_nowait((kind, argument))
+        assert self._wake is not None
+        self._work.append((kind, argument))
+        self._wake.set()
 
     def _reconnected(self) -> None:
         if self._made and not self._closed:
@@ -169,23 +165,31 @@ class DurableReceiver(ConnectionReceiver):
         subscriber's channels come one call each) make the consumer once: before the
         next signal's subscription (the readiness probe, which must follow it), or once
         no change came for FILTERS_SETTLE seconds."""
-        work = self._work
-        assert work is not None
+        work, wake = self._work, self._wake
+        assert wake is not None
         await self._connection.connected_once.wait()
         changed = False  # filters (or a remake) asked for and not applied yet
         while not self._closed:
-            if changed and work.empty():
+            if not work:
+                wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wait_for_work(), FILTERS_SETTLE)
-            if changed and (work.empty() or work._queue[0][0] == "signal"):  # type: ignore[attr-defined]
+                    await asyncio.wait_for(wake.wait(), FILTERS_SETTLE if changed else None)
+            if changed and (not work or work[0][0] == "signal"):
                 changed = False
                 await self._apply()
                 if self._failure is not None:
                     return
                 continue
-            kind, argument = await work.get()
-            if kind == "filters":
-                self._filters = argument
+            if not work:
+                continue
+            kind, argument = work.popleft()
+            if kind == "filter":
+                subject, change = argument
+                count = self._interests.get(subject, 0) + change
+                if count > 0:
+                    self._interests[subject] = count
+                else:
+                    self._interests.pop(subject, None)
                 changed = True
             elif kind == "remake":
                 changed = True
@@ -196,15 +200,9 @@ class DurableReceiver(ConnectionReceiver):
                 else:
                     self._signals.unsubscribe(prefix)
 
-    async def _wait_for_work(self) -> None:
-        work = self._work
-        assert work is not None
-        while work.empty():
-            await asyncio.sleep(FILTERS_SETTLE / 10)
-
     async def _apply(self) -> None:
         """Makes the consumer for the filters now (none left: it is left as it is)."""
-        if not self._filters:
+        if not self._interests:
             self._remaking = False
             return
         try:
@@ -238,7 +236,7 @@ class DurableReceiver(ConnectionReceiver):
                 subscription = await client.subscribe(inbox)
                 client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
                 self._subscription = subscription
-                await self._consumer.make(inbox, start, self._filters)
+                await self._consumer.make(inbox, start, sorted(self._interests))
                 self._made = True
                 self._heard = time.monotonic()
                 self._remaking = False
