@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -19,17 +20,25 @@ from rich.console import Console
 from shellbot.bench import WORKLOADS, _plan, _summarize, _table, _targets
 
 
-@pytest.mark.timeout(150)
-def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
+def quick_bench(
+    tmp_path: Path, *options: str, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``python -m shellbot.bench --quick OPTIONS --json FILE``, which must succeed: the
+    run, and the report it wrote."""
     report_file = tmp_path / "bench.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "shellbot.bench", "--quick", "--json", str(report_file)],
+        [sys.executable, "-m", "shellbot.bench", "--quick", *options, "--json", str(report_file)],
         capture_output=True,
         text=True,
-        timeout=140,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(report_file.read_text())
+    return completed, json.loads(report_file.read_text())
+
+
+@pytest.mark.timeout(150)
+def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
+    completed, report = quick_bench(tmp_path, timeout=140)
     assert report["quick"] is True
     assert report["cores"] >= 1
     assert report["errors"] == []
@@ -170,26 +179,9 @@ def test_the_distribution_has_a_name_of_its_own_and_every_hint_installs_this_pro
 
 @pytest.mark.timeout(150)
 def test_quick_run_on_nats_runs_both_sides_through_a_server_of_its_own(tmp_path: Path) -> None:
-    report_file = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shellbot.bench",
-            "--quick",
-            "--transport",
-            "nats",
-            "--only",
-            "T1,T2,T5,T7",
-            "--json",
-            str(report_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=140,
+    completed, report = quick_bench(
+        tmp_path, "--transport", "nats", "--only", "T1,T2,T5,T7", timeout=140
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(report_file.read_text())
     assert report["transport"] == "nats"
     assert report["errors"] == []
     assert report["nats_server_started"] is True
@@ -317,42 +309,24 @@ def test_a_given_server_with_a_token_is_used_and_its_token_never_shown(tmp_path:
     node = NatsNode(tmp_path / "nats", extra='authorization { token: "s3cret-t0ken" }')
     node.start()
     try:
-        report_file = tmp_path / "bench.json"
         url = f"nats://s3cret-t0ken@127.0.0.1:{node.port}"
-        options = ["--quick", "--only", "T1", "--nats-url", url, "--json", str(report_file)]
-        completed = subprocess.run(
-            [sys.executable, "-m", "shellbot.bench", *options],
-            capture_output=True,
-            text=True,
-            timeout=80,
-        )
+        completed, report = quick_bench(tmp_path, "--only", "T1", "--nats-url", url, timeout=80)
     finally:
         node.stop()
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(report_file.read_text())
     assert report["nats_server_started"] is False
     assert report["nats_url"] == f"nats://***@127.0.0.1:{node.port}"
     t1 = report["workloads"]["T1"]
     assert t1["ours"]["lost"] == 0 and t1["anchor"]["lost"] == 0
     assert "server" not in t1["ours"]  # a server of the user's: its counters are not read
-    for text in (completed.stdout, completed.stderr, report_file.read_text()):
+    for text in (completed.stdout, completed.stderr, (tmp_path / "bench.json").read_text()):
         assert "s3cret-t0ken" not in text
 
 
 @pytest.mark.timeout(120)
 def test_curve_adds_secured_rows_for_t1_and_t2_beside_the_plain_ones(tmp_path: Path) -> None:
-    report_file = tmp_path / "bench.json"
-    command = ["-m", "shellbot.bench", "--quick", "--only", "T1,T2", "--curve"]
-    completed = subprocess.run(
-        [sys.executable, *command, "--json", str(report_file)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    completed, report = quick_bench(tmp_path, "--only", "T1,T2", "--curve", timeout=110)
     for measure in ("throughput with CURVE", "round trip p50 with CURVE", "throughput"):
         assert measure in completed.stdout
-    report = json.loads(report_file.read_text())
     assert report["curve"] is True and report["errors"] == []
     t1, t2 = report["workloads"]["T1"], report["workloads"]["T2"]
     assert t1["curve"]["rate"] > 0 and t1["curve"]["lost"] == 0
@@ -387,26 +361,7 @@ def test_curve_runs_in_the_same_rounds_and_only_on_zeromq() -> None:
 def test_durable_t1_on_nats_stores_and_delivers_every_message_on_both_sides(
     tmp_path: Path,
 ) -> None:
-    report_file = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shellbot.bench",
-            "--quick",
-            "--transport",
-            "nats",
-            "--only",
-            "t1d",
-            "--json",
-            str(report_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    report = json.loads(report_file.read_text())
+    completed, report = quick_bench(tmp_path, "--transport", "nats", "--only", "t1d", timeout=110)
     assert report["errors"] == []
     assert list(report["workloads"]) == ["T1d"]
     sizes = report["sizes"]
