@@ -113,6 +113,7 @@ class NatsNode:
                 self._start(timeout, wait)
                 return
             except RuntimeError as error:
+                self.stop()  # never left running behind a failed start
                 busy = "address already in use" in str(error)
                 # A node started again (after kill()) keeps its ports: its clients know them.
                 if not busy or self.cluster_port is not None or self._ran or attempt == 2:
@@ -224,6 +225,15 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 20.0) -> None:
+        """Starts every node, and returns once their routes formed; on a failure, stops
+        every node before it raises."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         for attempt in range(3):
             for node in self.nodes:
                 node.start(wait=False)
