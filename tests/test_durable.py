@@ -427,3 +427,29 @@ def test_a_subscriber_closed_in_the_middle_of_a_run_hands_its_successor_only_the
     second = bus.subscribe("runs", durable="halfway")
     assert drain(second) == list(range(250, 500))
     second.close(forget=True)
+
+
+def test_what_the_server_delivers_again_within_one_life_is_handed_once(
+    jetstream: NatsNode,
+) -> None:
+    bus = durable_bus(jetstream.url)
+    subscriber = bus.subscribe("again", durable="once")
+    assert subscriber.wait_ready(10.0)
+    publisher = bus.publish()
+    for number in range(50):
+        publisher.put("again", number)
+        time.sleep(0.002)  # runs of a few messages: many frames
+    assert publisher.stop()
+    got = [subscriber.get(block=True, timeout=5.0) for _ in range(10)]
+    # The server goes and comes back: the consumer is made again at the first frame not
+    # acknowledged, and what the subscriber had taken already comes a second time.
+    connections = subscriber._receiver.generation
+    jetstream.kill()
+    jetstream.start()
+    assert eventually(lambda: subscriber._receiver.generation > connections, timeout=10.0)
+    # Its probe subscribes after the consumer was made again: ready means remade.
+    assert subscriber.wait_ready(10.0)
+    got += drain(subscriber, timeout=5.0)
+    assert got == list(range(50))
+    assert subscriber.stats["duplicates"] > 0
+    subscriber.close(forget=True)

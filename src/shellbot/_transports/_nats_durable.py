@@ -223,6 +223,9 @@ class DurableReceiver(ConnectionReceiver):
         # acknowledged yet come again: their acknowledgements would reach no one.
         self._incarnation += 1
         incarnation = self._incarnation
+        # What the consumer made now delivers is taken as it comes, even before the
+        # server's answer: a remake asked from here on is for this one.
+        self._remaking = False
         self._outstanding = deque((stream, None) for stream, _ in self._outstanding)
         self._start_at = self._resume_point()
         self._order.forget_held()
@@ -239,7 +242,6 @@ class DurableReceiver(ConnectionReceiver):
                 await self._consumer.make(inbox, start, sorted(self._interests))
                 self._made = True
                 self._heard = time.monotonic()
-                self._remaking = False
                 return
             except errors.ShellbotError as error:  # the stream cannot be used: final
                 self._fail(error)
