@@ -204,3 +204,101 @@ def test_what_json_refuses_is_still_refused_at_put(tcp_bus: Bus) -> None:
         publisher.put("room", {(1, 2): "tuple key"})
     with pytest.raises(TypeError, match="JSON"):
         publisher.put("room", [2**64, object()])
+
+
+# -- the publisher's hooks and attributes ----------------------------------------------
+
+
+class Recording(Publisher):
+    """A subclass of the original's kind: it sees each item, then lets it go."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.items: list[str] = []
+
+    def process(self, item: str | bytes) -> None:
+        assert isinstance(item, str)
+        self.items.append(item)
+        super().process(item)
+
+
+def test_an_overridden_process_sees_every_item(bus: Bus, subscribers: Subscribers) -> None:
+    publisher = Recording(bus.context)
+    publisher.start()
+    try:
+        subscriber = subscribers(bus, ["a", "b"])
+        publisher.put(["a", "b"], {"x": 1})
+        publisher.put("a", "déjà")
+        assert publisher.items == ['a {"x": 1}', 'b {"x": 1}', 'a "d\\u00e9j\\u00e0"']
+        received = [subscriber.receive(block=True, timeout=5.0) for _ in range(3)]
+        assert [(m.channel, m.message) for m in received] == [
+            ("a", {"x": 1}),
+            ("b", {"x": 1}),
+            ("a", "déjà"),
+        ]
+        with pytest.raises(MessageError):
+            publisher.put("a", None)  # refused before process() sees it
+        assert len(publisher.items) == 3
+    finally:
+        publisher.stop()
+
+
+def test_fan_takes_the_original_item_and_holds_nothing(
+    tcp_bus: Bus, subscribers: Subscribers
+) -> None:
+    publisher = tcp_bus.publish()
+    publisher.start()
+    try:
+        subscriber = subscribers(tcp_bus, "chan")
+        publisher.fan.put('chan {"hello": "world"}')
+        publisher.fan.put('["chan", [1, 2]]')  # the JSON form stays
+        assert publisher.fan.empty() and publisher.fan.qsize() == 0
+        assert subscriber.get(block=True, timeout=5.0) == {"hello": "world"}
+        assert subscriber.get(block=True, timeout=5.0) == [1, 2]
+        with pytest.raises(MessageError, match="channel json"):
+            publisher.fan.put("no-space-no-json")
+    finally:
+        publisher.stop()
+
+
+def test_settings_changed_after_publish_are_used_by_start(
+    tcp_bus: Bus, tcp_address: str, subscribers: Subscribers
+) -> None:
+    from conftest import free_port_pair
+
+    publisher = tcp_bus.publish()
+    moved = f"tcp://127.0.0.1:{free_port_pair()}"
+    tcp_bus.context.set("bus.address", moved)
+    publisher.start()
+    try:
+        assert publisher.holds_hub and publisher.settings.address == moved
+        subscriber = subscribers(tcp_bus, "room")  # the bus reads the context anew
+        publisher.put("room", "moved")
+        assert subscriber.get(block=True, timeout=5.0) == "moved"
+    finally:
+        publisher.stop()
+
+
+def test_the_publisher_counter_is_written_as_it_stops(tcp_bus: Bus) -> None:
+    started = tcp_bus.publish()
+    for value in range(3):
+        started.put("channel_A", value)
+    started.fan.put(None)
+    started.start()
+    started.join(10.0)
+    assert not started.is_alive()
+    assert tcp_bus.context.get("publisher.counter") == 3
+
+
+def test_the_publisher_logs_its_start_and_stop(
+    tcp_bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = tcp_bus.publish()
+    publisher.put("channel_B", "world")
+    publisher.fan.put(None)
+    with caplog.at_level(logging.INFO, logger="shellbot.bus"):
+        publisher.run()  # in the foreground, as the original's test does
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert f"Starting publisher at {tcp_bus.context.get('bus.address')}" in messages
+    assert "Publisher has been stopped" in messages
+    assert tcp_bus.context.get("publisher.counter") == 1
