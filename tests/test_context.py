@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import subprocess
@@ -288,3 +289,52 @@ def test_a_counter_that_is_not_a_number_starts_from_zero() -> None:
         worker.join(timeout=30.0)
         assert worker.exitcode == 0
     assert context.get("votes.gauge") == 150
+
+
+KILLED_PROGRAM = """
+import multiprocessing, multiprocessing.util, sys
+from shellbot import Context
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    context = Context({"a": {"b": 1}})
+    print(multiprocessing.util.get_temp_dir(), flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_killed_program_leaves_no_temporary_folder(method: str, tmp_path: Path) -> None:
+    """multiprocessing's pymp-* folder of a program killed by SIGKILL is removed by the
+    context's manager, which outlives it by a moment."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        KILLED_PROGRAM.replace(
+            "import multiprocessing.util, sys",
+            "import multiprocessing, "
+            f"multiprocessing.util, sys\nmultiprocessing.set_start_method({method!r})",
+        )
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    program = subprocess.Popen(
+        [sys.executable, str(script), method],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
+    try:
+        assert program.stdout is not None
+        folder = Path(program.stdout.readline().strip())
+        assert folder.is_dir() and folder.parent == temp
+        program.kill()
+        program.wait(10)
+        deadline = time.monotonic() + 10.0
+        while list(temp.glob("pymp-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list(temp.glob("pymp-*"))
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait(5)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,14 +37,16 @@ def _shared_manager() -> SyncManager:
     with _manager_lock:
         if _manager is None or _manager_pid != os.getpid():
             manager = SyncManager(ctx=multiprocessing.get_context())
-            manager.start(_end_with_program, (os.getpid(),))
+            manager.start(_end_with_program, (os.getpid(), multiprocessing.util.get_temp_dir()))
             _manager, _manager_pid = manager, os.getpid()
         return _manager
 
 
-def _end_with_program(program: int) -> None:
+def _end_with_program(program: int, program_temp: str) -> None:
     """In the manager process: ends it once the program that started it is gone, however
     it ended (a program killed by a signal runs no exit handler to stop its manager).
+    On its way out it removes multiprocessing's temporary folders (``pymp-*``), the
+    program's and its own, which a killed program leaves behind.
 
     Under fork and spawn the program is the manager's parent, and a new parent (init, a
     subreaper) tells at once. Under forkserver the parent is the fork server, which
@@ -54,6 +58,9 @@ def _end_with_program(program: int) -> None:
     def watch() -> None:
         while os.getppid() == parent and _exists(program):
             time.sleep(PARENT_WATCH_INTERVAL)
+        own_temp = multiprocessing.util.get_temp_dir()
+        for folder in {program_temp, own_temp}:
+            shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="shellbot-context-watch", daemon=True).start()
