@@ -84,3 +84,14 @@ def test_the_last_port_is_refused_for_want_of_an_inbound_side() -> None:
     context = Context({"bus": {"address": "tcp://127.0.0.1:65535"}})
     with pytest.raises(ConfigurationError, match="inbound side takes the port after"):
         Bus(context).check()
+
+
+@pytest.mark.parametrize(
+    "address", ["memory://x", "inproc://x", "ipc:///tmp/shellbot-x", "nats://127.0.0.1:1"]
+)
+def test_curve_settings_are_refused_where_curve_does_not_apply(address: str) -> None:
+    context = Context({"bus": {"address": address, "curve": {"server_key": "hub.key"}}})
+    with pytest.raises(ConfigurationError, match="tcp:// addresses only"):
+        Bus(context).publish()
+    with pytest.raises(ConfigurationError, match="tcp:// addresses only"):
+        Bus(context).subscribe("votes")

@@ -86,6 +86,13 @@ class BusSettings:
             given[setting.name] = value
         settings = cls(**given)
         check_address(settings.address)
+        curve = (settings.curve_server_key, settings.curve_client_key, settings.curve_authorized)
+        if any(curve) and settings.scheme != "tcp":  # refused on every transport alike
+            raise ConfigurationError(
+                f"bus.curve.* secures tcp:// addresses only; {redacted(settings.address)} "
+                "relies on this machine's own permissions (nats://: on the server's "
+                "credentials and TLS): remove the bus.curve settings, or use tcp://"
+            )
         if settings.stream_storage not in STORAGES:
             raise ConfigurationError(
                 f"bus.stream.storage takes 'file' or 'memory'; got {settings.stream_storage!r}"
