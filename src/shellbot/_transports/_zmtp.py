@@ -21,21 +21,29 @@ TIMEOUT = 1.0
 
 NOTHING = "nothing"  # nothing listens there (any more)
 FOREIGN = "foreign"  # something that does not greet as ZeroMQ does
-ZEROMQ = "zeromq"  # ZeroMQ, with a mechanism that keeps its type to itself (CURVE)
+ZEROMQ = "zeromq"  # ZeroMQ, whose type did not come
+SECURED = "secured"  # ZeroMQ with a security mechanism (CURVE): it names no type to strangers
 
 
 def socket_type(host: str, port: int) -> str:
-    """``NOTHING``, ``FOREIGN``, ``ZEROMQ``, or the ZeroMQ socket type the holder of
-    ``host:port`` names in its READY command (``XPUB``, ``PULL``, ``PUB``...)."""
+    """``NOTHING``, ``FOREIGN``, ``ZEROMQ``, ``SECURED``, or the ZeroMQ socket type the
+    holder of ``host:port`` names in its READY command (``XPUB``, ``PULL``, ``PUB``...)."""
     try:
         with socket.create_connection((host, port), TIMEOUT) as peer:
             peer.settimeout(TIMEOUT)
-            peer.sendall(_GREETING)
-            greeting = _read(peer, GREETING_SIZE)
-            if len(greeting) < len(SIGNATURE) or not _is_signature(greeting):
+            # In steps, as ZMTP allows: a peer of another mechanism hangs up on a whole
+            # greeting before it says anything, but tells its mechanism in its own.
+            peer.sendall(SIGNATURE)
+            signature = _read(peer, len(SIGNATURE))
+            if len(signature) < len(SIGNATURE) or not _is_signature(signature):
                 return FOREIGN
-            if len(greeting) < GREETING_SIZE or greeting[12:32].rstrip(b"\x00") != b"NULL":
+            peer.sendall(_GREETING[len(SIGNATURE) : len(SIGNATURE) + 1])  # version 3
+            rest = _read(peer, GREETING_SIZE - len(SIGNATURE))
+            if len(rest) < GREETING_SIZE - len(SIGNATURE):
                 return ZEROMQ
+            if rest[2:22].rstrip(b"\x00") != b"NULL":
+                return SECURED
+            peer.sendall(_GREETING[len(SIGNATURE) + 1 :])
             head = _read(peer, 2)
             if len(head) < 2 or head[0] != 0x04:  # a short command frame
                 return ZEROMQ

@@ -389,13 +389,22 @@ class ZmqTransport(Transport):
 
     def not_a_hub(self) -> str | None:
         """On tcp://: what holds the address when it is not a hub: another program, the
-        inbound side of another bus's hub, or some other ZeroMQ socket."""
+        inbound side of another bus's hub, or some other ZeroMQ socket. A hub secured with
+        CURVE, where this program has no keys, is an ``AuthenticationError`` saying so."""
         if self.settings.scheme != "tcp":
             return None
         address = self.settings.address
         host, _, port = connect_address(address).split("://", 1)[1].rpartition(":")
         kind = _zmtp.socket_type(host.strip("[]"), int(port))
-        if kind in (_zmtp.NOTHING, _zmtp.ZEROMQ, "XPUB"):  # free now, or a hub's outward side
+        if kind == _zmtp.SECURED and curve_of(self.settings) is None:
+            raise errors.AuthenticationError(
+                f"The hub at {address} is secured with CURVE, and this program has no keys: "
+                "set bus.curve.server_key (the hub's public NAME.key) and "
+                "bus.curve.client_key (this program's NAME.key_secret, whose NAME.key the "
+                "hub's bus.curve.authorized folder holds); on the command line, "
+                "--curve-server-key and --curve-client-key"
+            )
+        if kind in (_zmtp.NOTHING, _zmtp.ZEROMQ, _zmtp.SECURED, "XPUB"):  # free, or a hub
             return None
         held = _zmtp.holder(int(port))
         if kind == _zmtp.FOREIGN:

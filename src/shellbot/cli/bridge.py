@@ -12,8 +12,12 @@ from ._app import app
 from ._common import (
     EXIT_USAGE,
     Address,
+    CurveAuthorized,
+    CurveClientKey,
+    CurveServerKey,
     bus_settings,
     checked,
+    curve_options,
     epilog,
     err,
     fail,
@@ -50,6 +54,9 @@ def bridge(
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
+    curve_server_key: CurveServerKey = None,
+    curve_client_key: CurveClientKey = None,
+    curve_authorized: CurveAuthorized = None,
 ) -> None:
     """Relay between the bus and processes of the original shellbot, both ways.
 
@@ -79,7 +86,8 @@ def bridge(
         )
     if any(not channel for channel in channels or []):
         fail("a channel is a non-empty string; give no --channel to relay them all", EXIT_USAGE)
-    context = Context({"bus": bus_settings(checked(address))})
+    curve = curve_options(curve_server_key, curve_client_key, curve_authorized)
+    context = Context({"bus": bus_settings(checked(address), curve)})
     bus = Bus(context)
     bus.check()
     relay = LegacyBridge(bus, legacy, list(channels or []))
