@@ -75,6 +75,11 @@ class Outbox:
                     state[1] -= 1
                 raise
 
+    def sent(self) -> int:
+        """How many messages this process put on the address so far."""
+        with self._lock:
+            return sum(state[1] for state in self._channels.values())
+
     def send_control(self, topic: bytes) -> None:
         """Sends a bus signal (a pill) in order with the messages put before it."""
         with self._lock:
