@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import secrets
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from . import _codec, _outbox
+from . import _codec, _outbox, _process
 from ._hub_keeper import HubKeeper, HubState, Shared
 from ._runner import ProcessRunner, Runner, ThreadRunner
 from ._settings import BusSettings, as_context
@@ -278,9 +277,7 @@ class Publisher(multiprocessing.Process):
             self._running_here = False
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _pills_lock
     _pills_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
