@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import Subscribers
 
-from shellbot import Context
+from shellbot import Context, _process
 from shellbot import context as context_module
 from shellbot.bus import Bus, Publisher, Subscriber
 
@@ -183,13 +183,40 @@ def test_a_lock_held_by_a_thread_of_the_parent_is_free_in_a_forked_child() -> No
                 code = 0 if Context({"made": "here"}).get("made") == "here" else 2
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 20.0
-        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if ended[0] == 0:  # stuck on the lock: end it, then fail
-            os.kill(pid, signal.SIGKILL)
-            ended = os.waitpid(pid, 0)
+        assert exit_code_of(pid, timeout=20.0) == 0
     finally:
         release.set()
         holder.join(5.0)
-    assert os.waitstatus_to_exitcode(ended[1]) == 0
+
+
+def exit_code_of(pid: int, timeout: float) -> int:
+    """The exit code of a forked child; one stuck past ``timeout`` is killed first."""
+    deadline = time.monotonic() + timeout
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if ended[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        ended = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(ended[1])
+
+
+def test_every_after_fork_reset_runs_in_the_child_though_one_fails() -> None:
+    ran: list[str] = []
+
+    def failing() -> None:
+        raise RuntimeError("a reset that fails (as this test wants)")
+
+    def after() -> None:
+        ran.append("after")
+
+    _process.after_fork(failing)
+    _process.after_fork(after)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if ran == ["after"] else 1)
+    finally:
+        _process._resets.remove(failing)
+        _process._resets.remove(after)
+    assert exit_code_of(pid, timeout=10.0) == 0
+    assert ran == []  # the parent ran none

@@ -40,8 +40,14 @@ def _forget_parents_children() -> None:
 
 def _in_child() -> None:
     _forget_parents_children()
-    for reset in _resets:
-        reset()
+    failed: BaseException | None = None
+    for reset in _resets:  # each runs, as hooks of their own would: one error stops none
+        try:
+            reset()
+        except Exception as error:
+            failed = failed or error
+    if failed is not None:
+        raise failed  # reported as a fork hook's error is (sys.unraisablehook)
 
 
 os.register_at_fork(after_in_child=_in_child)
