@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec
+from . import _codec, _process
 from ._settings import BusSettings
 from ._transports import transport_for
 from ._transports.base import Sender
@@ -171,12 +171,10 @@ def _at_exit() -> None:
         outbox.close()
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _outboxes_lock, _last
     _last = (None, None)
     _outboxes.clear()
     _exit_stops.clear()
     _outboxes_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import os
 import secrets
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from . import _codec, _outbox
+from . import _codec, _outbox, _process
 from ._hub_keeper import HubKeeper, HubState, Shared
 from ._runner import ProcessRunner, Runner, ThreadRunner
 from ._settings import BusSettings, as_context, redacted
@@ -340,9 +339,7 @@ def _parse_item(item: str | bytes) -> tuple[Any, Any]:
         ) from error
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _pills_lock
     _pills_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

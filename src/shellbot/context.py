@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+from . import _process
+
 __all__ = ["Context"]
 
 log = logging.getLogger("shellbot.context")
@@ -72,6 +74,14 @@ def _exists(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):  # gone, or reused by another user
         return False
     return True
+
+
+@_process.after_fork
+def _forget_manager_lock() -> None:
+    """A forked child makes its own manager on first use, under a lock no thread of the
+    parent can hold."""
+    global _manager_lock
+    _manager_lock = threading.Lock()
 
 
 class Context:

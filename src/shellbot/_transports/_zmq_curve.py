@@ -32,6 +32,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from .. import _process
 from .._settings import BusSettings
 from ..errors import ConfigurationError
 
@@ -236,7 +237,7 @@ def release_hub(token: Any) -> None:
     _authenticators.remove(context, domain)
 
 
-os.register_at_fork(after_in_child=_authenticators.forget)
+_process.after_fork(_authenticators.forget)
 
 
 # -- the clients' side -----------------------------------------------------------------

@@ -8,10 +8,10 @@ as a ZeroMQ subscriber would; the sequence numbers above make that visible.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 
+from .. import _process
 from .._settings import BusSettings
 from ._inbox import Inbox
 from .base import Frames, Hub, Receiver, Sender, Transport
@@ -140,11 +140,9 @@ class MemoryTransport(Transport):
         return MemoryHub(self._exchange)
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     """A forked child starts with no receivers, and locks no thread of it can hold."""
     global _exchanges_lock
     _exchanges.clear()
     _exchanges_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
