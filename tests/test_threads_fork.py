@@ -180,7 +180,7 @@ def test_a_lock_held_by_a_thread_of_the_parent_is_free_in_a_forked_child() -> No
         if pid == 0:  # pragma: no cover - the child
             code = 1
             try:
-                code = 0 if Context({"made": "here"}).get("made") == "here" else 2
+                code = 0 if Context({"fork": {"made": "here"}}).get("fork.made") == "here" else 2
             finally:
                 os._exit(code)
         assert exit_code_of(pid, timeout=20.0) == 0

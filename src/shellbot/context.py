@@ -30,6 +30,7 @@ log = logging.getLogger("shellbot.context")
 _manager: SyncManager | None = None
 _manager_pid: int | None = None
 _manager_lock = threading.Lock()
+_inherited_temp: str | None = None  # a forked child's: its parent's multiprocessing folder
 PARENT_WATCH_INTERVAL = 0.25  # how often the manager process looks whether its program lives
 
 
@@ -39,12 +40,15 @@ def _shared_manager() -> SyncManager:
     with _manager_lock:
         if _manager is None or _manager_pid != os.getpid():
             manager = SyncManager(ctx=multiprocessing.get_context())
-            manager.start(_end_with_program, (os.getpid(), multiprocessing.util.get_temp_dir()))
+            temp = multiprocessing.util.get_temp_dir()
+            # A forked child uses the temporary folder of its parent, which lives on.
+            program_temp = None if temp == _inherited_temp else temp
+            manager.start(_end_with_program, (os.getpid(), program_temp))
             _manager, _manager_pid = manager, os.getpid()
         return _manager
 
 
-def _end_with_program(program: int, program_temp: str) -> None:
+def _end_with_program(program: int, program_temp: str | None) -> None:
     """In the manager process: ends it once the program that started it is gone, however
     it ended (a program killed by a signal runs no exit handler to stop its manager).
     On its way out it removes multiprocessing's temporary folders (``pymp-*``), the
@@ -60,12 +64,21 @@ def _end_with_program(program: int, program_temp: str) -> None:
     def watch() -> None:
         while os.getppid() == parent and _exists(program):
             time.sleep(PARENT_WATCH_INTERVAL)
-        own_temp = multiprocessing.util.get_temp_dir()
-        for folder in {program_temp, own_temp}:
-            shutil.rmtree(folder, ignore_errors=True)
+        # The manager's own folder, where the program's was inherited: the same one.
+        own_temp = _temp_folder()
+        for folder in {program_temp, own_temp if own_temp != _inherited_temp else None}:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="shellbot-context-watch", daemon=True).start()
+
+
+def _temp_folder() -> str | None:
+    """multiprocessing's temporary folder of this process, if it has one yet (kept in its
+    private config, which a forked child inherits)."""
+    config: dict[str, Any] = getattr(multiprocessing.process.current_process(), "_config", {})
+    return config.get("tempdir")
 
 
 def _exists(pid: int) -> bool:
@@ -80,8 +93,9 @@ def _exists(pid: int) -> bool:
 def _forget_manager_lock() -> None:
     """A forked child makes its own manager on first use, under a lock no thread of the
     parent can hold."""
-    global _manager_lock
+    global _manager_lock, _inherited_temp
     _manager_lock = threading.Lock()
+    _inherited_temp = _temp_folder()
 
 
 class Context:
