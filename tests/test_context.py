@@ -338,3 +338,24 @@ def test_a_killed_program_leaves_no_temporary_folder(method: str, tmp_path: Path
         if program.poll() is None:
             program.kill()
             program.wait(5)
+
+
+def test_a_forked_child_with_a_context_of_its_own_leaves_its_parents_folder() -> None:
+    """A child made by os.fork() uses its parent's multiprocessing folder: the child's own
+    manager, ending with the child, must not take it away from the parent."""
+    import multiprocessing.util
+
+    Context({"a": {"b": 1}})  # the parent's manager, and its folder
+    folder = Path(multiprocessing.util.get_temp_dir())
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            code = 0 if Context({"c": {"d": 2}}).get("c.d") == 2 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    time.sleep(3 * 0.25)  # the child's manager looks every 0.25 s whether the child lives
+    assert folder.is_dir()
+    assert Context({"e": {"f": 3}}).get("e.f") == 3
