@@ -295,7 +295,8 @@ class _Stream:
                 self.refused.append(str(error))
                 return
             self.sent += 1
-            time.sleep(self._interval)
+            if self._interval or not self.sent % 100:
+                time.sleep(self._interval)  # flat out: a pause now and then for the GIL
 
     def stop(self) -> None:
         self._stop.set()
@@ -337,9 +338,15 @@ class _Reader:
         return max((b - a for a, b in itertools.pairwise(moments)), default=end - start)
 
 
+@pytest.mark.parametrize("interval", [0.002, 0.0], ids=["steady", "flat out"])
 def test_a_key_removed_from_the_folder_loses_its_connections_within_5_s(
-    local_hub: Any, tcp_address: str, keys: dict[str, Path]
+    local_hub: Any,
+    tcp_address: str,
+    keys: dict[str, Path],
+    interval: float,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="shellbot.bus")
     local_hub()
     alice, bob = client(tcp_address, keys, "alice"), client(tcp_address, keys, "bob")
     alice_hears = alice.subscribe("from bob")
@@ -352,7 +359,8 @@ def test_a_key_removed_from_the_folder_loses_its_connections_within_5_s(
         "bob hears bob": _Reader(bob_hears),
         "bob hears alice": _Reader(bob_hears_alice),
     }
-    from_bob, from_alice = _Stream(bob, "from bob"), _Stream(alice, "from alice")
+    from_bob = _Stream(bob, "from bob", interval)
+    from_alice = _Stream(alice, "from alice")
     try:
         deadline = time.monotonic() + 10.0
         while not all(r.messages for r in readers.values()) and time.monotonic() < deadline:
@@ -397,5 +405,9 @@ def test_a_key_removed_from_the_folder_loses_its_connections_within_5_s(
     assert bob_reader.messages == sorted(bob_reader.messages)
     assert pause < 2.0
     assert bob_reader.last_before(ended) > ended - 0.5  # bob still hears himself at the end
+    # Of the subscribers, alice's alone was cut: bob's kept its connection (and its routes).
+    cuts = [r.getMessage() for r in caplog.records if "keys removed" in r.getMessage()]
+    assert len(cuts) == 1 and "1 keys removed" in cuts[0], cuts
+    assert "cut 1 connections of their subscribers" in cuts[0], cuts
     for subscriber in (alice_hears, bob_hears, bob_hears_alice):
         subscriber.close()

@@ -214,6 +214,12 @@ def secure_hub(context: zmq.Context, sockets: list[zmq.Socket], curve: Curve, do
     return (context, domain, guard)
 
 
+def subscriptions_reader(token: Any) -> Any:
+    """What the hub reads its subscriptions through on a secured hub (the guard learns
+    from them which key holds each subscriber's connection)."""
+    return token[2]
+
+
 def release_hub(token: Any) -> None:
     context, domain, guard = token
     guard.stop()

@@ -24,6 +24,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -149,15 +150,16 @@ class Authorized:
             self._removed.discard(key)
             return True
 
-    def cut_due(self) -> bool:
-        """True, once, when keys that had been let in are gone from the folder and it
-        has been still for SETTLE: their connections are to be cut."""
+    def removed(self) -> frozenset[bytes]:
+        """Once, the keys that had been let in and are gone from the folder, when it has
+        been still for SETTLE: their connections are to be cut. Else nothing."""
         with self._lock:
             self._refresh()
             if not self._removed or time.monotonic() - self._changed_at < SETTLE:
-                return False
+                return frozenset()
+            removed = frozenset(self._removed)
             self._removed.clear()
-            return True
+            return removed
 
     def _refresh(self) -> None:
         seen = self._signature()
@@ -191,28 +193,71 @@ def _entry_signature(entry: os.DirEntry[str]) -> tuple[Any, ...]:
 _WATCHED = (
     zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_MONITOR_STOPPED
 )
-
-
+# A publisher's connection is first closed for writing only: the hub still takes what
+# is on its way, the client drops the connection on its own and sends the rest again
+# after reconnecting. One still open GRACE later is cut both ways.
+GRACE = 0.5
 _names = itertools.count()
 
 
 class Guard:
-    """A thread that looks at the folder and, after a removal, cuts the connections
-    the hub's sockets accepted. Made before the sockets bind (their monitors must see
-    every connection); it ends once the sockets are closed."""
+    """A thread that looks at the folder and, after a removal, cuts connections of the
+    hub's sockets: on the subscriber side those of the keys removed (and of peers whose
+    key it does not know), on the inbound side all of them, since messages do not say
+    which key sent them (publishers keep their queue while they reconnect). Made before
+    the sockets bind: their monitors must report every connection. It ends once the
+    sockets are closed."""
 
     def __init__(self, sockets: list[zmq.Socket], authorized: Authorized) -> None:
         self._authorized = authorized
-        self._monitors = [
+        self._monitors = {
             # A name of its own: pyzmq's default one is made of a descriptor, reused.
-            hub_socket.get_monitor_socket(_WATCHED, f"inproc://shellbot-guard-{next(_names)}")
+            hub_socket.get_monitor_socket(
+                _WATCHED, f"inproc://shellbot-guard-{next(_names)}"
+            ): hub_socket.type == zmq.XPUB
             for hub_socket in sockets
-        ]
-        self._connections: dict[int, int] = {}  # descriptor -> the local port it was accepted on
+        }
+        # descriptor -> (on the subscriber side, the local port, the connection's number)
+        self._connections: dict[int, tuple[bool, int, int]] = {}
+        self._serials = itertools.count()
+        # Subscribers' connections: descriptor -> (key, when the hub's previous reading of
+        # subscriptions ended), from the hub's thread; and when a connection on that
+        # descriptor ended. A frame may be read after its connection ended and another
+        # took its descriptor: a key is trusted only if the hub had read every
+        # subscription once since the descriptor's last connection ended.
+        self._keys: dict[int, tuple[bytes, float]] = {}
+        self._ended: dict[int, float] = {}
+        self.read_at = 0.0  # when the hub last read every subscription queued
+        self._hard_cuts: list[tuple[float, int, int]] = []  # (when, descriptor, number)
         self._stopping = threading.Event()
         self.cuts = 0  # connections cut, for tests and logs
         self._thread = threading.Thread(target=self._run, name="shellbot-curve-guard", daemon=True)
         self._thread.start()
+
+    def take_subscriptions(self, xpub: zmq.Socket, take: Callable[[bytes], None]) -> None:
+        """From the hub's thread: hands ``take`` every (un)subscription queued, and notes
+        which key holds the connection each came by (ZeroMQ's metadata: its descriptor,
+        and the ZAP handler's user id, the z85 public key)."""
+        previous = self.read_at
+        try:
+            while True:
+                frame = xpub.recv(zmq.NOBLOCK, copy=False)
+                take(frame.bytes)
+                try:
+                    descriptor, key = frame.get(zmq.SRCFD), frame.get("User-Id")
+                except zmq.ZMQError:  # made by the socket itself (a peer gone): no metadata
+                    continue
+                if isinstance(descriptor, int) and descriptor >= 0 and isinstance(key, str):
+                    self._keys[descriptor] = (key.encode("ascii"), previous)
+        except zmq.Again:
+            self.read_at = time.monotonic()
+
+    def _key_of(self, descriptor: int) -> bytes | None:
+        """The key of the subscriber's connection on ``descriptor``, when it is sure."""
+        noted = self._keys.get(descriptor)
+        if noted is None or noted[1] <= self._ended.get(descriptor, -1.0):
+            return None
+        return noted[0]
 
     def stop(self) -> None:
         """No more cuts. The thread ends once the monitors report that the sockets are
@@ -237,39 +282,62 @@ class Guard:
                         poller.unregister(monitor)
                         live -= 1
                     else:
-                        self._take(event["event"], event["value"], event["endpoint"])
+                        self._take(self._monitors[monitor], event)
                 if time.monotonic() >= next_look:
                     next_look = time.monotonic() + LOOK_INTERVAL
-                    if not self._stopping.is_set() and self._authorized.cut_due():
-                        self._cut()
+                    if not self._stopping.is_set():
+                        self._look()
         except zmq.ZMQError:  # the context is being terminated
             pass
         finally:
             for monitor in self._monitors:
                 monitor.close(linger=0)
 
-    def _take(self, event: int, descriptor: int, endpoint: bytes) -> None:
-        if event == zmq.EVENT_ACCEPTED:
-            port = endpoint.rpartition(b":")[2]
+    def _take(self, subscriber_side: bool, event: Any) -> None:
+        descriptor = event["value"]
+        if event["event"] == zmq.EVENT_ACCEPTED:
+            port = event["endpoint"].rpartition(b":")[2]
             if port.isdigit():
-                self._connections[descriptor] = int(port)
+                serial = next(self._serials)
+                self._connections[descriptor] = (subscriber_side, int(port), serial)
         else:  # disconnected or closed: that descriptor may soon be another file's
             self._connections.pop(descriptor, None)
+            self._keys.pop(descriptor, None)
+            self._ended[descriptor] = time.monotonic()
 
-    def _cut(self) -> None:
-        cut = 0
-        for descriptor, port in list(self._connections.items()):
-            if _shut(descriptor, port):
-                cut += 1
-        self.cuts += cut
+    def _look(self) -> None:
+        now = time.monotonic()
+        while self._hard_cuts and self._hard_cuts[0][0] <= now:
+            _, descriptor, serial = self._hard_cuts.pop(0)
+            connection = self._connections.get(descriptor)
+            if connection is not None and connection[2] == serial:
+                _shut(descriptor, connection[1], socket.SHUT_RDWR)
+        removed = self._authorized.removed()
+        if removed:
+            self._cut(removed)
+
+    def _cut(self, removed: frozenset[bytes]) -> None:
+        subscribers = publishers = 0
+        for descriptor, (subscriber_side, port, serial) in list(self._connections.items()):
+            if subscriber_side:
+                key = self._key_of(descriptor)
+                if key is None or key in removed:
+                    subscribers += _shut(descriptor, port, socket.SHUT_RDWR)
+            elif _shut(descriptor, port, socket.SHUT_WR):
+                publishers += 1
+                self._hard_cuts.append((time.monotonic() + GRACE, descriptor, serial))
+        self.cuts += subscribers + publishers
         log.warning(
-            "CURVE: keys were removed from bus.curve.authorized: %d connections to the hub "
-            "cut; the clients still authorized reconnect through the handshake",
-            cut,
+            "CURVE: %d keys removed from bus.curve.authorized: cut %d connections of their "
+            "subscribers, and all %d of publishers (whose keys the hub cannot tell); those "
+            "still authorized reconnect through the handshake",
+            len(removed),
+            subscribers,
+            publishers,
         )
 
 
-def _shut(descriptor: int, port: int) -> bool:
+def _shut(descriptor: int, port: int, how: int) -> bool:
     """Shuts the connection down (libzmq then drops it), once it is sure that the
     descriptor is still a connection accepted on ``port``: not a file that took the
     number since."""
@@ -287,7 +355,7 @@ def _shut(descriptor: int, port: int) -> bool:
             if connection.getsockname()[1] != port:
                 return False
             connection.getpeername()  # a listening socket has no peer
-            connection.shutdown(socket.SHUT_RDWR)
+            connection.shutdown(how)
             return True
     except OSError:
         return False
