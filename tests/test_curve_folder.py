@@ -148,6 +148,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path, dict[str, Path]], None], str, str]] =
     "unreadable": (_make_unreadable, "unreadable.key", "cannot be read"),
     "dangling link": (_make_dangling, "dangling.key", "cannot be read"),
     "fifo": (_make_fifo, "fifo.key", "not a regular file"),
+    "another name": (_make_garbage, "README", "not named NAME.key"),
 }
 
 

@@ -48,14 +48,17 @@ def read_keys(folder: str) -> tuple[set[bytes], list[str]]:
     try:
         names = sorted(os.listdir(folder))
     except OSError as error:
-        return keys, [f"{folder} cannot be read ({error.strerror}): no key is accepted"]
+        return keys, [
+            f"{folder} cannot be read ({error.strerror}): no key is accepted but the "
+            "hub's own process's"
+        ]
     for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(folder, name)
         key, why = _public_key(path, name)
         if key is None:
-            skipped.append(f"{path} skipped: {why}")
+            skipped.append(f"{path} skipped: {why}; the folder's other keys are accepted")
         else:
             keys.add(key)
     return keys, skipped
@@ -169,7 +172,7 @@ class Authorized:
         self._changed_at = time.monotonic()
         self._keys, skipped = read_keys(self._folder)
         for line in skipped:
-            log.warning("CURVE: bus.curve.authorized %s; the other keys are accepted", line)
+            log.warning("CURVE: bus.curve.authorized %s", line)
         gone = self._admitted - self._keys
         self._admitted -= gone
         self._removed = (self._removed | gone) - self._keys
