@@ -7,12 +7,12 @@ times of its entries differ): at a handshake, as before, and by the guard,
 which looks at it every LOOK_INTERVAL.
 
 A key removed from the folder must lose the connections it already has: the ZAP
-handler is asked only at a handshake. libzmq does not say which connection
-holds which key, so the guard cuts every connection the hub accepted (it learns
-their descriptors from socket monitors) and the clients reconnect through the
-handshake, where the removed key is refused. The listening sockets stay bound:
-no other process can take the ports meanwhile. See docs/design.md ("A key
-removed from the authorized folder").
+handler is asked only at a handshake, and libzmq has no call to drop one peer of a
+bound socket. The guard learns each accepted connection's descriptor from socket
+monitors, and shuts down those to cut; the clients reconnect through the
+handshake, where a removed key is refused. The listening sockets stay bound: no
+other process can take the ports meanwhile. See docs/design.md ("CURVE: the
+authorized folder").
 """
 
 from __future__ import annotations
@@ -233,7 +233,6 @@ class Guard:
         self.read_at = 0.0  # when the hub last read every subscription queued
         self._hard_cuts: list[tuple[float, int, int]] = []  # (when, descriptor, number)
         self._stopping = threading.Event()
-        self.cuts = 0  # connections cut, for tests and logs
         self._thread = threading.Thread(target=self._run, name="shellbot-curve-guard", daemon=True)
         self._thread.start()
 
@@ -329,7 +328,6 @@ class Guard:
             elif _shut(descriptor, port, socket.SHUT_WR):
                 publishers += 1
                 self._hard_cuts.append((time.monotonic() + GRACE, descriptor, serial))
-        self.cuts += subscribers + publishers
         log.warning(
             "CURVE: %d keys removed from bus.curve.authorized: cut %d connections of their "
             "subscribers, and all %d of publishers (whose keys the hub cannot tell); those "
