@@ -128,12 +128,13 @@ class Publisher(multiprocessing.Process):
         """Starts the process and returns once it holds or reaches the hub."""
         if self._started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
+        transport = transport_for(self.settings)
+        transport.check()  # settings it cannot use: raised here as what they are
         self._started = True
         # Settings changed in the context since bus.publish() count, as in the original.
         self.settings = BusSettings.from_context(self.context)
         transport_for(self.settings).check_storage()
         self._shared = shared = Shared.for_start()
-        transport = transport_for(self.settings)
         runner = ThreadRunner(self.run) if transport.process_local else ProcessRunner(self)
         self._runner = runner
         runner.start()
