@@ -293,6 +293,8 @@ def test_bad_nats_options_are_usage_errors() -> None:
         (["--transport", "zmq", "--nats-url", "nats://127.0.0.1:4222"], "--transport nats"),
         (["--nats-url", "nats://127.0.0.1:1,nats://127.0.0.1:2"], "give one"),
         (["--nats-url", "http://127.0.0.1:4222"], "is not a NATS server"),
+        (["--transport", "nats", "--only", "T1", "--nats-sync", "always"], "goes with T1d"),
+        (["--only", "T1d", "--nats-url", "nats://127.0.0.1:1", "--nats-sync", "1s"], "T1d and"),
     ):
         completed = subprocess.run(
             [sys.executable, "-m", "shellbot.bench", *options],
@@ -302,6 +304,24 @@ def test_bad_nats_options_are_usage_errors() -> None:
         )
         assert completed.returncode == 2, (options, completed.stdout, completed.stderr)
         assert hint in completed.stdout.replace("\n", " "), (options, completed.stdout)
+
+
+@pytest.mark.parametrize(
+    ("sync", "always", "interval"), [(None, None, 120), ("always", True, 120), ("10s", None, 10)]
+)
+def test_the_benchmarks_server_syncs_its_store_as_asked(
+    sync: str | None, always: bool | None, interval: int
+) -> None:
+    from shellbot.bench._nats import NatsServer
+
+    server = NatsServer(jetstream=True, sync=sync)
+    server.start()
+    try:
+        config = (server.varz() or {})["jetstream"]["config"]
+    finally:
+        server.stop()
+    assert config.get("sync_always") is always
+    assert config["sync_interval"] == interval * 10**9
 
 
 @pytest.mark.timeout(90)

@@ -30,7 +30,9 @@ server and the anchor a bare nats-py program (``_nats``), both on the same
 server in the same run. T1, T3, T4 and T1d are judged at 0.9x the anchor or
 above, T2's p50 at 1.5x or below; T5 and T1d's latencies are shown against the
 anchor for information. The server the benchmark starts has JetStream on when
-T1d runs (a store in its temporary folder).
+T1d runs (a store in its temporary folder), with the server's default sync (its
+store written to disk every 2 minutes), or ``--nats-sync always`` (each write
+synced before it is acknowledged) or another interval.
 
 With ``--curve`` (ZeroMQ only), T1 and T2 also run on a bus secured with CURVE
 (``bus.curve.*``, keys made for the run in a temporary folder), in the same rounds,
@@ -710,6 +712,7 @@ def run(
     transport: str | None = None,
     nats_url: str | None = None,
     curve: bool = False,
+    nats_sync: str | None = None,
 ) -> int:
     """Runs the benchmark, prints the table; returns the exit code (0: every run finished,
     1: a run failed or the NATS server could not be had, 2: bad options).
@@ -717,6 +720,7 @@ def run(
     ``transport``: ``zmq`` (the default) or ``nats``; on NATS, the benchmark starts a
     nats-server of its own on free loopback ports, or uses the one at ``nats_url``.
     ``curve``: T1 and T2 also on a bus secured with CURVE (ZeroMQ only).
+    ``nats_sync``: JetStream's ``sync_interval`` on the benchmark's own server (T1d).
     """
     console = Console(width=None if sys.stdout.isatty() else 120)
     spelled = {key.upper(): key for key in WORKLOADS}  # t1, T1D: any case
@@ -741,6 +745,12 @@ def run(
         return 2
     if nats_url and transport != "nats":
         console.print("[red]--nats-url names a NATS server: it goes with --transport nats")
+        return 2
+    if nats_sync and (nats_url or not only_on_nats):
+        console.print(
+            "[red]--nats-sync sets the store of the benchmark's own nats-server: it goes "
+            "with T1d and without --nats-url"
+        )
         return 2
     if curve and transport != "zmq":
         console.print("[red]--curve secures the ZeroMQ bus: it goes with --transport zmq")
@@ -770,7 +780,7 @@ def run(
     server = None
     try:
         if nats_url is None:
-            server = _nats.NatsServer(jetstream=bool(only_on_nats))
+            server = _nats.NatsServer(jetstream=bool(only_on_nats), sync=nats_sync)
             server.start()
             url = server.url
         else:
@@ -781,6 +791,7 @@ def run(
             "nats_url": _nats.shown(url),
             "nats_server_started": server is not None,
             "nats_server_pid": None if server is None else server.pid,
+            "nats_sync": nats_sync if server is not None else None,
         }
         return _run(console, quick, json_file, keys, Network(url, server), versions | where)
     except _nats.ServerError as error:
@@ -902,7 +913,8 @@ def _run(
     if nats:
         stack = (
             f"nats-server {about['nats_server']} "
-            f"({'started by the benchmark' if about['nats_server_started'] else about['nats_url']})"
+            f"({'started by the benchmark' if about['nats_server_started'] else about['nats_url']}"
+            f"{', sync_interval ' + about['nats_sync'] if about.get('nats_sync') else ''})"
             f", nats-py {about['nats_py']}"
         )
     else:

@@ -38,6 +38,14 @@ def bench(
         help="Run on NATS, on this server rather than one of the benchmark's own (one "
         "server; subjects go under shellbot-bench.*).",
     ),
+    nats_sync: str = typer.Option(
+        None,
+        "--nats-sync",
+        metavar="always|DURATION",
+        help="T1d on a server of the benchmark's own whose JetStream syncs its store to "
+        "disk at this interval (the server's sync_interval; its default is 2m), or "
+        "always: before each acknowledgement.",
+    ),
     curve: bool = typer.Option(
         False,
         "--curve",
@@ -59,6 +67,7 @@ def bench(
             transport=transport,
             nats_url=nats_url,
             curve=curve,
+            nats_sync=nats_sync,
         )
     )
 
