@@ -110,6 +110,10 @@ class _Connection:
         self.max_payload = 0  # the server's, once connected
         self.generation = 0  # connections made so far (see Receiver.generation)
         self._on_connect: list[Callable[[], None]] = []
+        # Told, in the loop, that the client was closed for good (the server's -ERR, which
+        # nats-py answers by closing) and is connecting anew: each party reports it once.
+        self._on_closed: dict[int, Callable[[errors.TransportError], None]] = {}
+        self._on_renewed: dict[int, Callable[[], None]] = {}
         self._probes: dict[str, Client] = {}  # other servers' probe connections
         self._probe_ids: dict[str, int] = {}
         self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
@@ -147,6 +151,22 @@ class _Connection:
         if self.client.is_connected:
             callback()
 
+    def when_closed(
+        self,
+        party: object,
+        closed: Callable[[errors.TransportError], None],
+        renewed: Callable[[], None] | None = None,
+    ) -> None:
+        """Calls ``closed(error)`` in the loop when the client was closed for good, and
+        ``renewed()`` once it is connected anew, subscriptions gone; until ``forget``."""
+        self._on_closed[id(party)] = closed
+        if renewed is not None:
+            self._on_renewed[id(party)] = renewed
+
+    def forget(self, party: object) -> None:
+        self._on_closed.pop(id(party), None)
+        self._on_renewed.pop(id(party), None)
+
     def _start_connecting(self) -> None:
         # nats-py keeps what is written before the first connection in a buffer that
         # connecting replaces: subscriptions wait for this (publishing waits anyway).
@@ -163,7 +183,7 @@ class _Connection:
             disconnected_cb=self._disconnected,
             reconnected_cb=self._connected,
             discovered_server_cb=self._discovered,
-            closed_cb=self._nothing,
+            closed_cb=self._closed,
         )
         try:
             await self.client.connect(self.servers, **options)
@@ -182,8 +202,31 @@ class _Connection:
             return
         await self._connected()
 
-    async def _nothing(self) -> None:
-        pass
+    async def _closed(self) -> None:
+        """nats-py closed the client for good: on the server's -ERR (a limit of the
+        server's passed, as a protocol line over its max_control_line), or having given
+        up. Every party says so, with the server's reason, at its next call; the
+        client connects anew, unless this program was refused (``_fail``)."""
+        if self.failure is not None:
+            return
+        reason = str(self.client.last_error or self.last_error or "no reason given")
+        error = errors.TransportError(
+            f"The connection to the NATS server at {redacted(self.settings.address)} was "
+            f"closed ({reason}); the bus connects again, and what was on its way may be "
+            "lost (counted as missed by subscribers)"
+        )
+        error.__cause__ = self.client.last_error
+        log.warning("NATS: %s", error)
+        for closed in list(self._on_closed.values()):
+            closed(error)
+        self.loop.create_task(self._connect_anew())
+
+    async def _connect_anew(self) -> None:
+        await asyncio.sleep(RECONNECT_WAIT)
+        await self._connect()
+        if self.client.is_connected:
+            for renewed in list(self._on_renewed.values()):
+                renewed()
 
     async def _disconnected(self) -> None:
         self._here = None

@@ -39,6 +39,7 @@ from .. import errors
 from .._codec import CONTROL_BYTE
 from ._nats_connection import _Connection
 from ._nats_consumer import HEARTBEAT, Consumer
+from ._nats_naming import CARRIED
 from ._nats_order import PublisherOrder, without_first
 from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
@@ -100,15 +101,15 @@ class DurableReceiver(ConnectionReceiver):
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, True))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, 1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, False))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, -1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         self._connection.call_soon(self._acknowledge, frames, partly)
@@ -153,6 +154,9 @@ class DurableReceiver(ConnectionReceiver):
     def _reconnected(self) -> None:
         if self._made and not self._closed:
             self._remake("reconnected")
+
+    def _renewed(self) -> None:
+        self._remake("the connection was made anew")
 
     def _remake(self, why: str) -> None:
         if not self._remaking:
@@ -239,7 +243,7 @@ class DurableReceiver(ConnectionReceiver):
                 subscription = await client.subscribe(inbox)
                 client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
                 self._subscription = subscription
-                await self._consumer.make(inbox, start, sorted(self._interests))
+                await self._consumer.make(inbox, start, self._naming.filters(self._interests))
                 self._made = True
                 self._heard = time.monotonic()
                 return
@@ -308,6 +312,8 @@ class DurableReceiver(ConnectionReceiver):
         self._last_delivery = delivery
         self._last_stream = stream
         topic = self._naming.topic(subject)
+        if topic is CARRIED:  # a long channel's: the channel is in the payload
+            topic, data = self._naming.carried(subject, data)
         if topic is None:  # not a subject the bus writes: dropped (counted above) and done with
             self._inbox.push([data])
             self._reply(reply)
