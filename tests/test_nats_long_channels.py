@@ -18,10 +18,12 @@ import nats
 import pytest
 from _durable import durable_bus
 from _nats import NatsNode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shellbot import Context, errors
 from shellbot._codec import HEADER
-from shellbot._transports._nats_naming import LONG_SUBJECT, Naming
+from shellbot._transports._nats_naming import CARRIED, LONG_SUBJECT, Naming
 from shellbot.bus import Bus, Publisher
 
 LONG = {
@@ -277,3 +279,39 @@ def test_the_cli_says_why_the_connection_was_closed(servers: object, command: st
     assert completed.returncode == 1, completed
     last = completed.stderr.splitlines()[-1]
     assert last.startswith("shellbot-bus: error:") and "maximum control line exceeded" in last
+
+
+def test_a_subscription_the_server_refuses_at_every_connection_backs_off(
+    servers: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connecting anew replays the subscriptions: one the server closes the connection
+    for each time is said each time, at a pace that halves, not 10 times a second."""
+    node = servers(extra="max_control_line: 512")  # type: ignore[operator]
+    bus = Bus(Context({"bus": {"address": node.url}}))
+    with caplog.at_level(logging.WARNING, logger="shellbot.bus"):
+        subscriber = bus.subscribe("m" * 600)
+        deadline = time.monotonic() + 4.0
+        reports = 0
+        while time.monotonic() < deadline:
+            try:
+                subscriber.get(block=True, timeout=max(0.01, deadline - time.monotonic()))
+            except errors.TransportError:
+                reports += 1
+        subscriber.close()
+    closed = [r for r in caplog.records if "maximum control line exceeded" in r.getMessage()]
+    # 0.1, 0.2, 0.4, 0.8, 1.6 s between attempts: 5 or 6 closures in 4 s, not 40.
+    assert 2 <= len(closed) <= 7 and 1 <= reports <= len(closed)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=300, max_size=2000))
+def test_every_long_channel_has_a_short_subject_and_back(channel: str) -> None:
+    naming = Naming("shellbot")
+    topic = channel.encode("utf-8") + b"\xff"
+    subject = naming.subject(topic)
+    assert len(subject) <= LONG_SUBJECT
+    if naming.carries(topic):
+        assert naming.topic(subject.encode()) is CARRIED
+        assert naming.carried(subject.encode(), topic + b"body") == (topic, b"body")
+    else:
+        assert naming.topic(subject.encode()) == topic

@@ -33,6 +33,7 @@ log = logging.getLogger("shellbot.bus")
 RECONNECT_WAIT = 0.1  # seconds between attempts on one server: a node back is found at once
 CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
+CLOSED_WAIT_MAX = 5.0  # seconds, at most, before connecting anew a client closed again soon
 UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
 
 
@@ -114,6 +115,8 @@ class _Connection:
         # nats-py answers by closing) and is connecting anew: each party reports it once.
         self._on_closed: dict[int, Callable[[errors.TransportError], None]] = {}
         self._on_renewed: dict[int, Callable[[], None]] = {}
+        self._renewed_at = -CLOSED_WAIT_MAX  # when the client was last connected anew
+        self._closed_wait = RECONNECT_WAIT
         self._probes: dict[str, Client] = {}  # other servers' probe connections
         self._probe_ids: dict[str, int] = {}
         self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
@@ -222,8 +225,14 @@ class _Connection:
         self.loop.create_task(self._connect_anew())
 
     async def _connect_anew(self) -> None:
-        await asyncio.sleep(RECONNECT_WAIT)
+        # Closed again soon after the last time (a subscription the server refuses at
+        # every connection): each wait doubles, up to CLOSED_WAIT_MAX.
+        now = time.monotonic()
+        soon = now - self._renewed_at < CLOSED_WAIT_MAX
+        self._closed_wait = min(CLOSED_WAIT_MAX, self._closed_wait * 2) if soon else RECONNECT_WAIT
+        await asyncio.sleep(self._closed_wait)
         await self._connect()
+        self._renewed_at = time.monotonic()
         if self.client.is_connected:
             for renewed in list(self._on_renewed.values()):
                 renewed()

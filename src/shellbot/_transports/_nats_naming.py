@@ -111,7 +111,7 @@ class Naming:
         self.every_long = self.long + "*"
         # A topic this short never makes a long subject (a byte takes 3 characters at most,
         # an empty piece 1): carries() answers those without a look-up.
-        self._short_topic = (LONG_SUBJECT - len(self.channels)) // 3
+        self.short_topic = (LONG_SUBJECT - len(self.channels)) // 3
         self._subjects: dict[bytes, str] = {}
         self._topics: dict[bytes, bytes | None] = {}
 
@@ -133,7 +133,7 @@ class Naming:
 
     def carries(self, topic: bytes) -> bool:
         """Whether a message on ``topic`` carries its channel: a long channel's."""
-        return len(topic) > self._short_topic and self.subject(topic).startswith(self.long)
+        return len(topic) > self.short_topic and self.subject(topic).startswith(self.long)
 
     def interests(self, prefix: bytes, pattern: str | None) -> tuple[str, ...]:
         """The subjects (with wildcards) a receiver subscribes to for

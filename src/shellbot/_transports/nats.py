@@ -265,13 +265,14 @@ class NatsSender(Sender):
         limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
         if client.max_payload:  # a run is one NATS message: the server's limit holds too
             limit = min(limit, client.max_payload)
-        carries = self._naming.carries
+        carries, short = self._naming.carries, self._naming.short_topic
         taken = 0
         try:
             while queue and client.is_connected:
                 topic, body = queue.popleft()
                 taken += 1
-                carried = carries(topic)  # a long channel's message carries its topic
+                # A long channel's message carries its topic (see Naming).
+                carried = len(topic) > short and carries(topic)
                 if queue and topic[0] != CONTROL_BYTE:
                     identity, sequence = _unpack_header(body)
                     parts: list[bytes] | None = None
