@@ -8,11 +8,13 @@ subject, the channel in the payload, checked on arrival.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -315,3 +317,40 @@ def test_every_long_channel_has_a_short_subject_and_back(channel: str) -> None:
         assert naming.carried(subject.encode(), topic + b"body") == (topic, b"body")
     else:
         assert naming.topic(subject.encode()) == topic
+
+
+def test_a_durable_subscriber_goes_on_after_the_server_closed_the_connection(
+    tmp_path: Path,
+) -> None:
+    node = NatsNode(tmp_path / "js", jetstream=True, extra="max_control_line: 512")
+    node.start()
+    try:
+        bus = durable_bus(node.url, send_timeout=3.0)
+        subscriber = bus.subscribe("ok", durable="goes-on")
+        assert subscriber.wait_ready(10.0)
+        publisher = bus.publish()
+        publisher.put("ok", "before")
+        assert subscriber.get(block=True, timeout=10.0) == "before"
+        publisher.put("m" * 600, "too long a line for this server")
+        _put_until_refused(publisher)
+        # Stored publishing sends the run again until the server stores it or
+        # bus.send_timeout passes: each time, the server closes the connection again.
+        reports = 0
+        received = []
+        deadline = time.monotonic() + 30.0
+        while "after" not in received and time.monotonic() < deadline:
+            try:
+                if (message := subscriber.get(block=True, timeout=1.0)) is not None:
+                    received.append(message)
+                publisher.put("ok", "after")
+            except errors.TransportError as error:
+                assert "maximum control line exceeded" in str(error)
+                reports += 1
+        assert reports >= 1 and "after" in received
+        with contextlib.suppress(errors.TransportError):  # a closure since the last put()
+            publisher.stop()
+        # The run the server closed on, and any that went down with it too often: counted.
+        assert publisher.stats["not_stored"] >= 1
+        subscriber.close(forget=True)
+    finally:
+        node.stop()

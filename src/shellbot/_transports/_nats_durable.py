@@ -118,6 +118,7 @@ class DurableReceiver(ConnectionReceiver):
         if self._closed:
             return
         self._closed = True
+        self._connection.forget(self)
         self._signals.close()
         self._inbox.close()
         # Acknowledgements asked before leave before the process may end.
@@ -156,7 +157,8 @@ class DurableReceiver(ConnectionReceiver):
             self._remake("reconnected")
 
     def _renewed(self) -> None:
-        self._remake("the connection was made anew")
+        if not self._closed:
+            self._remake("the connection was made anew")
 
     def _remake(self, why: str) -> None:
         if not self._remaking:
