@@ -96,10 +96,13 @@ class NatsSender(Sender):
         if self._unreported is not None:
             error, self._unreported = self._unreported, None
             raise error
-        if connection.max_payload and len(body) > connection.max_payload - (
-            len(topic) if self._naming.carries(topic) else 0
+        max_payload = connection.max_payload
+        if (
+            max_payload
+            and len(body) + len(topic) > max_payload  # else it fits, whatever it carries
+            and len(body) > max_payload - (len(topic) if self._naming.carries(topic) else 0)
         ):
-            raise errors.MessageTooLarge(self._too_large(topic, body, connection.max_payload))
+            raise errors.MessageTooLarge(self._too_large(topic, body, max_payload))
         queue = self._queue
         if len(queue) >= self._limit:
             self._wait_for_room()
