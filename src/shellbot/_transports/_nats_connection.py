@@ -204,6 +204,9 @@ class _Connection:
         client connects anew, unless this program was refused (``_fail``)."""
         if self.failure is not None:
             return
+        if isinstance(self.client.last_error, nats_errors.AuthorizationError):
+            await self._error(self.client.last_error)  # refused: final, as at connecting
+            return
         reason = str(self.client.last_error or self.last_error or "no reason given")
         error = errors.TransportError(
             f"The connection to the NATS server at {redacted(self.settings.address)} was "
