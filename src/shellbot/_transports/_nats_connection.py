@@ -100,6 +100,7 @@ class _Connection:
         self.client = _OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
         self.last_error: str | None = None  # why the last attempt failed, for messages
+        self.last_closed: str | None = None  # why the server last closed the connection
         self.max_payload = 0  # the server's, once connected
         self.generation = 0  # connections made so far (see Receiver.generation)
         self._on_connect: list[Callable[[], None]] = []
@@ -208,6 +209,7 @@ class _Connection:
             await self._error(self.client.last_error)  # refused: final, as at connecting
             return
         reason = str(self.client.last_error or self.last_error or "no reason given")
+        self.last_closed = reason
         error = errors.TransportError(
             f"The connection to the NATS server at {redacted(self.settings.address)} was "
             f"closed ({reason}); the bus connects again, and what was on its way may be "

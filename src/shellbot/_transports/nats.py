@@ -144,11 +144,13 @@ class NatsSender(Sender):
                     raise error
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    closed = self._connection.last_closed
                     raise errors.TimeoutError(
                         f"No NATS server took messages at {redacted(self._settings.address)} "
                         "before "
                         f"bus.send_timeout ({self._settings.send_timeout:g} s), with "
                         f"{len(self._queue)} waiting: check that nats-server runs there"
+                        + ("" if closed is None else f" (it last closed the connection: {closed})")
                     )
                 self._waiting_for_room = True
                 self._room.wait(min(remaining, 0.1))
