@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import Subscribers
 
-from shellbot import Context
+from shellbot import Context, errors
 from shellbot.bus import Bus, Publisher, Subscriber
 
 VALUES = [
@@ -113,6 +113,42 @@ def test_put_refuses_a_bad_channel_and_queues_nothing(
         publisher.put(channels, {"a": 1})
     publisher.put("ok", "after")
     assert subscriber.get(block=True, timeout=5.0) == "after"
+    assert subscriber.get() is None
+
+
+@pytest.mark.parametrize(
+    "channels", ["\ud800", "ok.\udcff", ["ok", "lone \ud800"]], ids=["alone", "after", "list"]
+)
+def test_a_channel_that_is_not_text_is_a_message_error_everywhere(
+    bus: Bus, publisher: Publisher, channels: object, subscribers: Subscribers
+) -> None:
+    """A lone surrogate (a str decoded with surrogateescape) has no UTF-8."""
+    subscriber = subscribers(bus, ["ok", ""])
+    with pytest.raises(errors.MessageError, match="lone surrogate"):
+        publisher.put(channels, {"a": 1})
+    with pytest.raises(errors.MessageError, match="lone surrogate"):
+        bus.subscribe(channels)  # type: ignore[arg-type]
+    with pytest.raises(errors.MessageError, match="lone surrogate"):
+        bus.subscribe(["ok.*", "\ud800.>"], pattern=True)
+    with pytest.raises(errors.MessageError, match="lone surrogate"):
+        subscriber.subscribe(channels)  # type: ignore[arg-type]
+    publisher.put("ok", "after")  # nothing was queued or numbered: no gap
+    assert subscriber.get(block=True, timeout=5.0) == "after"
+    assert subscriber.get() is None
+    assert subscriber.stats["missed"] == 0
+
+
+@pytest.mark.parametrize("length", [5000, 100_000])
+def test_a_long_channel_is_a_channel(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers, length: int
+) -> None:
+    channel = "L" * length
+    subscriber = subscribers(bus, [channel])
+    neighbour = subscribers(bus, [channel[:-1] + "M"])
+    publisher.put(channel, "long")
+    publisher.put(channel[:-1] + "M", "neighbour")
+    assert subscriber.receive(block=True, timeout=10.0).channel == channel
+    assert neighbour.get(block=True, timeout=10.0) == "neighbour"
     assert subscriber.get() is None
 
 

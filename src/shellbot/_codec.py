@@ -69,8 +69,28 @@ WIDE = b"\x1e"
 
 
 def topic_of(channel: str) -> bytes:
-    """The topic frame of a channel (also its exact subscription prefix)."""
-    return channel.encode("utf-8") + TERMINATOR
+    """The topic frame of a channel (also its exact subscription prefix); ``MessageError``
+    for a string that is not text UTF-8 can write (a lone surrogate)."""
+    try:
+        return channel.encode("utf-8") + TERMINATOR
+    except UnicodeEncodeError as error:
+        raise MessageError(_not_text(channel, error)) from None
+
+
+def check_text(channel: str) -> None:
+    """``MessageError`` for a channel or pattern that is not text UTF-8 can write."""
+    try:
+        channel.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise MessageError(_not_text(channel, error)) from None
+
+
+def _not_text(channel: str, error: UnicodeEncodeError) -> str:
+    return (
+        f"A channel is text: {channel[:60]!r} holds {channel[error.start : error.end]!r} at "
+        f"{error.start}, a lone surrogate, which UTF-8 cannot encode (a str decoded with "
+        "errors='surrogateescape'?)"
+    )
 
 
 def channel_of(topic: bytes) -> str:

@@ -59,13 +59,14 @@ class Outbox:
         names = _codec.check_channels(channels)
         data = _encode(message, self._max_size)
         with self._lock:
-            frames = []
             states = []
-            for name in names:
+            for name in names:  # every name checked (topic_of) before any is numbered
                 state = self._channels.get(name)
                 if state is None:
                     state = self._channels[name] = [_codec.topic_of(name), 0]
                 states.append(state)
+            frames = []
+            for state in states:
                 state[1] += 1
                 frames.append((state[0], _pack(self.sender_id, state[1]) + data))
             try:

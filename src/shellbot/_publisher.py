@@ -156,20 +156,27 @@ class Publisher(multiprocessing.Process):
         On a durable bus (``bus.durable``), first waits, within ``timeout``, until the
         server stored every message this process put: False, with a warning saying
         how many, when some were not confirmed stored (``stats['unconfirmed']``,
-        ``stats['not_stored']``)."""
+        ``stats['not_stored']``). On NATS, raises ``TransportError`` (once the process
+        stopped) when the server closed the connection since the last put()."""
         stored = True
-        if self.settings.durable:
-            deadline = time.monotonic() + timeout
-            outbox = _outbox.existing_outbox(self.settings)
+        deadline = time.monotonic() + timeout
+        outbox = _outbox.existing_outbox(self.settings)
+        try:
+            # On NATS, what was put reaches the server first, and a connection it closed
+            # meanwhile (the next put() would say so) is raised, once stopped.
             left = outbox.wait_confirmed(timeout) if outbox is not None else 0
-            if left:
-                stored = False
-                log.warning(
-                    "stop(): %d messages put were not confirmed stored within %g s",
-                    left,
-                    timeout,
-                )
-            timeout = max(0.5, deadline - time.monotonic())
+        except TransportError:
+            self._stop_process(timeout)
+            self._write_counter()
+            raise
+        if left:  # on a durable bus only
+            stored = False
+            log.warning(
+                "stop(): %d messages put were not confirmed stored within %g s",
+                left,
+                timeout,
+            )
+        timeout = max(0.5, deadline - time.monotonic())
         stopped = self._stop_process(timeout)
         self._write_counter()
         return stopped and stored
@@ -203,10 +210,15 @@ class Publisher(multiprocessing.Process):
         ``stored`` (acknowledged by the server), ``retried`` (published again for want
         of an acknowledgement), ``duplicates`` (acknowledged as stored already: the
         first acknowledgement was lost), ``not_stored`` (given up after ``bus.send_timeout``) and
-        ``unconfirmed`` (waiting for the server now)."""
+        ``unconfirmed`` (waiting for the server now).
+
+        On NATS, where the server is the hub, ``oversized`` counts the messages this
+        process put before the server's max_payload was known, and over it: not sent."""
         stats = dict(zip(HUB_COUNTERS, self._shared.stats, strict=True))
         if self.settings.durable:
             stats.update(_outbox.outbox_for(self.settings).counters())  # zeros before a put
+        elif (outbox := _outbox.existing_outbox(self.settings)) is not None:
+            stats.update(outbox.counters())
         return stats
 
     def is_alive(self) -> bool:

@@ -40,6 +40,7 @@ from .. import errors
 from .._codec import CONTROL_BYTE
 from ._nats_connection import _Connection
 from ._nats_consumer import HEARTBEAT, Consumer
+from ._nats_naming import CARRIED
 from ._nats_order import PublisherOrder, without_first
 from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
@@ -103,15 +104,15 @@ class DurableReceiver(ConnectionReceiver):
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, True))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, 1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, False))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, -1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         self._connection.call_soon(self._acknowledge, frames, partly)
@@ -120,6 +121,7 @@ class DurableReceiver(ConnectionReceiver):
         if self._closed:
             return
         self._closed = True
+        self._connection.forget(self)
         self._signals.close()
         self._inbox.close()
         # Acknowledgements asked before leave before the process may end.
@@ -161,6 +163,10 @@ class DurableReceiver(ConnectionReceiver):
             self._remake("reconnected")
             if self._reconnection is not None:
                 self._reconnection.set()
+
+    def _renewed(self) -> None:
+        if not self._closed:
+            self._remake("the connection was made anew")
 
     def _remake(self, why: str) -> None:
         if not self._remaking:
@@ -278,7 +284,7 @@ class DurableReceiver(ConnectionReceiver):
         subscription = await client.subscribe(inbox)
         client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
         self._subscription = subscription
-        await self._consumer.make(inbox, start, sorted(self._interests), self._skip)
+        await self._consumer.make(inbox, start, self._naming.filters(self._interests), self._skip)
 
     async def _unless_reconnected(self, attempt: Coroutine[Any, Any, None]) -> bool:
         """Runs ``attempt``; False, with it cancelled, if the connection came back
@@ -352,6 +358,8 @@ class DurableReceiver(ConnectionReceiver):
         self._last_delivery = delivery
         self._last_stream = stream
         topic = self._naming.topic(subject)
+        if topic is CARRIED:  # a long channel's: the channel is in the payload
+            topic, data = self._naming.carried(subject, data)
         if topic is None:  # not a subject the bus writes: dropped (counted above) and done with
             self._inbox.push([data])
             self._reply(reply)

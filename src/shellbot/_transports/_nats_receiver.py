@@ -12,7 +12,7 @@ from typing import Any
 from .. import errors
 from ._inbox import Inbox
 from ._nats_connection import _Connection
-from ._nats_naming import NAME_CACHE_LIMIT, matches
+from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, matches
 from .base import Frames, Receiver
 
 
@@ -25,6 +25,8 @@ class ConnectionReceiver(Receiver):
         self._naming = connection.naming
         self._inbox = inbox or Inbox(connection.settings.receive_high_water_mark)
         self._closed = False
+        # A connection closed for good is said by the next receive(); then subscribed anew.
+        connection.when_closed(self, self._inbox.report, self._renewed)
 
     def receive(self, timeout: float | None) -> Frames | None:
         self._check()
@@ -47,6 +49,9 @@ class ConnectionReceiver(Receiver):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _renewed(self) -> None:
+        """In the loop: the connection was made anew, without this receiver's subscriptions."""
 
     def _check(self) -> None:
         if self._closed:
@@ -72,26 +77,27 @@ class NatsReceiver(ConnectionReceiver):
         self._asked = 0
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
-        subject = self._naming.interest(prefix, pattern)
-        count = self._interests.get(subject, 0)
-        self._interests[subject] = count + 1
-        if count == 0:
-            self._connection.call_soon(self._change, subject, True)
+        for subject in self._naming.interests(prefix, pattern):
+            count = self._interests.get(subject, 0)
+            self._interests[subject] = count + 1
+            if count == 0:
+                self._connection.call_soon(self._change, subject, True)
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
-        subject = self._naming.interest(prefix, pattern)
-        count = self._interests.get(subject, 0)
-        if count <= 1:
-            self._interests.pop(subject, None)
-            if count == 1:
-                self._connection.call_soon(self._change, subject, False)
-        else:
-            self._interests[subject] = count - 1
+        for subject in self._naming.interests(prefix, pattern):
+            count = self._interests.get(subject, 0)
+            if count <= 1:
+                self._interests.pop(subject, None)
+                if count == 1:
+                    self._connection.call_soon(self._change, subject, False)
+            else:
+                self._interests[subject] = count - 1
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._connection.forget(self)
         self._inbox.close()
         subjects = list(self._interests)
         self._interests.clear()
@@ -118,6 +124,14 @@ class NatsReceiver(ConnectionReceiver):
                 self._connection.client.forget(subscription)
                 self._connection.loop.create_task(unsubscribe_quietly(subscription))
 
+    def _renewed(self) -> None:
+        self._deliverer.clear()
+        for subject, subscription in list(self._subscriptions.items()):
+            if subscription is not None:
+                self._connection.client.forget(subscription)
+            self._subscriptions[subject] = None
+            self._connection.loop.create_task(self._subscribe(subject))
+
     async def _subscribe(self, interest: str) -> None:
         client = self._connection.client
         # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
@@ -125,9 +139,9 @@ class NatsReceiver(ConnectionReceiver):
         try:
             subscription = await client.subscribe(interest)
         except Exception:
-            if self._connection.failure is None:
+            if self._connection.failure is None and not client.is_closed:
                 raise
-            return  # the bus refused this program: receive() says so
+            return  # refused, or closed: receive() says so (and _renewed subscribes again)
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
             client.take(subscription, functools.partial(self._deliver, interest))
@@ -138,6 +152,8 @@ class NatsReceiver(ConnectionReceiver):
         if self._wildcards and self._delivered_by(subject) != interest:
             return  # another subscription of this receiver delivers this one
         topic = self._naming.topic(subject)
+        if topic is CARRIED:  # a long channel's: the channel is in the payload
+            topic, data = self._naming.carried(subject, data)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
         self._inbox.push([data] if topic is None else [topic, data])
 

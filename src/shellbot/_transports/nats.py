@@ -75,6 +75,11 @@ class NatsSender(Sender):
         # bus.durable: channels' runs are published to the stream, and kept until stored
         self._stored: StoredPublishing | None = None
         self._failure: errors.ShellbotError | None = None  # the stream cannot be used
+        # Messages put before the server's max_payload was known, and over it: not sent.
+        self.oversized = 0
+        # The connection was closed for good (and is made anew): the next put() says so.
+        self._unreported: errors.TransportError | None = None
+        connection.when_closed(self, self._report_closed, self._renewed)
         connection.call_soon(self._start)
 
     # -- in the caller's thread
@@ -88,12 +93,16 @@ class NatsSender(Sender):
             raise connection.failure
         if self._failure is not None:
             raise self._failure
-        if connection.max_payload and len(body) > connection.max_payload:
-            raise errors.MessageTooLarge(
-                f"The message takes {len(body)} bytes with its header, over the NATS "
-                f"server's max_payload ({connection.max_payload}): split it, or raise "
-                "max_payload in the server's configuration"
-            )
+        if self._unreported is not None:
+            error, self._unreported = self._unreported, None
+            raise error
+        max_payload = connection.max_payload
+        if (
+            max_payload
+            and len(body) + len(topic) > max_payload  # else it fits, whatever it carries
+            and len(body) > max_payload - (len(topic) if self._naming.carries(topic) else 0)
+        ):
+            raise errors.MessageTooLarge(self._too_large(topic, body, max_payload))
         queue = self._queue
         if len(queue) >= self._limit:
             self._wait_for_room()
@@ -103,6 +112,18 @@ class NatsSender(Sender):
         if not self._scheduled:
             self._scheduled = True
             connection.call_soon(self._kick)
+
+    def _too_large(self, topic: bytes, body: bytes, max_payload: int) -> str:
+        carried = (
+            f" and the channel it carries ({len(topic)} bytes: see On NATS in the README)"
+            if self._naming.carries(topic)
+            else ""
+        )
+        return (
+            f"The message takes {len(body)} bytes with its header{carried}, over the NATS "
+            f"server's max_payload ({max_payload}): split it, or raise max_payload in the "
+            "server's configuration"
+        )
 
     def send_probe(self, topic: bytes, body: bytes) -> int:
         if len(self._queue) >= self._limit:
@@ -118,31 +139,47 @@ class NatsSender(Sender):
         with self._room:
             while len(self._queue) >= self._limit:
                 self._connection.check()
+                if self._unreported is not None:
+                    error, self._unreported = self._unreported, None
+                    raise error
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    closed = self._connection.last_closed
                     raise errors.TimeoutError(
                         f"No NATS server took messages at {redacted(self._settings.address)} "
                         "before "
                         f"bus.send_timeout ({self._settings.send_timeout:g} s), with "
                         f"{len(self._queue)} waiting: check that nats-server runs there"
+                        + ("" if closed is None else f" (it last closed the connection: {closed})")
                     )
                 self._waiting_for_room = True
                 self._room.wait(min(remaining, 0.1))
 
     def wait_confirmed(self, timeout: float) -> int:
-        """On a durable bus: waits until the server stored (or the bound gave up) every
-        message sent; returns how many are still unconfirmed."""
-        if self._stored is None and not self._settings.durable:
-            return 0
+        """Waits until the server took (on a durable bus: stored, or the bound gave up)
+        every message sent; returns how many are still unconfirmed on a durable bus.
+        Raises the closure of the connection that the server made meanwhile."""
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(Exception):  # what is left is counted below
             self._connection.run(self._flush(timeout), timeout + 1.0)
+        # nats-py marks the client closed at once, and says why when it is done closing.
+        while self._connection.client.is_closed and self._unreported is None:
+            if time.monotonic() >= deadline or self._connection.failure is not None:
+                break
+            time.sleep(0.01)
+        if self._unreported is not None:
+            error, self._unreported = self._unreported, None
+            raise error
+        if self._stored is None and not self._settings.durable:
+            return 0
         return len(self._queue) + (self._stored.unconfirmed if self._stored else 0)
 
     def counters(self) -> dict[str, int]:
         if not self._settings.durable:
-            return {}
+            return {"oversized": self.oversized}
         stored = self._stored
         counters = dict.fromkeys(("stored", "retried", "duplicates", "not_stored"), 0)
+        counters["oversized"] = self.oversized
         if stored is not None:
             counters.update(stored.counters)
         counters["unconfirmed"] = len(self._queue) + (stored.unconfirmed if stored else 0)
@@ -153,6 +190,7 @@ class NatsSender(Sender):
             return
         self._closed = True
         connection = self._connection
+        connection.forget(self)
         try:
             sent = connection.run(self._flush(linger), linger + 1.0)
         except Exception:
@@ -180,6 +218,14 @@ class NatsSender(Sender):
             )
 
     # -- in the loop
+    def _report_closed(self, error: errors.TransportError) -> None:
+        self._unreported = error
+        self._make_room()  # a put() waiting for room says it now
+
+    def _renewed(self) -> None:
+        if self._stored is not None:
+            self._connection.loop.create_task(self._stored.renew())
+
     def _start(self) -> None:
         if self._settings.durable:
             connection = self._connection
@@ -224,15 +270,18 @@ class NatsSender(Sender):
         limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
         if client.max_payload:  # a run is one NATS message: the server's limit holds too
             limit = min(limit, client.max_payload)
+        carries, short = self._naming.carries, self._naming.short_topic
         taken = 0
         try:
             while queue and client.is_connected:
                 topic, body = queue.popleft()
                 taken += 1
+                # A long channel's message carries its topic (see Naming).
+                carried = len(topic) > short and carries(topic)
                 if queue and topic[0] != CONTROL_BYTE:
                     identity, sequence = _unpack_header(body)
                     parts: list[bytes] | None = None
-                    size = len(body)
+                    size = len(body) + (len(topic) if carried else 0)
                     while queue:
                         next_topic, next_body = queue[0]
                         if (
@@ -252,17 +301,17 @@ class NatsSender(Sender):
                         body = BATCH_SEPARATOR.join(parts)
                 try:
                     if stored is not None and topic[0] != CONTROL_BYTE:
-                        await stored(subject_of(topic), body)
+                        await stored(subject_of(topic), body, topic if carried else b"")
                     else:
-                        await publish(subject_of(topic), body)
+                        await publish(subject_of(topic), topic + body if carried else body)
                 except errors.ShellbotError as error:  # the stream cannot be used
                     self._failure = error
                     log.warning("NATS: %s", error)
                     queue.clear()
                     break
-                except nats_errors.MaxPayloadError as error:
+                except nats_errors.MaxPayloadError:
                     # Put before the server's max_payload was known: this one alone is lost.
-                    log.warning("NATS: a message could not be published (%s)", error)
+                    self._oversized(topic, body)
                 if taken >= 4096:  # let the loop read and ping between long bursts
                     taken = 0
                     self._make_room()
@@ -273,6 +322,20 @@ class NatsSender(Sender):
             log.warning("NATS: a message could not be published (%s)", error)
         finally:
             self._make_room()
+
+    def _oversized(self, topic: bytes, body: bytes) -> None:
+        """Counts and says a message put before the server's max_payload was known, and
+        over it: lost alone."""
+        if topic[0] == CONTROL_BYTE:
+            return  # the bus's own signals are small
+        self.oversized += 1  # alone in its payload: a run is cut to the server's limit
+        log.warning(
+            "NATS: a message put on the channel %s was not sent: %d bytes with the "
+            "bus's header, over the server's max_payload (%d)",
+            _shown(topic),
+            len(body),
+            self._connection.client.max_payload,
+        )
 
     def _make_room(self) -> None:
         if self._waiting_for_room:
@@ -298,6 +361,14 @@ class NatsSender(Sender):
                 return True  # nothing waits here, and no server to answer: nothing to flush
             await asyncio.sleep(0.01)
         return not self._queue
+
+
+def _shown(topic: bytes, limit: int = 60) -> str:
+    """A channel as a log line shows it: a long one cut short, with its length."""
+    channel = topic[:-1].decode("utf-8", "replace")
+    if len(channel) <= limit:
+        return repr(channel)
+    return f"{channel[:limit]!r}... ({len(channel)} characters)"
 
 
 class NatsTransport(Transport):
