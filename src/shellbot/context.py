@@ -40,10 +40,7 @@ def _shared_manager() -> SyncManager:
     with _manager_lock:
         if _manager is None or _manager_pid != os.getpid():
             manager = SyncManager(ctx=multiprocessing.get_context())
-            temp = multiprocessing.util.get_temp_dir()
-            # A forked child uses the temporary folder of its parent, which lives on.
-            program_temp = None if temp == _inherited_temp else temp
-            manager.start(_end_with_program, (os.getpid(), program_temp))
+            manager.start(_end_with_program, (os.getpid(), _own_temp_folder()))
             _manager, _manager_pid = manager, os.getpid()
         return _manager
 
@@ -51,8 +48,8 @@ def _shared_manager() -> SyncManager:
 def _end_with_program(program: int, program_temp: str | None) -> None:
     """In the manager process: ends it once the program that started it is gone, however
     it ended (a program killed by a signal runs no exit handler to stop its manager).
-    On its way out it removes multiprocessing's temporary folders (``pymp-*``), the
-    program's and its own, which a killed program leaves behind.
+    On its way out it removes the program's own multiprocessing folder (``pymp-*``,
+    ``program_temp``), which a killed program leaves behind.
 
     Under fork and spawn the program is the manager's parent, and a new parent (init, a
     subreaper) tells at once. Under forkserver the parent is the fork server, which
@@ -64,14 +61,24 @@ def _end_with_program(program: int, program_temp: str | None) -> None:
     def watch() -> None:
         while os.getppid() == parent and _exists(program):
             time.sleep(PARENT_WATCH_INTERVAL)
-        # The manager's own folder, where the program's was inherited: the same one.
-        own_temp = _temp_folder()
-        for folder in {program_temp, own_temp if own_temp != _inherited_temp else None}:
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+        if program_temp is not None:  # the manager's own is the same: it inherits it
+            shutil.rmtree(program_temp, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="shellbot-context-watch", daemon=True).start()
+
+
+def _own_temp_folder() -> str | None:
+    """multiprocessing's temporary folder of this process (made now if need be) when it
+    is its own; None when it may be one a parent made and keeps using: a process
+    started by multiprocessing, forked or spawned, and a bare forked child, inherit it."""
+    before = _temp_folder()
+    folder = multiprocessing.util.get_temp_dir()
+    if before is None:
+        return folder  # made just now, by this process
+    if multiprocessing.parent_process() is not None or before == _inherited_temp:
+        return None
+    return folder
 
 
 def _temp_folder() -> str | None:
