@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
+from .._codec import CONTROL
 from ._inbox import Inbox
 from ._nats_connection import _Connection
-from ._nats_naming import NAME_CACHE_LIMIT, matches
+from ._nats_naming import NAME_CACHE_LIMIT, encode_token, matches
 from .base import Frames, Receiver
 
 
@@ -55,9 +56,14 @@ class ConnectionReceiver(Receiver):
 
 
 class NatsReceiver(ConnectionReceiver):
-    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self, connection: _Connection, inbox: Inbox | None = None, group: str | None = None
+    ) -> None:
         # A durable receiver shares its inbox with the core receiver of its signals.
         super().__init__(connection, inbox)
+        # A queue group's member subscribes to its channels in the server's queue group of
+        # that name: the server gives each message to one member (its signals stay its own).
+        self._queue = None if group is None else encode_token(group)
         self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
@@ -76,7 +82,8 @@ class NatsReceiver(ConnectionReceiver):
         count = self._interests.get(subject, 0)
         self._interests[subject] = count + 1
         if count == 0:
-            self._connection.call_soon(self._change, subject, True)
+            queue = self._queue if prefix[:1] != CONTROL else None
+            self._connection.call_soon(self._change, subject, True, queue)
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
@@ -99,7 +106,7 @@ class NatsReceiver(ConnectionReceiver):
             self._connection.call_soon(self._change, subject, False)
 
     # -- in the loop: changes run one after the other, in the order they were asked
-    def _change(self, subject: str, subscribing: bool) -> None:
+    def _change(self, subject: str, subscribing: bool, queue: str | None = None) -> None:
         self._deliverer.clear()
         wildcard = any(token in ("*", ">") for token in subject.split("."))
         if subscribing:
@@ -108,7 +115,7 @@ class NatsReceiver(ConnectionReceiver):
             self._rank[subject] = self._asked
             if wildcard:
                 self._wildcards.append(subject)
-            self._connection.loop.create_task(self._subscribe(subject))
+            self._connection.loop.create_task(self._subscribe(subject, queue))
         else:
             self._rank.pop(subject, None)
             if wildcard and subject in self._wildcards:
@@ -118,12 +125,12 @@ class NatsReceiver(ConnectionReceiver):
                 self._connection.client.forget(subscription)
                 self._connection.loop.create_task(unsubscribe_quietly(subscription))
 
-    async def _subscribe(self, interest: str) -> None:
+    async def _subscribe(self, interest: str, queue: str | None = None) -> None:
         client = self._connection.client
         # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
         await self._connection.connected_once.wait()
         try:
-            subscription = await client.subscribe(interest)
+            subscription = await client.subscribe(interest, queue=queue or "")
         except Exception:
             if self._connection.failure is None:
                 raise
@@ -135,8 +142,9 @@ class NatsReceiver(ConnectionReceiver):
             await unsubscribe_quietly(subscription)
 
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if self._wildcards and self._delivered_by(subject) != interest:
-            return  # another subscription of this receiver delivers this one
+        if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
+            return  # another subscription of this receiver delivers this one (in a queue
+            # group, the server sends one member one copy, on any of its subscriptions)
         topic = self._naming.topic(subject)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
         self._inbox.push([data] if topic is None else [topic, data])

@@ -322,10 +322,10 @@ class NatsTransport(Transport):
     def open_sender(self) -> Sender:
         return NatsSender(self.connection)
 
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         if durable is not None:
             return DurableReceiver(self.connection, durable)
-        return NatsReceiver(self.connection)
+        return NatsReceiver(self.connection, group=group)
 
     def open_hub(self) -> Hub | None:
         return None  # the server is the hub
