@@ -79,7 +79,10 @@ class Decoder:
         self.acknowledgements = acknowledgements
         self.pending: deque[Entry] = deque()
         self.counters = {"received": 0, "dropped": 0, "missed": 0}
-        durable = acknowledgements is not None
+        # A durable subscriber keeps what it took, to drop what comes again; not a group's
+        # member, whose share has gaps by design (what the server delivers again may have
+        # been another member's: it is handed, and counted by the receiver).
+        durable = acknowledgements is not None and gaps
         if durable:
             self.counters["duplicates"] = 0
         # Per (channel's topic, sender), for a durable subscriber: what it took.

@@ -350,7 +350,7 @@ class Subscriber:
         """``received`` messages, ``dropped`` bad input, ``missed`` gaps in sequences;
         for a durable subscriber, ``duplicates``: messages the server delivered again,
         which the program was not handed twice."""
-        return dict(self._decoder.counters)
+        return {**self._decoder.counters, **self._receiver.counters()}
 
     @property
     def closed(self) -> bool:

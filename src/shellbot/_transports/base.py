@@ -129,6 +129,11 @@ class Receiver(abc.ABC):
         the others. Where the bus splits the stream itself, the receiver returns that
         credit (the hub sends a member with room); a broker keeps its own account."""
 
+    def counters(self) -> dict[str, int]:
+        """What the receiver counted itself, shown in the subscriber's stats (a durable
+        group's member: ``redelivered``); else nothing."""
+        return {}
+
     def forget(self, timeout: float) -> None:
         """Closes, and deletes what the server keeps for a durable receiver (its position)."""
         self.close()
