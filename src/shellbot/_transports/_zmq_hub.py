@@ -222,6 +222,7 @@ class _Batches:
         self._limit = limit
         self._pending: dict[bytes, bytearray] = {}  # batch topic -> records not yet sent
         self._shares = routes.shares
+        self._members = routes.shares.shares.members  # the same dict for good: any group?
         self.unrouted = 0  # messages no receiver wanted
 
     def add(self, topic: bytes, run: list[bytes]) -> None:
@@ -232,7 +233,7 @@ class _Batches:
         receivers = self._cache.get(topic)
         if receivers is None:
             receivers = self._routes.receivers_of(topic)
-        shared = self._shares.active and self._shares.add(topic, run, data)
+        shared = bool(self._members) and self._shares.add(topic, run, data)
         if not receivers:
             if not self._routes.plain and not shared:  # plain readers may have: ZeroMQ knows
                 self.unrouted += len(run)

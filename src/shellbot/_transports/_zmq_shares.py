@@ -55,10 +55,6 @@ class HubShares:
         self.shares = Shares()
         self._pending: dict[bytes, _Batch] = {}  # member -> what the next flush sends it
 
-    @property
-    def active(self) -> bool:
-        return bool(self.shares.members)
-
     def take(self, topic: bytes, subscribing: bool) -> None:
         """One (un)subscription to a ``SHARE_REQUEST`` topic."""
         member, colon, rest = topic[len(SHARE_REQUEST) :].partition(b":")
