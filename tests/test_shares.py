@@ -90,3 +90,16 @@ def test_each_group_gets_its_own_copy_from_the_members_that_want_the_topic() -> 
     assert [d[-1] for d in dealt] == ["c"] * 4  # the only auditor, each time
     assert sorted(d[0] for d in dealt) == ["a", "a", "b", "b"]
     assert members_of(shares.route(b"other\xff", "x", 1, 1)) == ["b"]
+
+
+def test_a_member_back_after_its_group_emptied_joins_the_group_as_it_is_now() -> None:
+    shares = Shares(window=1)
+    shares.join("a", "g", JOBS, exact=True)
+    shares.route(JOBS, 0, 1, 1)
+    shares.leave("a", JOBS)  # the group is gone with it; its one in flight lost
+    assert shares.lost == 1 and not shares.groups
+    shares.join("a", "g", JOBS, exact=True)  # back: what it held may come yet
+    assert shares.lost == 0
+    shares.route(JOBS, 1, 1, 1)  # waits: "a" still holds one
+    assert shares.waiting() == 1
+    assert [item for _, item in shares.credit("a", 1)] == [1]

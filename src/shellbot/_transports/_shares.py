@@ -88,13 +88,15 @@ class Shares:
         ``prefix`` itself when ``exact``); returns what waited and may go to it now."""
         member = self.members.get(key)
         if member is None:
+            current = self.groups.get(group) or self._new_group(group)
             member = self._gone.pop(key, None)
             if member is not None and member.group.name == group:  # back: it may take them yet
                 self.lost -= member.in_flight
+                member.group = current
             else:
-                member = Member(key, self.groups.get(group) or self._new_group(group), owner)
+                member = Member(key, current, owner)
             self.members[key] = member
-            member.group.members.append(member)
+            current.members.append(member)
         count = member.prefixes.get(prefix, 0)
         member.prefixes[prefix] = count + 1
         if count == 0:
