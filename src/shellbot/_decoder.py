@@ -32,6 +32,7 @@ _HEADER_SIZE = _codec.HEADER_SIZE
 _SEPARATOR = _codec.BATCH_SEPARATOR
 _CONTROL = _codec.CONTROL
 _loads = orjson.loads
+_decode_wide = _codec.decode_wide
 
 
 class Readiness:
@@ -164,8 +165,12 @@ class Decoder:
                     continue
                 try:
                     append((topic, sender, sequence, _loads(data[split + _HEADER_SIZE : offset])))
-                except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
-                    dropped += 1
+                except orjson.JSONDecodeError:
+                    try:
+                        text = data[split + _HEADER_SIZE : offset]
+                        append((topic, sender, sequence, _decode_wide(text)))
+                    except ValueError:  # it came, unreadable: dropped, not missed
+                        dropped += 1
                 # Topic.missed()'s first case, inline: the latest sender on this channel again
                 if sender == state.sender:
                     if sequence > state.last + 1:
@@ -231,7 +236,10 @@ class Decoder:
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                counters["dropped"] += 1
+                try:
+                    append((topic, sender, first + offset, _decode_wide(part)))
+                except ValueError:
+                    counters["dropped"] += 1
         missed = state.missed(sender, first, first + len(parts) - 1)
         if self._gaps:
             counters["missed"] += missed
@@ -256,4 +264,7 @@ class Decoder:
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                counters["dropped"] += 1
+                try:
+                    append((topic, sender, first + offset, _decode_wide(part)))
+                except ValueError:
+                    counters["dropped"] += 1

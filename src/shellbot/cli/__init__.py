@@ -1,6 +1,6 @@
 """``shellbot-bus``: the bus from a terminal.
 
-Commands: ``vote`` (the spec's distributed vote), ``hub``, ``spy``, ``publish``
+Commands: ``vote`` (the spec's distributed vote), ``hub``, ``spy``, ``publish``, ``bridge``
 and ``bench``. Every command takes ``--address`` (or ``SHELLBOT_BUS_ADDRESS``).
 
 Exit codes, for every command:
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 # Each import adds its command, in the order of the help.
 # isort: off
-from . import vote, hub, keygen, spy, publish, bench  # noqa: F401
+from . import vote, hub, keygen, spy, publish, bridge, bench  # noqa: F401
 
 # isort: on
 from ._app import app, main
