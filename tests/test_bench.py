@@ -36,9 +36,9 @@ def quick_bench(
     return completed, json.loads(report_file.read_text())
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
-    completed, report = quick_bench(tmp_path, timeout=140)
+    completed, report = quick_bench(tmp_path, timeout=230)
     assert report["quick"] is True
     assert report["cores"] >= 1
     assert report["errors"] == []
@@ -92,13 +92,13 @@ def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
 
 def test_unknown_workload_is_refused() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "shellbot.bench", "--only", "T9"],
+        [sys.executable, "-m", "shellbot.bench", "--only", "T99"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert completed.returncode == 2
-    assert "T9" in completed.stdout
+    assert "T99" in completed.stdout
 
 
 def test_rounds_go_round_by_round() -> None:
@@ -424,6 +424,29 @@ def test_durable_t1_is_judged_on_what_was_stored_and_runs_on_nats_only() -> None
     )
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert "--transport nats" in completed.stdout
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("transport", ["zmq", "nats"])
+def test_work_queue_deals_each_message_once_to_eight_members_on_both_sides(
+    tmp_path: Path, transport: str
+) -> None:
+    _, report = quick_bench(tmp_path, "--only", "T1,T9", "--transport", transport, timeout=230)
+    assert report["errors"] == []
+    t9 = report["workloads"]["T9"]
+    for side in ("ours", "anchor"):
+        for result in t9["rounds"][side]:
+            assert result["lost"] == result["twice"] == 0, side
+            assert result["once"] == result["delivered"] == 20_000, side
+            assert len(result["shares"]) == 8, side
+    measures = {row["measure"] for row in t9["rows"]}
+    assert {"ours vs ours T1", "largest share / smallest", "lost", "delivered twice"} <= measures
+    assert set(report["targets"]["T9"]) == {
+        "ours vs ours T1",
+        "largest share / smallest",
+        "lost",
+        "delivered twice",
+    }
 
 
 def test_a_report_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:

@@ -61,7 +61,11 @@ class Bus:
         return Publisher(self.context)
 
     def subscribe(
-        self, channels: str | list[str], pattern: bool = False, durable: str | None = None
+        self,
+        channels: str | list[str],
+        pattern: bool = False,
+        durable: str | None = None,
+        group: str | None = None,
     ) -> Subscriber:
         """A subscriber of one channel or a list of channels (``''``: every channel).
 
@@ -75,5 +79,11 @@ class Bus:
         server keeps the subscriber's position under that name: a subscriber made
         later with the same name, in any process, receives everything published on
         its channels since the last message this one was done with, each message once.
+
+        With ``group='name'``, the subscriber is a member of that queue group: each
+        message on its channels goes to one live member of the group (subscribers
+        outside it, and other groups, get their own copy). A member's ``missed`` stays
+        0, since it sees its share alone: what a group loses is counted where the stream
+        is split (``stats['group_lost']`` of the publisher holding the hub).
         """
-        return Subscriber(self.context, channels, pattern=pattern, durable=durable)
+        return Subscriber(self.context, channels, pattern=pattern, durable=durable, group=group)

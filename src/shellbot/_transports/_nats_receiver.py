@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
+from .._codec import CONTROL
 from ._inbox import Inbox
 from ._nats_connection import _Connection
-from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, matches
+from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
 from .base import Frames, Receiver
 
 
@@ -60,14 +61,20 @@ class ConnectionReceiver(Receiver):
 
 
 class NatsReceiver(ConnectionReceiver):
-    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self, connection: _Connection, inbox: Inbox | None = None, group: str | None = None
+    ) -> None:
         # A durable receiver shares its inbox with the core receiver of its signals.
         super().__init__(connection, inbox)
+        # A queue group's member subscribes to its channels in the server's queue group of
+        # that name: the server gives each message to one member (its signals stay its own).
+        self._queue = None if group is None else encode_token(group)
         self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
         # matching subscription; ZeroMQ, and so the bus, once per receiver).
         self._subscriptions: dict[str, Any] = {}
+        self._queue_of: dict[str, str | None] = {}  # subject -> its queue group, if any
         self._deliverer: dict[bytes, str] = {}
         # Only a wildcard interest matches a subject besides its own: without one, every
         # subscription delivers what it gets, and a subscriber of 10,000 channels does
@@ -77,11 +84,12 @@ class NatsReceiver(ConnectionReceiver):
         self._asked = 0
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
+        queue = self._queue if prefix[:1] != CONTROL else None
         for subject in self._naming.interests(prefix, pattern):
             count = self._interests.get(subject, 0)
             self._interests[subject] = count + 1
             if count == 0:
-                self._connection.call_soon(self._change, subject, True)
+                self._connection.call_soon(self._change, subject, True, queue)
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         for subject in self._naming.interests(prefix, pattern):
@@ -105,18 +113,20 @@ class NatsReceiver(ConnectionReceiver):
             self._connection.call_soon(self._change, subject, False)
 
     # -- in the loop: changes run one after the other, in the order they were asked
-    def _change(self, subject: str, subscribing: bool) -> None:
+    def _change(self, subject: str, subscribing: bool, queue: str | None = None) -> None:
         self._deliverer.clear()
         wildcard = any(token in ("*", ">") for token in subject.split("."))
         if subscribing:
             self._subscriptions[subject] = None  # taken: messages may come before the sid
+            self._queue_of[subject] = queue
             self._asked += 1
             self._rank[subject] = self._asked
             if wildcard:
                 self._wildcards.append(subject)
-            self._connection.loop.create_task(self._subscribe(subject))
+            self._connection.loop.create_task(self._subscribe(subject, queue))
         else:
             self._rank.pop(subject, None)
+            self._queue_of.pop(subject, None)
             if wildcard and subject in self._wildcards:
                 self._wildcards.remove(subject)
             subscription = self._subscriptions.pop(subject, None)
@@ -130,14 +140,15 @@ class NatsReceiver(ConnectionReceiver):
             if subscription is not None:
                 self._connection.client.forget(subscription)
             self._subscriptions[subject] = None
-            self._connection.loop.create_task(self._subscribe(subject))
+            queue = self._queue_of.get(subject)
+            self._connection.loop.create_task(self._subscribe(subject, queue))
 
-    async def _subscribe(self, interest: str) -> None:
+    async def _subscribe(self, interest: str, queue: str | None = None) -> None:
         client = self._connection.client
         # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
         await self._connection.connected_once.wait()
         try:
-            subscription = await client.subscribe(interest)
+            subscription = await client.subscribe(interest, queue=queue or "")
         except Exception:
             if self._connection.failure is None and not client.is_closed:
                 raise
@@ -149,8 +160,9 @@ class NatsReceiver(ConnectionReceiver):
             await unsubscribe_quietly(subscription)
 
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if self._wildcards and self._delivered_by(subject) != interest:
-            return  # another subscription of this receiver delivers this one
+        if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
+            return  # another subscription of this receiver delivers this one (in a queue
+            # group, the server sends one member one copy, on any of its subscriptions)
         topic = self._naming.topic(subject)
         if topic is CARRIED:  # a long channel's: the channel is in the payload
             topic, data = self._naming.carried(subject, data)
