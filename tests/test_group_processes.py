@@ -7,7 +7,8 @@ import json
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import _workers
@@ -33,6 +34,20 @@ def taken(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
+def settled(count: Callable[[], int], quiet: float, timeout: float) -> bool:
+    """Waits until ``count()`` stayed the same for ``quiet`` seconds (at most ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+    return False
+
+
 def test_a_member_killed_loses_what_it_held_counted_and_the_others_take_the_rest(
     network_address: str, network_publisher: Publisher, tmp_path: Path
 ) -> None:
@@ -54,7 +69,10 @@ def test_a_member_killed_loses_what_it_held_counted_and_the_others_take_the_rest
         for number in range(half):
             network_publisher.put("jobs", number)
         assert ready.get(timeout=30.0) == "stalled"  # the first took 10, and holds its share
-        assert eventually(lambda: len(taken(paths[1])) + len(taken(paths[2])) > half // 2, 30)
+        # The others take their share of the first half (on NATS the server deals whole
+        # NATS messages of joined runs at random, so that share varies): until it settles.
+        assert eventually(lambda: len(taken(paths[1])) + len(taken(paths[2])) > 0, 30)
+        assert settled(lambda: len(taken(paths[1])) + len(taken(paths[2])), quiet=0.5, timeout=30)
         os.kill(members[0].pid or 0, signal.SIGKILL)
         members[0].join(timeout=10.0)
         if network_address.startswith("tcp://"):
