@@ -225,14 +225,14 @@ class Subscriber:
     def receive(self, block: bool = False, timeout: float | None = None) -> Message | None:
         """Like ``get()``, but the message comes in its envelope: a ``Message``."""
         entry = self._next_entry(block, timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     def __iter__(self) -> Iterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = self._next_entry(True, SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     async def aget(self, timeout: float | None = None) -> Any:
         """Waits, without blocking the event loop, for the next message; None on timeout."""
@@ -242,14 +242,14 @@ class Subscriber:
     async def areceive(self, timeout: float | None = None) -> Message | None:
         """Like ``aget()``, with the envelope: a ``Message``, or None on timeout."""
         entry = await self._anext_entry(timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = await self._anext_entry(SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     def _iteration_ends(self) -> bool:
         """True once closed, or once the switch is off (read at most every SWITCH_INTERVAL)."""
@@ -397,6 +397,21 @@ class Subscriber:
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
 
 
-def _envelope(entry: Entry) -> Message:
-    topic, sender, sequence, message = entry
-    return Message(_codec.channel_of(topic), message, sender, sequence)
+def _envelope(entry: Entry, settings: BusSettings) -> Message:
+    if len(entry) == 4:
+        topic, sender, sequence, message = entry
+        return Message(_codec.channel_of(topic), message, sender, sequence)
+    topic, sender, sequence, message, reply_at = entry
+    return Message(
+        _codec.channel_of(topic), message, sender, sequence, _replier(settings, reply_at)
+    )
+
+
+def _replier(settings: BusSettings, reply_at: bytes) -> Callable[[Any], None]:
+    """What ``Message.reply`` calls for a request that carried ``reply_at``."""
+
+    def reply(answer: Any) -> None:
+        data = _codec.encode(answer, settings.max_message_size)  # raises in the responder
+        _outbox.outbox_for(settings).reply(reply_at, data)
+
+    return reply

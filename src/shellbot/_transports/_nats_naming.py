@@ -9,6 +9,7 @@ from __future__ import annotations
 import string
 
 from .. import errors
+from .._codec import REPLY
 
 NAME_CACHE_LIMIT = 100_000  # subjects whose topics are remembered
 
@@ -67,6 +68,12 @@ class Naming:
     separators, so a pattern (``votes.*``) is matched by the server. Every channel
     is under ``PREFIX.c.>``, which is what ``''`` subscribes to; the bus's own
     signals are under ``PREFIX.s.``.
+
+    A request to a channel travels under ``PREFIX.r.`` and the same tokens, outside
+    the bus's stream (``PREFIX.c.>``), so JetStream neither stores nor acknowledges
+    it and a server's no-responders status means that no subscriber has the
+    channel. Its answers go to ``PREFIX.i.<inbox>.<correlation>``: the topic
+    ``REPLY`` + ``<inbox>:<correlation>``, and an inbox subscribes to ``PREFIX.i.<inbox>.*``.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -81,6 +88,8 @@ class Naming:
         self.channels = prefix + ".c."
         self.signals = prefix + ".s."
         self.everything = self.channels + ">"
+        self.requests = prefix + ".r."
+        self.inboxes = prefix + ".i."
         self._subjects: dict[bytes, str] = {}
         self._topics: dict[bytes, bytes | None] = {}
 
@@ -98,8 +107,19 @@ class Naming:
             self._subjects[topic] = subject
         return subject
 
+    def inbox_subject(self, reply_to: bytes) -> str:
+        """The subject of the answers to a request that carries ``reply_to``."""
+        inbox, _, correlation = reply_to.decode("ascii").partition(":")
+        return f"{self.inboxes}{inbox}.{correlation}"
+
+    def request_interest(self, interest: str) -> str:
+        """The subject of requests matching a channel's ``interest`` subject."""
+        return self.requests + interest[len(self.channels) :]
+
     def interest(self, prefix: bytes, pattern: str | None) -> str:
         """The subject (with wildcards) a receiver subscribes to for ``Receiver.subscribe``."""
+        if prefix.startswith(REPLY):  # an inbox: every answer to its requests
+            return f"{self.inboxes}{prefix[len(REPLY) :].decode('ascii').rstrip(':')}.*"
         if pattern is not None:
             tokens = pattern.split(".")
             return self.channels + ".".join(
@@ -119,6 +139,11 @@ class Naming:
         topic: bytes | None
         try:
             subject = raw_subject.decode("utf-8")
+            if subject.startswith(self.inboxes):  # one subject per answer: not kept
+                inbox, _, correlation = subject[len(self.inboxes) :].partition(".")
+                return REPLY + f"{inbox}:{correlation}".encode("ascii")
+            if subject.startswith(self.requests):
+                subject = self.channels + subject[len(self.requests) :]
             if subject.startswith(self.channels):
                 pieces = subject[len(self.channels) :].split(".")
                 topic = ".".join(map(decode_token, pieces)).encode("utf-8") + b"\xff"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
+from .._codec import CONTROL, request_body
 from ._inbox import Inbox
 from ._nats_connection import _Connection
 from ._nats_naming import NAME_CACHE_LIMIT, matches
@@ -70,9 +71,15 @@ class NatsReceiver(ConnectionReceiver):
         self._wildcards: list[str] = []
         self._rank: dict[str, int] = {}
         self._asked = 0
+        self._answers = self._naming.inboxes.encode()
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
+        self._add(subject)
+        if prefix[:1] != CONTROL:  # requests to its channels too (see Naming)
+            self._add(self._naming.request_interest(subject))
+
+    def _add(self, subject: str) -> None:
         count = self._interests.get(subject, 0)
         self._interests[subject] = count + 1
         if count == 0:
@@ -80,6 +87,11 @@ class NatsReceiver(ConnectionReceiver):
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
+        self._remove(subject)
+        if prefix[:1] != CONTROL:
+            self._remove(self._naming.request_interest(subject))
+
+    def _remove(self, subject: str) -> None:
         count = self._interests.get(subject, 0)
         if count <= 1:
             self._interests.pop(subject, None)
@@ -130,16 +142,34 @@ class NatsReceiver(ConnectionReceiver):
             return  # the bus refused this program: receive() says so
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
-            client.take(subscription, functools.partial(self._deliver, interest))
+            if interest.startswith(self._naming.requests):  # the reply subject matters
+                client.take(subscription, functools.partial(self._deliver_request, interest), True)
+            else:
+                client.take(subscription, functools.partial(self._deliver, interest))
         else:  # unsubscribed meanwhile
             await unsubscribe_quietly(subscription)
 
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if self._wildcards and self._delivered_by(subject) != interest:
+        if (
+            self._wildcards
+            and not subject.startswith(self._answers)  # an inbox's: one interest matches
+            and self._delivered_by(subject) != interest
+        ):
             return  # another subscription of this receiver delivers this one
         topic = self._naming.topic(subject)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
         self._inbox.push([data] if topic is None else [topic, data])
+
+    def _deliver_request(
+        self, interest: str, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> None:
+        if self._wildcards and self._delivered_by(subject) != interest:
+            return
+        topic = self._naming.topic(subject)
+        if topic is None:
+            self._inbox.push([data])
+        else:  # the reply subject travels in the body, as on every transport
+            self._inbox.push([topic, request_body(data, reply) if reply else data])
 
     def _delivered_by(self, subject: bytes) -> str | None:
         """The first interest, in the order asked, that matches ``subject``."""

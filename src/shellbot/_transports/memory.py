@@ -4,6 +4,8 @@ No hub and no socket: a send appends the frames to the queue of every receiver
 whose prefixes match, under one lock, so order is kept per sender. A receiver
 that falls ``receive_high_water_mark`` frames behind loses the newest frames,
 as a ZeroMQ subscriber would; the sequence numbers above make that visible.
+A request no receiver wants is answered at once, with the empty body that says no
+one subscribes, as the ZeroMQ hub does; an answer no requester wants is counted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 
+from .._codec import CONTROL, HEADER_SIZE, REPLY, REQUEST_MARK_BYTE, request_reply_to
 from .._settings import BusSettings
 from ._inbox import Inbox
 from .base import Frames, Hub, Receiver, Sender, Transport
@@ -24,13 +27,35 @@ class _Exchange:
         self.lock = threading.Lock()
         self.receivers: list[MemoryReceiver] = []
         self.hub_held = False  # one hub per address, as with sockets
+        self.counters = {"no_responders": 0, "replies_dropped": 0}
 
     def deliver(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         with self.lock:
             for topic, body in messages:
+                wanted = False
                 for receiver in self.receivers:
                     if receiver.accepts(topic):
                         receiver.push([topic, body])
+                        wanted = True
+                if not wanted:
+                    self._unwanted(topic, body)
+
+    # Called with the lock held.
+    def _unwanted(self, topic: bytes, body: bytes) -> None:
+        """A request no one wants is answered at once; an answer no one wants, counted."""
+        if topic.startswith(REPLY):
+            self.counters["replies_dropped"] += 1
+        elif topic[:1] != CONTROL and len(body) > HEADER_SIZE:
+            if body[HEADER_SIZE] != REQUEST_MARK_BYTE:
+                return
+            reply_to = request_reply_to(body)
+            if reply_to is None:
+                return
+            self.counters["no_responders"] += 1
+            answer = REPLY + reply_to
+            for receiver in self.receivers:
+                if receiver.accepts(answer):
+                    receiver.push([answer, b""])
 
 
 _exchanges: dict[str, _Exchange] = {}
@@ -110,7 +135,7 @@ class MemoryHub(Hub):
         self._exchange = exchange
 
     def stats(self) -> dict[str, int]:
-        return {}
+        return dict(self._exchange.counters)
 
     def close(self, drain: float) -> None:
         with self._exchange.lock:

@@ -58,6 +58,11 @@ log = logging.getLogger("shellbot.bus")
 RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 
 _unpack_header = HEADER.unpack_from
+# Requests and answers wait in the sender's queue as these control topics (never a
+# bus signal's: those are text), so they keep their order with the messages.
+_EXCHANGE = b"\x00"
+_REQUEST_ITEM = b"\xff\x00q"  # + reply subject + b" " + the channel's topic
+_REPLY_ITEM = b"\xff\x00a"  # + the reply subject to answer on
 
 
 class NatsSender(Sender):
@@ -112,6 +117,26 @@ class NatsSender(Sender):
             return UNKNOWN_NODES
         self.send_one(topic, body)
         return 1 + self._connection.probe_elsewhere(self._naming.subject(topic))
+
+    def send_request(self, topic: bytes, body: bytes, reply_to: bytes) -> None:
+        """A request leaves in order with the messages, as a NATS request (a reply
+        subject, under ``PREFIX.r.``: see ``Naming``), whose no-responders status the
+        server sends when no one subscribes."""
+        reply = self._naming.inbox_subject(reply_to).encode()
+        self.send_one(_REQUEST_ITEM + reply + b" " + topic, body)
+
+    def send_reply(self, reply_at: bytes, body: bytes) -> None:
+        """``reply_at`` is the NATS reply subject the request came with."""
+        self.send_one(_REPLY_ITEM + reply_at, body)
+
+    async def _publish_exchange(self, item: bytes, body: bytes) -> None:
+        client = self._connection.client
+        if item.startswith(_REQUEST_ITEM):
+            reply, _, topic = item[len(_REQUEST_ITEM) :].partition(b" ")
+            subject = self._naming.request_interest(self._naming.subject(topic))
+            await client.publish(subject, body, reply=reply.decode())
+        else:
+            await client.publish(item[len(_REPLY_ITEM) :].decode(), body)
 
     def _wait_for_room(self) -> None:
         deadline = time.monotonic() + self._settings.send_timeout
@@ -251,7 +276,9 @@ class NatsSender(Sender):
                     if parts is not None:
                         body = BATCH_SEPARATOR.join(parts)
                 try:
-                    if stored is not None and topic[0] != CONTROL_BYTE:
+                    if topic[0] == CONTROL_BYTE and topic[1:2] == _EXCHANGE:
+                        await self._publish_exchange(topic, body)
+                    elif stored is not None and topic[0] != CONTROL_BYTE:
                         await stored(subject_of(topic), body)
                     else:
                         await publish(subject_of(topic), body)

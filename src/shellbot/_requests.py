@@ -1,0 +1,340 @@
+"""Requests and their answers: the one reply inbox of a process, and what waits on it.
+
+A request is a message on its channel that carries a reply address (see ``_codec``):
+the inbox's identity and the request's correlation id. Every request of a process on
+one address shares one inbox, a receiver subscribed once to ``REPLY`` + its identity,
+read by a thread of its own that hands each answer to the request it names
+(``Pending``). A correlation id is used once: an answer to a request that has ended
+(a late one, or one more than it asked for) finds no one, and is counted ``late``.
+
+When no one subscribes to the request's channel, the hub (the ZeroMQ hub, the memory
+exchange, a NATS server's no-responders status) answers with an empty body at once:
+``NoResponders``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from . import _codec, _outbox
+from ._message import Message
+from ._settings import BusSettings
+from ._transports import transport_for
+from .errors import ClosedError, NoResponders, TimeoutError
+
+READ_SLICE = 0.25  # the inbox's thread looks whether it should stop this often, in seconds
+_NOT_KNOWN = 1 << 30  # probe copies needed before the first probe said how many
+
+
+def check_timeout(timeout: Any) -> float:
+    """A request's timeout: a positive number of seconds."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is a number of seconds; it got {type(timeout).__name__}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout is a positive, finite number of seconds; it got {timeout!r}")
+    return float(timeout)
+
+
+def check_count(count: Any) -> int | None:
+    if count is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count is None or a whole number of answers from 1; it got {count!r}")
+    return count
+
+
+class Waiting:
+    """One request waiting for its answers: ended by enough answers, by the notice that
+    no one subscribes, by the requester's timeout, or by the inbox closing."""
+
+    __slots__ = ("_async", "_done", "answers", "channel", "correlation", "error", "no_responders")
+
+    def __init__(self, channel: str, correlation: int) -> None:
+        self.channel = channel
+        self.correlation = correlation
+        self.answers: list[Message] = []
+        self.no_responders = False
+        self.error: ClosedError | None = None
+        self._done = threading.Event()
+        self._async: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def finish(self) -> None:
+        """From the inbox's thread (with the table's lock held): wakes the requester."""
+        self._done.set()
+        waiter = self._async
+        if waiter is not None:
+            loop, future = waiter
+            with contextlib.suppress(RuntimeError):  # that loop is closed: no one waits there
+                loop.call_soon_threadsafe(_resolve, future)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float) -> None:
+        self._done.wait(max(0.0, timeout))
+
+    async def wait_async(self, timeout: float, lock: threading.Lock) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with lock:
+            if self._done.is_set():
+                return
+            self._async = (loop, future)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(future, max(0.0, timeout))
+
+
+class Pending:
+    """The requests of a process waiting for answers, by correlation id; no I/O.
+
+    At most ``limit`` wait at once: each one ends by its own timeout at the latest, so
+    a flood of requests that no one answers costs that much memory, no more.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.lock = threading.Lock()
+        self._limit = max(1, limit)
+        self._waiting: dict[int, tuple[Waiting, int | None]] = {}
+        self._next = 0
+        self._closed: ClosedError | None = None
+        self.counters = {
+            "requests": 0,  # sent
+            "answers": 0,  # handed to a request
+            "late": 0,  # for a request that had ended (or never was): dropped
+            "no_responders": 0,
+            "timeouts": 0,  # requests that ended at their timeout with no answer
+            "dropped": 0,  # answers that are not JSON, or of the wrong shape
+        }
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def open(self, channel: str, count: int | None) -> Waiting:
+        """A new request, waiting for ``count`` answers (None: as many as come)."""
+        with self.lock:
+            if self._closed is not None:
+                raise self._closed
+            if len(self._waiting) >= self._limit:
+                raise TimeoutError(
+                    f"{len(self._waiting)} requests of this process already wait for answers "
+                    f"(at most bus.send_high_water_mark): the request on {channel!r} was not sent"
+                )
+            self._next += 1
+            waiting = Waiting(channel, self._next)
+            self._waiting[waiting.correlation] = (waiting, count)
+            self.counters["requests"] += 1
+            return waiting
+
+    def end(self, waiting: Waiting) -> None:
+        """The requester is done with ``waiting``: answers to it from now on are late."""
+        with self.lock:
+            self._waiting.pop(waiting.correlation, None)
+            if not waiting.answers and not waiting.no_responders and waiting.error is None:
+                self.counters["timeouts"] += 1
+
+    def answer(self, correlation: int, body: bytes) -> None:
+        """Hands an answer (a reply's body; empty: no one subscribes) to its request."""
+        with self.lock:
+            entry = self._waiting.get(correlation)
+            if entry is None:
+                self.counters["late"] += 1
+                return
+            waiting, count = entry
+            if not body:
+                waiting.no_responders = True
+                self.counters["no_responders"] += 1
+                del self._waiting[correlation]
+                waiting.finish()
+                return
+            if len(body) < _codec.HEADER_SIZE:
+                self.counters["dropped"] += 1
+                return
+            try:
+                message = orjson.loads(body[_codec.HEADER_SIZE :])
+            except orjson.JSONDecodeError:
+                self.counters["dropped"] += 1
+                return
+            sender, sequence = _codec.HEADER.unpack_from(body)
+            waiting.answers.append(Message(waiting.channel, message, sender, sequence))
+            self.counters["answers"] += 1
+            if count is not None and len(waiting.answers) >= count:
+                del self._waiting[correlation]
+                waiting.finish()
+
+    def close(self, error: ClosedError) -> None:
+        """Ends every request waiting, with ``error``, and refuses new ones."""
+        with self.lock:
+            self._closed = error
+            for waiting, _ in self._waiting.values():
+                waiting.error = error
+                waiting.finish()
+            self._waiting.clear()
+
+
+class Requester:
+    """The reply inbox of this process on one address, and its requests."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._outbox = _outbox.outbox_for(settings)
+        identity = secrets.token_hex(8).encode()
+        self._identity = identity + b":"
+        self._prefix = _codec.REPLY + self._identity
+        self.pending = Pending(settings.send_high_water_mark)
+        self._receiver = transport_for(settings).open_receiver()
+        self._receiver.subscribe(self._prefix)
+        self._probe = _codec.PROBE + secrets.token_hex(8).encode()
+        self._receiver.subscribe(self._probe)  # after the inbox: its echo proves both
+        self._echoes: set[int] = set()
+        self._needed = _NOT_KNOWN
+        self._ready = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="shellbot-replies", daemon=True)
+        self._thread.start()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        with self.pending.lock:
+            return dict(self.pending.counters)
+
+    # -- the requester's side
+    def send(self, channel: Any, message: Any, timeout: float, count: int | None) -> Waiting:
+        """Sends a request and returns it waiting (``wait()`` it, then ``end()`` it)."""
+        if not isinstance(channel, str):
+            raise TypeError(
+                f"A request goes to one channel (str); it got {type(channel).__name__} "
+                f"{channel!r}: use request_all() on each channel to ask several"
+            )
+        _codec.check_channels(channel)
+        data = _codec.encode(message, self.settings.max_message_size)
+        deadline = time.monotonic() + timeout
+        self._wait_ready(channel, timeout, deadline)
+        waiting = self.pending.open(channel, count)
+        try:
+            reply_to = self._identity + b"%x" % waiting.correlation
+            self._outbox.request(channel, data, reply_to)
+        except BaseException:
+            self.pending.end(waiting)
+            raise
+        return waiting
+
+    def _wait_ready(self, channel: str, timeout: float, deadline: float) -> None:
+        """Waits until the inbox's subscription is live at the hub: an answer that came
+        before it would be lost."""
+        interval = 0.005
+        while not self._ready.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(
+                    f"No hub answered at {self.settings.address} within {timeout:g} s, so "
+                    f"the request on {channel!r} was not sent: start a publisher or "
+                    "`shellbot-bus hub` there"
+                )
+            needed = self._outbox.send_probe(self._probe)
+            with self.pending.lock:
+                self._needed = needed
+                if len(self._echoes) >= needed:
+                    self._ready.set()
+            self._ready.wait(min(interval, deadline - now))
+            interval = min(interval * 2, 0.2)
+
+    # -- the inbox's thread
+    def _run(self) -> None:
+        receiver = self._receiver
+        prefix = self._prefix
+        start = len(prefix)
+        answer = self.pending.answer
+        try:
+            while not self._stopping:
+                try:
+                    frames = receiver.receive(READ_SLICE)
+                except Exception:  # closed, or refused: every request waiting ends
+                    break
+                if frames is None or len(frames) != 2:
+                    continue
+                topic, body = frames
+                if topic.startswith(prefix):
+                    try:
+                        correlation = int(topic[start:], 16)
+                    except ValueError:
+                        continue
+                    answer(correlation, body)
+                elif topic == self._probe and len(body) >= _codec.HEADER_SIZE:
+                    with self.pending.lock:
+                        self._echoes.add(_codec.HEADER.unpack_from(body)[0])
+                        if len(self._echoes) >= self._needed:
+                            self._ready.set()
+        finally:
+            self.pending.close(
+                ClosedError("The bus's reply inbox of this process closed: the request ended")
+            )
+            receiver.close()
+
+    def close(self) -> None:
+        """Ends every request waiting (``ClosedError``) and frees the inbox."""
+        self._stopping = True
+        self.pending.close(ClosedError("The process is stopping: the request ended unanswered"))
+        self._receiver.interrupt()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(READ_SLICE * 4)
+
+
+def outcome(waiting: Waiting, timeout: float, first_only: bool) -> list[Message]:
+    """The answers of a request that ended, or the error that says why there are none."""
+    if waiting.error is not None:
+        raise waiting.error
+    if waiting.no_responders:
+        raise NoResponders(
+            f"No one subscribes to channel {waiting.channel!r}: the request found no "
+            "responder (subscribe a responder to it first)"
+        )
+    if first_only and not waiting.answers:
+        raise TimeoutError(
+            f"No answer to the request on channel {waiting.channel!r} within {timeout:g} s: "
+            "its subscribers did not reply (message.reply(answer))"
+        )
+    return list(waiting.answers)
+
+
+_requesters: dict[BusSettings, Requester] = {}
+_requesters_lock = threading.Lock()
+
+
+def requester_for(settings: BusSettings) -> Requester:
+    """This process's requester of these settings, made on first use."""
+    requester = _requesters.get(settings)
+    if requester is None:
+        with _requesters_lock:
+            requester = _requesters.get(settings)
+            if requester is None:
+                requester = _requesters[settings] = Requester(settings)
+                _outbox.stop_at_exit(id(requester), requester.close)
+    return requester
+
+
+def existing_requester(settings: BusSettings) -> Requester | None:
+    return _requesters.get(settings)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _forget_after_fork() -> None:
+    global _requesters_lock
+    _requesters.clear()
+    _requesters_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
