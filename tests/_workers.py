@@ -57,3 +57,9 @@ def read_setting(context: Any, go: Any, results: Any) -> None:
     results.put(("started", None))
     go.wait(10.0)
     results.put(("value", context.get("shared.value")))
+
+
+def brief_requester(address: str, channel: str) -> None:
+    """Asks once, gives up at once, and leaves: its answer finds no one."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    bus.request_all(channel, "anyone?", timeout=0.05)
