@@ -118,8 +118,9 @@ class Naming:
 
     def interest(self, prefix: bytes, pattern: str | None) -> str:
         """The subject (with wildcards) a receiver subscribes to for ``Receiver.subscribe``."""
-        if prefix.startswith(REPLY):  # an inbox: every answer to its requests
-            return f"{self.inboxes}{prefix[len(REPLY) :].decode('ascii').rstrip(':')}.*"
+        if prefix.startswith(REPLY):  # an inbox: every answer to its requests (or all)
+            inbox = prefix[len(REPLY) :].decode("ascii").rstrip(":")
+            return f"{self.inboxes}{inbox}.*" if inbox else f"{self.inboxes}>"
         if pattern is not None:
             tokens = pattern.split(".")
             return self.channels + ".".join(
