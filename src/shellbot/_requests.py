@@ -21,6 +21,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,7 +32,7 @@ from ._settings import BusSettings
 from ._transports import transport_for
 from .errors import ClosedError, NoResponders, TimeoutError
 
-READ_SLICE = 0.25  # the inbox's thread looks whether it should stop this often, in seconds
+READ_SLICE = 0.05  # whoever reads the inbox looks whether to stop or hand over this often
 _NOT_KNOWN = 1 << 30  # probe copies needed before the first probe said how many
 
 
@@ -80,9 +81,6 @@ class Waiting:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def wait(self, timeout: float) -> None:
-        self._done.wait(max(0.0, timeout))
-
     async def wait_async(self, timeout: float, lock: threading.Lock) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -103,6 +101,7 @@ class Pending:
 
     def __init__(self, limit: int) -> None:
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # a request ended (or more): look again
         self._limit = max(1, limit)
         self._waiting: dict[int, tuple[Waiting, int | None]] = {}
         self._next = 0
@@ -155,6 +154,7 @@ class Pending:
                 self.counters["no_responders"] += 1
                 del self._waiting[correlation]
                 waiting.finish()
+                self.changed.notify_all()
                 return
             if len(body) < _codec.HEADER_SIZE:
                 self.counters["dropped"] += 1
@@ -170,6 +170,7 @@ class Pending:
             if count is not None and len(waiting.answers) >= count:
                 del self._waiting[correlation]
                 waiting.finish()
+                self.changed.notify_all()
 
     def close(self, error: ClosedError) -> None:
         """Ends every request waiting, with ``error``, and refuses new ones."""
@@ -179,10 +180,19 @@ class Pending:
                 waiting.error = error
                 waiting.finish()
             self._waiting.clear()
+            self.changed.notify_all()
 
 
 class Requester:
-    """The reply inbox of this process on one address, and its requests."""
+    """The reply inbox of this process on one address, and its requests.
+
+    Whoever waits reads the inbox (leader and followers): a thread waiting for its
+    answer takes the inbox's receiver when no one else reads it, and hands every
+    answer that comes to its request, waking the others; when it is done, another
+    waiting thread takes over. So a lone requester reads its own answer, with no
+    thread between the socket and it. Answers to asyncio requests are read by a
+    thread of the inbox's own, which reads only while such requests wait.
+    """
 
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings
@@ -197,10 +207,11 @@ class Requester:
         self._receiver.subscribe(self._probe)  # after the inbox: its echo proves both
         self._echoes: set[int] = set()
         self._needed = _NOT_KNOWN
-        self._ready = threading.Event()
+        self._ready = False
+        self._reading = threading.Lock()  # held by whoever reads the receiver
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="shellbot-replies", daemon=True)
-        self._thread.start()
+        self._asynchronous = 0  # asyncio requests waiting: the inbox's thread reads for them
+        self._thread: threading.Thread | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -217,8 +228,8 @@ class Requester:
             )
         _codec.check_channels(channel)
         data = _codec.encode(message, self.settings.max_message_size)
-        deadline = time.monotonic() + timeout
-        self._wait_ready(channel, timeout, deadline)
+        if not self._ready:
+            self._wait_ready(channel, timeout, time.monotonic() + timeout)
         waiting = self.pending.open(channel, count)
         try:
             reply_to = self._identity + b"%x" % waiting.correlation
@@ -228,13 +239,36 @@ class Requester:
             raise
         return waiting
 
+    def wait(self, waiting: Waiting, timeout: float) -> None:
+        """Waits at most ``timeout`` seconds for ``waiting`` to end, reading the inbox
+        when no one else does."""
+        self._wait_for(lambda: waiting.done, time.monotonic() + timeout)
+
+    async def wait_async(self, waiting: Waiting, timeout: float) -> None:
+        pending = self.pending
+        with pending.lock:
+            self._asynchronous += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._read_for_asyncio, name="shellbot-replies", daemon=True
+                )
+                self._thread.start()
+            pending.changed.notify_all()
+        try:
+            await waiting.wait_async(timeout, pending.lock)
+        finally:
+            with pending.lock:
+                self._asynchronous -= 1
+
     def _wait_ready(self, channel: str, timeout: float, deadline: float) -> None:
         """Waits until the inbox's subscription is live at the hub: an answer that came
         before it would be lost."""
         interval = 0.005
-        while not self._ready.is_set():
+        while not self._ready:
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or self._stopping:
+                if self._stopping:
+                    raise ClosedError("The process is stopping: the request was not sent")
                 raise TimeoutError(
                     f"No hub answered at {self.settings.address} within {timeout:g} s, so "
                     f"the request on {channel!r} was not sent: start a publisher or "
@@ -243,49 +277,80 @@ class Requester:
             needed = self._outbox.send_probe(self._probe)
             with self.pending.lock:
                 self._needed = needed
-                if len(self._echoes) >= needed:
-                    self._ready.set()
-            self._ready.wait(min(interval, deadline - now))
+                self._ready = len(self._echoes) >= needed
+            self._wait_for(lambda: self._ready, min(deadline, now + interval))
             interval = min(interval * 2, 0.2)
 
-    # -- the inbox's thread
-    def _run(self) -> None:
-        receiver = self._receiver
-        prefix = self._prefix
-        start = len(prefix)
-        answer = self.pending.answer
-        try:
-            while not self._stopping:
-                try:
-                    frames = receiver.receive(READ_SLICE)
-                except Exception:  # closed, or refused: every request waiting ends
-                    break
-                if frames is None or len(frames) != 2:
+    def _wait_for(self, done: Callable[[], bool], deadline: float) -> None:
+        """Until ``done()`` or ``deadline``: reads the inbox (the leader), or waits for
+        the one who reads to hand over (a follower)."""
+        pending = self.pending
+        reading = self._reading
+        while True:
+            with pending.lock:
+                remaining = deadline - time.monotonic()
+                if done() or remaining <= 0 or self._stopping:
+                    return
+                if not reading.acquire(False):
+                    pending.changed.wait(min(remaining, READ_SLICE))
                     continue
-                topic, body = frames
-                if topic.startswith(prefix):
-                    try:
-                        correlation = int(topic[start:], 16)
-                    except ValueError:
-                        continue
-                    answer(correlation, body)
-                elif topic == self._probe and len(body) >= _codec.HEADER_SIZE:
-                    with self.pending.lock:
-                        self._echoes.add(_codec.HEADER.unpack_from(body)[0])
-                        if len(self._echoes) >= self._needed:
-                            self._ready.set()
-        finally:
-            self.pending.close(
-                ClosedError("The bus's reply inbox of this process closed: the request ended")
-            )
-            receiver.close()
+            try:
+                self._read(done, deadline)
+            finally:
+                reading.release()
+                with pending.lock:
+                    pending.changed.notify_all()  # another one waiting may read now
+
+    def _read(self, done: Callable[[], bool], deadline: float) -> None:
+        """Reads the inbox (holding ``_reading``) until ``done()`` or ``deadline``."""
+        receive = self._receiver.receive
+        while not done() and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                frames = receive(min(remaining, READ_SLICE))
+            except Exception:  # closed, or refused: every request waiting ends
+                self.pending.close(ClosedError("The reply inbox of this process closed"))
+                return
+            if frames is not None:
+                self._take(frames)
+
+    def _take(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        topic, body = frames
+        prefix = self._prefix
+        if topic.startswith(prefix):
+            try:
+                correlation = int(topic[len(prefix) :], 16)
+            except ValueError:
+                return
+            self.pending.answer(correlation, body)
+        elif topic == self._probe and len(body) >= _codec.HEADER_SIZE:
+            pending = self.pending
+            with pending.lock:
+                self._echoes.add(_codec.HEADER.unpack_from(body)[0])
+                if len(self._echoes) >= self._needed:
+                    self._ready = True
+                    pending.changed.notify_all()
+
+    def _read_for_asyncio(self) -> None:
+        """The inbox's thread: reads while asyncio requests wait (and no one else does)."""
+        pending = self.pending
+        while not self._stopping:
+            with pending.lock:
+                while not self._stopping and not self._asynchronous:
+                    pending.changed.wait(1.0)
+            self._wait_for(lambda: not self._asynchronous, time.monotonic() + 1.0)
 
     def close(self) -> None:
         """Ends every request waiting (``ClosedError``) and frees the inbox."""
         self._stopping = True
         self.pending.close(ClosedError("The process is stopping: the request ended unanswered"))
-        self._receiver.interrupt()
-        if threading.current_thread() is not self._thread:
+        if self._reading.acquire(timeout=READ_SLICE * 4):  # whoever reads lets go
+            self._receiver.close()
+        if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(READ_SLICE * 4)
 
 

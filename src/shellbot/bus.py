@@ -137,7 +137,7 @@ class Bus:
         requester = _requests.requester_for(self._bus_settings())
         waiting = requester.send(channel, message, timeout, count)
         try:
-            waiting.wait(timeout)
+            requester.wait(waiting, timeout)
         finally:
             requester.pending.end(waiting)
         return _requests.outcome(waiting, timeout, first)
@@ -149,7 +149,7 @@ class Bus:
         requester = _requests.requester_for(self._bus_settings())
         waiting = requester.send(channel, message, timeout, count)
         try:
-            await waiting.wait_async(timeout, requester.pending.lock)
+            await requester.wait_async(waiting, timeout)
         finally:
             requester.pending.end(waiting)
         return _requests.outcome(waiting, timeout, first)
