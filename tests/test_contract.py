@@ -618,3 +618,23 @@ def test_a_pending_request_ends_with_closed_error_when_the_inbox_closes(
     with pytest.raises(ClosedError):
         requester.send("never", "again", 1.0, 1)
     _requests._requesters.clear()  # the next test's bus makes a new one
+
+
+def test_a_request_can_be_answered_from_a_copy_of_it(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    import pickle
+
+    responder = subscribers(bus, "handed.on")
+    outcome: list[Any] = []
+    asking = threading.Thread(
+        target=lambda: outcome.append(bus.request("handed.on", "q", timeout=5.0))
+    )
+    asking.start()
+    request = responder.receive(block=True, timeout=5.0)
+    assert request is not None
+    copy = pickle.loads(pickle.dumps(request))  # as a worker process would get it
+    assert copy == request and copy.is_request
+    copy.reply("from the copy")
+    asking.join(5.0)
+    assert outcome == ["from the copy"]

@@ -403,15 +403,24 @@ def _envelope(entry: Entry, settings: BusSettings) -> Message:
         return Message(_codec.channel_of(topic), message, sender, sequence)
     topic, sender, sequence, message, reply_at = entry
     return Message(
-        _codec.channel_of(topic), message, sender, sequence, _replier(settings, reply_at)
+        _codec.channel_of(topic), message, sender, sequence, _Replier(settings, reply_at)
     )
 
 
-def _replier(settings: BusSettings, reply_at: bytes) -> Callable[[Any], None]:
-    """What ``Message.reply`` calls for a request that carried ``reply_at``."""
+class _Replier:
+    """What ``Message.reply`` calls for a request that carried ``reply_at``: an object,
+    not a closure, so that a request travels to another process (pickled) and is
+    answered from there."""
 
-    def reply(answer: Any) -> None:
-        data = _codec.encode(answer, settings.max_message_size)  # raises in the responder
-        _outbox.outbox_for(settings).reply(reply_at, data)
+    __slots__ = ("reply_at", "settings")
 
-    return reply
+    def __init__(self, settings: BusSettings, reply_at: bytes) -> None:
+        self.settings = settings
+        self.reply_at = reply_at
+
+    def __call__(self, answer: Any) -> None:
+        data = _codec.encode(answer, self.settings.max_message_size)  # raises in the responder
+        _outbox.outbox_for(self.settings).reply(self.reply_at, data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Replier, (self.settings, self.reply_at))

@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any as _Any
 
 from . import _requests
 from ._message import Message
@@ -84,7 +84,7 @@ class Bus:
 
     # -- requests ---------------------------------------------------------------------
 
-    def request(self, channel: str, message: Any, timeout: float = 2.0) -> Any:
+    def request(self, channel: str, message: _Any, timeout: float = 2.0) -> _Any:
         """Sends ``message`` as a request on ``channel`` and returns the first answer
         (its payload, as ``get()`` returns payloads).
 
@@ -97,12 +97,12 @@ class Bus:
         """
         return self._ask(channel, message, timeout, 1)[0].message
 
-    async def arequest(self, channel: str, message: Any, timeout: float = 2.0) -> Any:
+    async def arequest(self, channel: str, message: _Any, timeout: float = 2.0) -> _Any:
         """``request()`` without blocking the event loop."""
         return (await self._aask(channel, message, timeout, 1))[0].message
 
     def request_all(
-        self, channel: str, message: Any, timeout: float = 2.0, count: int | None = None
+        self, channel: str, message: _Any, timeout: float = 2.0, count: int | None = None
     ) -> list[Message]:
         """Sends a request and returns the answers (each a ``Message``, with the responders'
         ``sender``) that came within ``timeout`` seconds, or as soon as ``count`` came:
@@ -111,7 +111,7 @@ class Bus:
         return self._ask(channel, message, timeout, _requests.check_count(count), False)
 
     async def arequest_all(
-        self, channel: str, message: Any, timeout: float = 2.0, count: int | None = None
+        self, channel: str, message: _Any, timeout: float = 2.0, count: int | None = None
     ) -> list[Message]:
         """``request_all()`` without blocking the event loop."""
         count = _requests.check_count(count)
@@ -131,7 +131,7 @@ class Bus:
         return self._settings
 
     def _ask(
-        self, channel: str, message: Any, timeout: float, count: int | None, first: bool = True
+        self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
     ) -> list[Message]:
         timeout = _requests.check_timeout(timeout)
         requester = _requests.requester_for(self._bus_settings())
@@ -143,7 +143,7 @@ class Bus:
         return _requests.outcome(waiting, timeout, first)
 
     async def _aask(
-        self, channel: str, message: Any, timeout: float, count: int | None, first: bool = True
+        self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
     ) -> list[Message]:
         timeout = _requests.check_timeout(timeout)
         requester = _requests.requester_for(self._bus_settings())

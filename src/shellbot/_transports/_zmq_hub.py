@@ -439,10 +439,15 @@ class ZmqHub(Hub):
         knows the routes requested before its subscription: a probe's echo tells the
         subscriber that its channels reach it."""
         self._send_runs(runs)
-        _take_subscriptions(self._xpub, self._routes)
-        if data.startswith(REPLY) and inbox_of(data[:end]) not in self._routes.inboxes:
-            self._counters["replies_dropped"] += 1  # its requester is gone
-            return
+        if data.startswith(REPLY):  # an answer: to an inbox the hub knows, else counted
+            inbox = inbox_of(data[:end])
+            if inbox not in self._routes.inboxes:
+                _take_subscriptions(self._xpub, self._routes)  # it may have just come
+                if inbox not in self._routes.inboxes:
+                    self._counters["replies_dropped"] += 1  # its requester is gone
+                    return
+        else:
+            _take_subscriptions(self._xpub, self._routes)
         _send(self._xpub, data[:end], _SNDMORE)
         _send(self._xpub, data[end:])
 
