@@ -160,3 +160,21 @@ def test_requests_on_nats_keep_out_of_the_bus_stream(jetstream: NatsNode) -> Non
         stored.close()
     finally:
         publisher.stop(timeout=5.0)
+
+
+def test_an_answer_to_a_requester_gone_is_counted_by_its_responder_on_nats(
+    nats_server: NatsNode,
+) -> None:
+    bus = Bus(Context({"bus": {"address": nats_server.url}}))
+    responder = bus.subscribe("gone")
+    assert responder.wait_ready(timeout=10.0)
+    child = multiprocessing.get_context("spawn").Process(
+        target=brief_requester, args=(nats_server.url, "gone")
+    )
+    child.start()
+    request = responder.receive(block=True, timeout=20.0)
+    child.join(20.0)
+    assert request is not None and request.is_request and child.exitcode == 0
+    request.reply("too late")  # never raises in the responder: the server says no one took it
+    assert eventually(lambda: bus.request_stats.get("replies_dropped") == 1)
+    responder.close()

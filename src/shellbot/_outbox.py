@@ -91,6 +91,10 @@ class Outbox:
         with self._lock:
             self._sender.send_reply(reply_at, _pack(self.sender_id, 0) + data)
 
+    def replies_dropped(self) -> int:
+        """Answers sent that the broker said found no requester (see ``Sender``)."""
+        return self._sender.replies_dropped()
+
     def send_control(self, topic: bytes) -> None:
         """Sends a bus signal (a pill) in order with the messages put before it."""
         with self._lock:

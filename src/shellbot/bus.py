@@ -25,7 +25,7 @@ from __future__ import annotations
 import typing
 from typing import Any as _Any
 
-from . import _requests
+from . import _outbox, _requests
 from ._message import Message
 from ._publisher import Publisher
 from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
@@ -121,9 +121,16 @@ class Bus:
     def request_stats(self) -> dict[str, int]:
         """This process's requests on this bus: ``requests`` sent, ``answers`` taken,
         ``late`` answers (their request had ended: dropped), ``no_responders``,
-        ``timeouts`` and ``dropped`` (answers that did not read)."""
-        requester = _requests.existing_requester(self._bus_settings())
-        return {} if requester is None else requester.counters
+        ``timeouts`` and ``dropped`` (answers that did not read); on NATS, also
+        ``replies_dropped``: answers this process sent that found no requester (a hub
+        of the bus's own counts those in its ``publisher.stats``)."""
+        settings = self._bus_settings()
+        requester = _requests.existing_requester(settings)
+        stats = {} if requester is None else requester.counters
+        outbox = _outbox.existing_outbox(settings)
+        if outbox is not None and outbox.replies_dropped():
+            stats["replies_dropped"] = outbox.replies_dropped()
+        return stats
 
     def _bus_settings(self) -> _BusSettings:
         if self._settings is None:

@@ -62,6 +62,11 @@ class Sender(abc.ABC):
         finds no requester is dropped and counted by the hub, never raised here."""
         self.send([(REPLY + reply_at, body)])
 
+    def replies_dropped(self) -> int:
+        """Answers this sender sent that the broker said found no requester (NATS); 0
+        where a hub of the bus's own counts them (``replies_dropped`` in its stats)."""
+        return 0
+
     def handshake_failure(self) -> str | None:
         """Why the hub refused this sender's latest handshake (a secured bus), or None.
         Asked only while waiting for readiness: never on the way of a message."""

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
@@ -80,6 +82,8 @@ class NatsSender(Sender):
         # bus.durable: channels' runs are published to the stream, and kept until stored
         self._stored: StoredPublishing | None = None
         self._failure: errors.ShellbotError | None = None  # the stream cannot be used
+        self._bounces: str | None = None  # where the server says an answer found no one
+        self._replies_dropped = 0
         connection.call_soon(self._start)
 
     # -- in the caller's thread
@@ -136,7 +140,19 @@ class NatsSender(Sender):
             subject = self._naming.request_interest(self._naming.subject(topic))
             await client.publish(subject, body, reply=reply.decode())
         else:
-            await client.publish(item[len(_REPLY_ITEM) :].decode(), body)
+            if self._bounces is None:  # before the first answer leaves: in order on the wire
+                self._bounces = f"{self._naming.inboxes}{secrets.token_hex(8)}.0"
+                await client.subscribe(self._bounces, cb=self._bounced)
+            # With a reply subject of its own, an answer whose requester is gone comes
+            # back as the server's no-responders status: counted, never raised.
+            await client.publish(item[len(_REPLY_ITEM) :].decode(), body, reply=self._bounces)
+
+    async def _bounced(self, message: Any) -> None:
+        if not message.data:
+            self._replies_dropped += 1
+
+    def replies_dropped(self) -> int:
+        return self._replies_dropped
 
     def _wait_for_room(self) -> None:
         deadline = time.monotonic() + self._settings.send_timeout
