@@ -36,9 +36,9 @@ def quick_bench(
     return completed, json.loads(report_file.read_text())
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
-    completed, report = quick_bench(tmp_path, timeout=140)
+    completed, report = quick_bench(tmp_path, timeout=230)
     assert report["quick"] is True
     assert report["cores"] >= 1
     assert report["errors"] == []
@@ -432,3 +432,26 @@ def test_quick_t8_on_nats_answers_every_request_on_both_sides(tmp_path: Path) ->
     for side in ("ours", "anchor"):
         assert t8[side]["round_trips"] >= 300 and t8[side]["concurrent_rate"] > 0, side
     assert "requests/s, 8 requesters" in completed.stdout
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("transport", ["zmq", "nats"])
+def test_work_queue_deals_each_message_once_to_eight_members_on_both_sides(
+    tmp_path: Path, transport: str
+) -> None:
+    _, report = quick_bench(tmp_path, "--only", "T1,T9", "--transport", transport, timeout=230)
+    assert report["errors"] == []
+    t9 = report["workloads"]["T9"]
+    for side in ("ours", "anchor"):
+        for result in t9["rounds"][side]:
+            assert result["lost"] == result["twice"] == 0, side
+            assert result["once"] == result["delivered"] == 20_000, side
+            assert len(result["shares"]) == 8, side
+    measures = {row["measure"] for row in t9["rows"]}
+    assert {"ours vs ours T1", "largest share / smallest", "lost", "delivered twice"} <= measures
+    assert set(report["targets"]["T9"]) == {
+        "ours vs ours T1",
+        "largest share / smallest",
+        "lost",
+        "delivered twice",
+    }

@@ -638,3 +638,27 @@ def test_a_request_can_be_answered_from_a_copy_of_it(
     copy.reply("from the copy")
     asking.join(5.0)
     assert outcome == ["from the copy"]
+
+
+def test_a_request_to_a_group_goes_to_exactly_one_member(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    members = [bus.subscribe("jobs", group="pool") for _ in range(3)]
+    try:
+        for index, member in enumerate(members):
+            assert member.wait_ready(timeout=5.0)
+            _respond(member, lambda request, index=index: index)
+        # Only the group subscribes: its members are responders, not "no one".
+        assert bus.request("jobs", "first", timeout=5.0) in (0, 1, 2)
+        watcher = subscribers(bus, "jobs")  # outside the group: sees every request
+        answered = []
+        for number in range(12):
+            answers = bus.request_all("jobs", number, timeout=0.3)
+            assert len(answers) == 1, answers  # one member took it, and only one
+            answered.append(answers[0].message)
+        seen = [watcher.receive(block=True, timeout=5.0) for _ in range(12)]
+        assert [message.message for message in seen if message] == list(range(12))
+        assert set(answered) <= {0, 1, 2}
+    finally:
+        for member in members:
+            member.close()

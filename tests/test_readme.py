@@ -50,3 +50,14 @@ def test_the_readme_request_example_runs(tcp_address: str) -> None:
     assert namespace["answer"] == 42
     assert [answer.message for answer in namespace["answers"]] == [8]
     assert not namespace["publisher"].is_alive()
+
+
+def test_the_readme_worker_pool_example_runs(tcp_address: str) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [example] = [block for block in blocks if "group='resizers'" in block]
+    example = example.replace("tcp://127.0.0.1:5555'}}", f"{tcp_address}'}}}}")
+    assert tcp_address in example
+    namespace: dict = {}
+    exec(example, namespace)
+    assert namespace["resized"] == sorted(f"{n}.png" for n in range(30))
+    assert namespace["publisher"].stats["group_lost"] == 0

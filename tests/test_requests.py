@@ -15,7 +15,7 @@ from conftest import Subscribers, eventually
 
 from shellbot import Context, errors
 from shellbot._codec import HEADER
-from shellbot._requests import Pending
+from shellbot._pending import Pending
 from shellbot.bus import Bus, Publisher
 from shellbot.errors import ClosedError, NoResponders
 

@@ -60,6 +60,15 @@ RECORD_SIZE = RECORD.size
 REQUEST_MARK = b"\xff"
 REQUEST_MARK_BYTE = 0xFF
 REPLY = CONTROL + b"reply:"
+# Queue groups (``_transports/_shares.py``): a member asks for a topic prefix with
+# ``SHARE_REQUEST`` + its id + ``:`` + the group's UTF-8 name + ``TERMINATOR`` + the
+# prefix; the hub sends it its share on ``ROUTE`` + its id + ``SHARE_MARK`` + the count
+# of messages in the batch (``SHARE_COUNT``), and the member returns credit on
+# ``CREDIT`` + its id, a body of ``HEADER`` size whose first number is the running total.
+SHARE_REQUEST = CONTROL + b"share:"
+SHARE_MARK = b"+"
+SHARE_COUNT = struct.Struct("<I")
+CREDIT = CONTROL + b"credit:"
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -142,6 +151,17 @@ def check_subscription(channels: Any) -> tuple[str, ...]:
     raise TypeError(
         f"subscribe() takes a channel (str) or a list of channels; it got {type(channels).__name__}"
     )
+
+
+def check_group(group: Any) -> str | None:
+    """The group given to ``subscribe()``: None, or a non-empty name."""
+    if group is None:
+        return None
+    if not isinstance(group, str):
+        raise TypeError(f"A group is named by a str; subscribe() got {type(group).__name__}")
+    if not group or group.isspace():
+        raise ValueError(f"A group is named by a non-empty str; subscribe() got {group!r}")
+    return group
 
 
 def encode(message: Any, max_size: int) -> bytes:

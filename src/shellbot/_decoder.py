@@ -70,6 +70,7 @@ class Decoder:
         batch_topic: bytes | None,
         max_message_size: int,
         acknowledgements: Acknowledgements | None,
+        gaps: bool = True,
     ) -> None:
         self.subscriptions = subscriptions
         self._topics = subscriptions.topics  # the same dict, one lookup nearer
@@ -79,12 +80,16 @@ class Decoder:
         self.acknowledgements = acknowledgements
         self.pending: deque[Entry] = deque()
         self.counters = {"received": 0, "dropped": 0, "missed": 0}
-        durable = acknowledgements is not None
+        # A durable subscriber keeps what it took, to drop what comes again; not a group's
+        # member, whose share has gaps by design (what the server delivers again may have
+        # been another member's: it is handed, and counted by the receiver).
+        durable = acknowledgements is not None and gaps
         if durable:
             self.counters["duplicates"] = 0
         # Per (channel's topic, sender), for a durable subscriber: what it took.
         self._seen: dict[tuple[bytes, int], Seen] | None = {} if durable else None
         self._max_body = _HEADER_SIZE + max_message_size
+        self._gaps = gaps  # False for a queue group's member: its share has gaps by design
 
     def take(self, frames: list[bytes]) -> int:
         """Checks and decodes what arrived into pending entries; returns how many."""
@@ -179,7 +184,7 @@ class Decoder:
         counters["received"] += taken
         if dropped:
             counters["dropped"] += dropped
-        if missed:
+        if missed and self._gaps:
             counters["missed"] += missed
         return taken
 
@@ -232,7 +237,9 @@ class Decoder:
             except orjson.JSONDecodeError:
                 if not self._take_request(topic, sender, first + offset, part):
                     counters["dropped"] += 1
-        counters["missed"] += state.missed(sender, first, first + len(parts) - 1)
+        missed = state.missed(sender, first, first + len(parts) - 1)
+        if self._gaps:
+            counters["missed"] += missed
 
     def _take_request(self, topic: bytes, sender: int, sequence: int, text: bytes) -> bool:
         """Takes a request's text (its reply address, then JSON); False when it is not one."""
@@ -264,7 +271,8 @@ class Decoder:
             if change is None:
                 counters["duplicates"] += 1
                 continue
-            counters["missed"] += change
+            if self._gaps:
+                counters["missed"] += change
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:

@@ -45,6 +45,9 @@ class BusSettings:
     stream_max_bytes: int = field(default=1 << 30, metadata={"key": "stream.max_bytes"})
     stream_replicas: int = field(default=0, metadata={"key": "stream.replicas"})  # 0: 1 or 3
     stream_storage: str = field(default="file", metadata={"key": "stream.storage"})
+    # A durable queue group's (group= with durable=): seconds the server waits for a
+    # member's acknowledgement before it hands the message to another member
+    ack_wait: float = 30.0
     # tcp:// only, read from bus.curve.*: certificate files as `shellbot-bus keygen` writes
     # them (see _transports/_zmq_curve.py); none set: a plain bus, as without CURVE
     curve_server_key: str | None = field(default=None, metadata={"key": "curve.server_key"})
@@ -80,6 +83,10 @@ class BusSettings:
             given[setting.name] = value
         settings = cls(**given)
         check_address(settings.address)
+        if not settings.ack_wait > 0:
+            raise ConfigurationError(
+                f"bus.ack_wait takes seconds above 0; got {settings.ack_wait!r}"
+            )
         if settings.stream_storage not in STORAGES:
             raise ConfigurationError(
                 f"bus.stream.storage takes 'file' or 'memory'; got {settings.stream_storage!r}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import typing
 from typing import Any as _Any
 
-from . import _outbox, _requests
+from . import _outbox, _pending, _requests
 from ._message import Message
 from ._publisher import Publisher
 from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
@@ -65,7 +65,11 @@ class Bus:
         return Publisher(self.context)
 
     def subscribe(
-        self, channels: str | list[str], pattern: bool = False, durable: str | None = None
+        self,
+        channels: str | list[str],
+        pattern: bool = False,
+        durable: str | None = None,
+        group: str | None = None,
     ) -> Subscriber:
         """A subscriber of one channel or a list of channels (``''``: every channel).
 
@@ -79,8 +83,14 @@ class Bus:
         server keeps the subscriber's position under that name: a subscriber made
         later with the same name, in any process, receives everything published on
         its channels since the last message this one was done with, each message once.
+
+        With ``group='name'``, the subscriber is a member of that queue group: each
+        message on its channels goes to one live member of the group (subscribers
+        outside it, and other groups, get their own copy). A member's ``missed`` stays
+        0, since it sees its share alone: what a group loses is counted where the stream
+        is split (``stats['group_lost']`` of the publisher holding the hub).
         """
-        return Subscriber(self.context, channels, pattern=pattern, durable=durable)
+        return Subscriber(self.context, channels, pattern=pattern, durable=durable, group=group)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -108,13 +118,13 @@ class Bus:
         ``sender``) that came within ``timeout`` seconds, or as soon as ``count`` came:
         a scatter-gather. Raises ``NoResponders`` when no one subscribes to the
         channel; no answer at all is an empty list."""
-        return self._ask(channel, message, timeout, _requests.check_count(count), False)
+        return self._ask(channel, message, timeout, _pending.check_count(count), False)
 
     async def arequest_all(
         self, channel: str, message: _Any, timeout: float = 2.0, count: int | None = None
     ) -> list[Message]:
         """``request_all()`` without blocking the event loop."""
-        count = _requests.check_count(count)
+        count = _pending.check_count(count)
         return await self._aask(channel, message, timeout, count, False)
 
     @property
@@ -140,7 +150,7 @@ class Bus:
     def _ask(
         self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
     ) -> list[Message]:
-        timeout = _requests.check_timeout(timeout)
+        timeout = _pending.check_timeout(timeout)
         requester = _requests.requester_for(self._bus_settings())
         waiting = requester.send(channel, message, timeout, count)
         try:
@@ -152,7 +162,7 @@ class Bus:
     async def _aask(
         self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
     ) -> list[Message]:
-        timeout = _requests.check_timeout(timeout)
+        timeout = _pending.check_timeout(timeout)
         requester = _requests.requester_for(self._bus_settings())
         waiting = requester.send(channel, message, timeout, count)
         try:

@@ -13,7 +13,7 @@ from .. import errors
 from .._codec import CONTROL, request_body
 from ._inbox import Inbox
 from ._nats_connection import _Connection
-from ._nats_naming import NAME_CACHE_LIMIT, matches
+from ._nats_naming import NAME_CACHE_LIMIT, encode_token, matches
 from .base import Frames, Receiver
 
 
@@ -56,9 +56,14 @@ class ConnectionReceiver(Receiver):
 
 
 class NatsReceiver(ConnectionReceiver):
-    def __init__(self, connection: _Connection, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self, connection: _Connection, inbox: Inbox | None = None, group: str | None = None
+    ) -> None:
         # A durable receiver shares its inbox with the core receiver of its signals.
         super().__init__(connection, inbox)
+        # A queue group's member subscribes to its channels in the server's queue group of
+        # that name: the server gives each message to one member (its signals stay its own).
+        self._queue = None if group is None else encode_token(group)
         self._interests: dict[str, int] = {}  # subject -> subscriptions asked (caller's thread)
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
@@ -75,15 +80,18 @@ class NatsReceiver(ConnectionReceiver):
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
-        self._add(subject)
-        if prefix[:1] != CONTROL:  # requests to its channels too (see Naming)
-            self._add(self._naming.request_interest(subject))
+        if prefix[:1] == CONTROL:
+            self._add(subject, None)
+            return
+        self._add(subject, self._queue)
+        # Requests to its channels too (see Naming); a group's go to one member as well.
+        self._add(self._naming.request_interest(subject), self._queue)
 
-    def _add(self, subject: str) -> None:
+    def _add(self, subject: str, queue: str | None) -> None:
         count = self._interests.get(subject, 0)
         self._interests[subject] = count + 1
         if count == 0:
-            self._connection.call_soon(self._change, subject, True)
+            self._connection.call_soon(self._change, subject, True, queue)
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         subject = self._naming.interest(prefix, pattern)
@@ -111,7 +119,7 @@ class NatsReceiver(ConnectionReceiver):
             self._connection.call_soon(self._change, subject, False)
 
     # -- in the loop: changes run one after the other, in the order they were asked
-    def _change(self, subject: str, subscribing: bool) -> None:
+    def _change(self, subject: str, subscribing: bool, queue: str | None = None) -> None:
         self._deliverer.clear()
         wildcard = any(token in ("*", ">") for token in subject.split("."))
         if subscribing:
@@ -120,7 +128,7 @@ class NatsReceiver(ConnectionReceiver):
             self._rank[subject] = self._asked
             if wildcard:
                 self._wildcards.append(subject)
-            self._connection.loop.create_task(self._subscribe(subject))
+            self._connection.loop.create_task(self._subscribe(subject, queue))
         else:
             self._rank.pop(subject, None)
             if wildcard and subject in self._wildcards:
@@ -130,12 +138,12 @@ class NatsReceiver(ConnectionReceiver):
                 self._connection.client.forget(subscription)
                 self._connection.loop.create_task(unsubscribe_quietly(subscription))
 
-    async def _subscribe(self, interest: str) -> None:
+    async def _subscribe(self, interest: str, queue: str | None = None) -> None:
         client = self._connection.client
         # Waiting tasks wake in the order they began to wait: the SUBs keep their order.
         await self._connection.connected_once.wait()
         try:
-            subscription = await client.subscribe(interest)
+            subscription = await client.subscribe(interest, queue=queue or "")
         except Exception:
             if self._connection.failure is None:
                 raise
@@ -152,6 +160,7 @@ class NatsReceiver(ConnectionReceiver):
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
         if (
             self._wildcards
+            and self._queue is None  # in a queue group, the server sends one member one copy
             and not subject.startswith(self._answers)  # an inbox's: one interest matches
             and self._delivered_by(subject) != interest
         ):
@@ -163,7 +172,7 @@ class NatsReceiver(ConnectionReceiver):
     def _deliver_request(
         self, interest: str, subject: bytes, reply: bytes, data: bytes, headers: Any
     ) -> None:
-        if self._wildcards and self._delivered_by(subject) != interest:
+        if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
             return
         topic = self._naming.topic(subject)
         if topic is None:

@@ -27,17 +27,20 @@ from .._codec import (
     BATCH_SEPARATOR,
     CONTROL,
     CONTROL_BYTE,
+    CREDIT,
     HEADER,
     HEADER_SIZE,
     RECORD,
     REPLY,
     ROUTE,
     ROUTE_REQUEST,
+    SHARE_REQUEST,
     TERMINATOR,
 )
 from .._settings import BusSettings
 from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub
 from ._zmq_requests import inbox_of, reply_addresses
+from ._zmq_shares import HubShares
 from .base import Hub
 from .zmq import (
     _NOBLOCK,
@@ -120,7 +123,7 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
             f"Cannot bind bus.address {settings.address} ({error}): use an address "
             "this machine can bind (an ipc:// path short, in a directory that exists)"
         ) from error
-    routes = _Routes()
+    routes = _Routes(HubShares(xpub, BATCH_BYTES, _send))
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
     try:
@@ -148,7 +151,9 @@ class _Routes:
     by other programs) are counted, to know whether anyone reads plain frames.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shares: HubShares | None = None) -> None:
+        # Queue groups' members, learnt here too (a hub's sends their shares on its XPUB).
+        self.shares = shares or HubShares(None, BATCH_BYTES, _send)
         self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
         self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
         self.plain = 0
@@ -186,6 +191,8 @@ class _Routes:
             if not receivers:
                 del table[prefix]
             self.cache.clear()
+        elif topic.startswith(SHARE_REQUEST):
+            self.shares.take(topic, subscribing)
         elif topic[:1] != CONTROL:
             self.plain = max(0, self.plain + (1 if subscribing else -1))
         elif topic.startswith(REPLY):
@@ -219,6 +226,8 @@ class _Batches:
         self._cache = routes.cache  # the same dict for good: routes only ever clear it
         self._limit = limit
         self._pending: dict[bytes, bytearray] = {}  # batch topic -> records not yet sent
+        self._shares = routes.shares
+        self._members = routes.shares.shares.members  # the same dict for good: any group?
         self.unrouted = 0  # messages no receiver wanted
         self.no_responders = 0  # requests among them, answered at once
 
@@ -230,8 +239,9 @@ class _Batches:
         receivers = self._cache.get(topic)
         if receivers is None:
             receivers = self._routes.receivers_of(topic)
+        shared = bool(self._members) and self._shares.add(topic, run, data)
         if not receivers:
-            if not self._routes.plain:  # plain readers may have wanted it: ZeroMQ knows
+            if not self._routes.plain and not shared:  # plain readers may have: ZeroMQ knows
                 self.unrouted += len(run)
                 for reply_to in reply_addresses(topic, run):  # requests: no one will answer
                     self.no_responders += 1
@@ -257,6 +267,7 @@ class _Batches:
         for batch_topic, batch in self._pending.items():
             self._send(batch_topic, batch)
         self._pending.clear()
+        self._shares.flush()
 
     def _send(self, batch_topic: bytes, batch: bytearray) -> None:
         _send(self._xpub, batch_topic, _SNDMORE)
@@ -310,6 +321,7 @@ class ZmqHub(Hub):
             "no_responders": self._batches.no_responders,
             "subscribers": len(routes.held),
             "routes": routes.count,
+            **routes.shares.stats(),
         }
 
     def close(self, drain: float) -> None:
@@ -329,6 +341,7 @@ class ZmqHub(Hub):
                 ready = [socket for socket, _ in _poll(items, -1)]
                 if xpub in ready:
                     _take_subscriptions(xpub, self._routes)
+                    self._batches.flush()  # what a member that left had waiting goes on
                 if pull in ready:
                     self._forward_available()
                 if wake in ready:
@@ -392,7 +405,10 @@ class ZmqHub(Hub):
                     continue
                 if data[0] == CONTROL_BYTE:
                     signals += 1
-                    self._signal(data, end, runs)
+                    if data.startswith(CREDIT):  # a group member's: for the hub alone
+                        self._routes.shares.credit(data, end, len(CREDIT))
+                    else:
+                        self._signal(data, end, runs)
                     continue
                 forwarded += 1
                 head = data[:end]

@@ -143,6 +143,17 @@ class Receiver(abc.ABC):
         ``partly`` messages of the next frame: a durable receiver keeps that for the
         successor of its name."""
 
+    def settle(self, unhanded: int) -> None:  # noqa: B027 - queue groups only
+        """A member of a queue group: of the messages this receiver delivered, the
+        subscriber holds ``unhanded`` not yet handed to the program, and is done with
+        the others. Where the bus splits the stream itself, the receiver returns that
+        credit (the hub sends a member with room); a broker keeps its own account."""
+
+    def counters(self) -> dict[str, int]:
+        """What the receiver counted itself, shown in the subscriber's stats (a durable
+        group's member: ``redelivered``); else nothing."""
+        return {}
+
     def forget(self, timeout: float) -> None:
         """Closes, and deletes what the server keeps for a durable receiver (its position)."""
         self.close()
@@ -168,9 +179,12 @@ class Receiver(abc.ABC):
 # What a hub counts: users' messages forwarded, and of those, unrouted (no subscriber
 # wanted them); the bus's own signals forwarded (readiness probes, stop pills); messages
 # dropped (bad shape) and oversized; and, now, subscribers (receivers that asked for at
-# least one channel) and routes (channel or pattern, subscriber pairs); requests it
-# answered itself because no one subscribes to their channel (no_responders), and
-# answers it dropped because their requester was gone (replies_dropped).
+# least one channel) and routes (channel or pattern, subscriber pairs); queue groups'
+# members now, the messages waiting for a member with room, and those lost to a group
+# (in a member's hand when it left, or over a full group's backlog: ``_shares``);
+# requests it answered itself because no one subscribes to their channel
+# (no_responders), and answers it dropped because their requester was gone
+# (replies_dropped).
 HUB_COUNTERS = (
     "forwarded",
     "unrouted",
@@ -179,6 +193,9 @@ HUB_COUNTERS = (
     "oversized",
     "subscribers",
     "routes",
+    "group_members",
+    "group_waiting",
+    "group_lost",
     "no_responders",
     "replies_dropped",
 )
@@ -224,10 +241,11 @@ class Transport(abc.ABC):
         """A new sender; the bus keeps one per process."""
 
     @abc.abstractmethod
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         """A new receiver, subscribed to nothing; with ``durable``, one whose position the
         server keeps under that name (see ``stores_messages``; else ``check_storage``
-        refuses it)."""
+        refuses it); with ``group``, a member of that queue group for every channel it
+        subscribes to (signals stay its own): each message goes to one member."""
 
     @abc.abstractmethod
     def open_hub(self) -> Hub | None:

@@ -54,6 +54,7 @@ from ._nats_naming import (
 )
 from ._nats_receiver import NatsReceiver
 from ._nats_stream import StoredPublishing
+from ._nats_work import WorkReceiver
 
 log = logging.getLogger("shellbot.bus")
 
@@ -365,10 +366,12 @@ class NatsTransport(Transport):
     def open_sender(self) -> Sender:
         return NatsSender(self.connection)
 
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
+        if durable is not None and group is not None:
+            return WorkReceiver(self.connection, durable)
         if durable is not None:
             return DurableReceiver(self.connection, durable)
-        return NatsReceiver(self.connection)
+        return NatsReceiver(self.connection, group=group)
 
     def open_hub(self) -> Hub | None:
         return None  # the server is the hub

@@ -357,8 +357,12 @@ class ZmqTransport(Transport):
         self.check_storage()
         return ZmqSender(self._context, self.settings)
 
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         self.check_storage(durable)
+        if group is not None:
+            from ._zmq_member import ZmqMemberReceiver  # which imports this module
+
+            return ZmqMemberReceiver(self._context, self.settings, group)
         return ZmqReceiver(self._context, self.settings)
 
     def check(self) -> None:

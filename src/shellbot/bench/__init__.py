@@ -21,6 +21,9 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T8 request/reply: one requester and one responder, 10,000 sequential requests (p50,
   p99, requests/s), then 8 requesters at once (requests/s); the anchor is a bare REQ/REP
   pair on ZeroMQ, ``nc.request()`` and a callback responder on NATS (``_requests``).
+- T9 work queue: one publisher, a queue group of 8 member processes, 200,000 messages:
+  deliveries/s against our T1, the largest share over the smallest, lost and twice; the
+  anchor is a bare PUSH to 8 PULL sockets on ZeroMQ, queue subscriptions on NATS (``_groups``).
 - T1d (NATS only) durable T1: a publisher on a durable bus (``bus.durable``) and a durable
   subscriber, 200,000 messages, until all are received and the publisher's ``stop()``
   confirmed all stored; then the latency from ``put()`` to the server's acknowledgement
@@ -73,7 +76,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _durable, _nats, _requests, _runs
+from . import _durable, _groups, _nats, _requests, _runs
 from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
@@ -94,12 +97,15 @@ class Sizes:
     durable: int  # T1d messages
     paced: int  # T1d messages of the latency run, one each PACE seconds
     paced_warmup: int  # T1d messages put before those, not counted
+    work: int = 200_000  # T9 messages
 
 
 FULL = Sizes(
     500_000, 10_000, 500, 100_000, 500_000, 500_000, 10_000, 1_000_000, 10.0, 3, 200_000, 2_000, 100
 )
-QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1, 2_000, 100, 10)
+QUICK = Sizes(
+    20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1, 2_000, 100, 10, 20_000
+)
 PACE = 0.001  # seconds between two puts of T1d's latency run
 
 FANS = 8  # subscribers of T3, publishers of T4
@@ -154,6 +160,10 @@ def _t8(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     return _requests.request_reply(side, sizes.round_trips, sizes.warmup, network)
 
 
+def _t9(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _groups.work_queue(side, sizes.work, network)
+
+
 def _t1d(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     result = _durable.flow(side, sizes.durable, 0.0, network)
     paced = _durable.flow(side, sizes.paced_warmup + sizes.paced, PACE, network)
@@ -186,6 +196,7 @@ WORKLOADS = {
         Workload("T6", "memory, 1 stalled + 1 live subscriber", _t6, False),
         Workload("T7", "idle cost, no traffic", _t7, False),
         Workload("T8", "request/reply, 1 -> 1, then 8 requesters", _t8, True),
+        Workload("T9", f"work queue, 1 -> a group of {_groups.MEMBERS}", _t9, True),
         Workload("T1d", "durable T1, 1 -> 1, stored and acknowledged", _t1d, True, True),
     )
 }
@@ -282,6 +293,8 @@ def _summarize(
     (against bare nats-py on the same server: a broker's hops are the anchor's too)."""
     if key == "T8":
         return _requests.rows(ours, anchor, nats, _row)
+    if key == "T9":
+        return _groups.rows(ours, anchor, t1, _row)
     if nats and key in NATS_TARGETS:
         return _summarize_nats(key, ours, anchor, t1)
     if key == "T2":
@@ -569,6 +582,8 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "% core":
         return f"{value:.2f}"
+    if unit == "x":
+        return f"{value:.3f}"
     return f"{value:,.1f}"
 
 
