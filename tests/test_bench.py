@@ -92,13 +92,13 @@ def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
 
 def test_unknown_workload_is_refused() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "shellbot.bench", "--only", "T9"],
+        [sys.executable, "-m", "shellbot.bench", "--only", "T99"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert completed.returncode == 2
-    assert "T9" in completed.stdout
+    assert "T99" in completed.stdout
 
 
 def test_rounds_go_round_by_round() -> None:
