@@ -67,3 +67,24 @@ def test_request_and_reply_have_help_with_examples_and_exit_codes() -> None:
         result = run(command, "--help")
         assert result.returncode == 0
         assert f"shellbot-bus {command} " in result.stdout and "Exit codes" in result.stdout
+
+
+def test_replies_in_a_group_answer_each_request_once(network_address: str, background) -> None:  # noqa: F811
+    address = ("--address", network_address)
+    members = [
+        background("reply", "resize", "--group", "workers", "--json", str(n), *address)
+        for n in range(2)
+    ]
+    for member in members:
+        member.wait_for("as a member of 'workers'")
+    for _ in range(4):
+        every = run("request", "resize", "1", "--all", "--timeout", "1", *address)
+        assert every.returncode == 0, every.stderr
+        assert len(every.stdout.splitlines()) == 1  # one member answered
+    answered = 0
+    for member in members:
+        member.process.send_signal(signal.SIGINT)
+        code, output = member.finish()
+        assert code == 0
+        answered += int(output.split("Answered ", 1)[1].split(" ", 1)[0])
+    assert answered == 4

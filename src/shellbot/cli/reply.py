@@ -34,6 +34,7 @@ COMMAND_TIMEOUT = 30.0  # seconds a --command may take to answer one request
 @app.command(
     epilog=epilog(
         """shellbot-bus reply health --json '"ok"'""",
+        """shellbot-bus reply resize --group workers --command ./resize.sh""",
         """shellbot-bus reply double --command "jq '. * 2'\"""",
     )
 )
@@ -51,6 +52,15 @@ def reply(
             metavar="CMD",
             help="Answer with what CMD prints (JSON; other text goes as a JSON string), "
             "fed the request's JSON on its standard input.",
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            "-g",
+            metavar="G",
+            help="Answer as a member of queue group G: each request goes to one member.",
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
@@ -84,10 +94,11 @@ def reply(
         if keeper is not None:
             keeper.start()
         try:
-            with bus.subscribe(channel) as subscriber:
+            with bus.subscribe(channel, group=group) as subscriber:
                 if not subscriber.wait_ready(READY_TIMEOUT):
                     fail(f"the bus at {shown} did not confirm the subscription in time")
-                err.print(f"Answering requests on {channel!r} at {shown}. Ctrl-C to stop.")
+                member = f" as a member of {group!r}" if group else ""
+                err.print(f"Answering requests on {channel!r} at {shown}{member}. Ctrl-C to stop.")
                 while not stop.is_set():
                     message = subscriber.receive(block=True, timeout=0.25)
                     if message is None or not message.is_request:
