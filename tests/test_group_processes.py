@@ -21,6 +21,7 @@ from shellbot._transports._shares import CREDIT_STEP
 from shellbot._transports._zmq_shares import SHARE_PIECE
 from shellbot._transports.nats import RUN_BYTES
 from shellbot.bus import Bus, Publisher
+from shellbot.errors import ConfigurationError
 
 
 @pytest.fixture
@@ -128,3 +129,38 @@ def test_a_durable_work_queue_loses_nothing_when_members_are_killed(
         json.loads((tmp_path / f"member-{i}.stats").read_text())["redelivered"] for i in (2, 3, 4)
     )
     assert redelivered >= duplicates  # every job done twice was one the server said came again
+
+
+def test_a_work_queue_member_that_closes_gives_back_at_once_what_it_did_not_do(
+    jetstream: NatsNode,
+) -> None:
+    settings = {"address": str(jetstream.url), "ack_wait": 30.0}
+    bus = Bus(Context({"bus": {**settings, "durable": True}}))
+    leaving = bus.subscribe("jobs", group="jobs", durable="handback")
+    staying = bus.subscribe("jobs", group="jobs", durable="handback")
+    try:
+        assert leaving.wait_ready(timeout=10.0) and staying.wait_ready(timeout=10.0)
+        publisher = bus.publish()
+        publisher.start()
+        for number in range(200):
+            publisher.put("jobs", {"job": number})
+        assert publisher.stop(timeout=10.0)  # all stored
+        first = leaving.get(block=True, timeout=10.0)
+        assert first is not None
+        leaving.close()  # what it holds beyond the one done goes back, not after 30 s
+        rest = []
+        while (job := staying.get(block=True, timeout=3.0)) is not None:
+            rest.append(job)
+        done = [first["job"], *(job["job"] for job in rest)]
+        assert set(done) == set(range(200))
+        # Only the one it was handed of the run in hand can come twice, as redelivered.
+        assert len(done) - len(set(done)) <= 1
+        assert staying.stats["redelivered"] >= len(done) - len(set(done))
+    finally:
+        leaving.close()
+        staying.close(forget=True)
+
+
+def test_ack_wait_takes_seconds_above_zero() -> None:
+    with pytest.raises(ConfigurationError, match="ack_wait"):
+        Bus(Context({"bus": {"address": "memory://x", "ack_wait": 0}})).subscribe("jobs")
