@@ -455,3 +455,20 @@ def test_work_queue_deals_each_message_once_to_eight_members_on_both_sides(
         "lost",
         "delivered twice",
     }
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    for target, reason in [
+        (tmp_path / "missing" / "x.json", "does not exist"),
+        (tmp_path, "is a folder"),
+    ]:
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-m", "shellbot.bench", "--quick", "--json", str(target)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert completed.returncode == 2
+        assert reason in completed.stdout and "Traceback" not in completed.stderr
+        assert time.monotonic() - started < 20.0  # before any workload ran

@@ -24,10 +24,20 @@ topic only that receiver subscribes to. The receiver asks for channels with
 
 Validation and encoding happen once, in the caller of ``put()``; decoding
 happens once, in the subscriber. The hub in between forwards bytes.
+
+JSON is written by orjson. What it refuses and Python's ``json`` writes (keys that
+are not strings, integers beyond 64 bits, deep nesting, lone surrogates) is written
+as ``json`` writes it, so what the original shellbot sent still goes. Keys that are
+not strings take orjson's own option (its text reads back the same). Where orjson
+would read the text back otherwise (it turns integers beyond 64 bits into floats),
+the text is ``json``'s behind ``WIDE``, RFC 7464's record separator: orjson refuses
+that byte, so the fast decoding path never changes, and the subscriber reads such a
+text with ``json`` in the path where orjson failed (``decode_wide``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Iterable
@@ -71,6 +81,8 @@ SHARE_COUNT = struct.Struct("<I")
 CREDIT = CONTROL + b"credit:"
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+# Marks a JSON text that only Python's json reads back exactly (see above).
+WIDE = b"\x1e"
 
 
 def topic_of(channel: str) -> bytes:
@@ -174,7 +186,7 @@ def encode(message: Any, max_size: int) -> bytes:
     try:
         data = orjson.dumps(message)
     except orjson.JSONEncodeError as error:
-        raise TypeError(f"The message cannot be encoded as JSON: {error}") from None
+        data = _encode_wide(message, error)
     if b"null" in data and _has_non_finite(message):
         raise MessageError(
             "JSON has no NaN or infinity: the message holds one; replace it before put()"
@@ -185,6 +197,34 @@ def encode(message: Any, max_size: int) -> bytes:
             f"({max_size}); split it, or raise bus.max_message_size on every side"
         )
     return data
+
+
+def _encode_wide(message: Any, refused: orjson.JSONEncodeError) -> bytes:
+    """What orjson refused, written as Python's json writes it, or the TypeError it raises."""
+    try:
+        return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # json's word for NaN and infinities
+        raise MessageError(
+            "JSON has no NaN or infinity: the message holds one; replace it before put()"
+        ) from None
+    except (TypeError, RecursionError) as error:
+        raise TypeError(f"The message cannot be encoded as JSON: {refused}; {error}") from None
+    return WIDE + text.encode("ascii")  # ensure_ascii: lone surrogates travel escaped
+
+
+def decode_wide(data: bytes | memoryview) -> Any:
+    """The message of a text that orjson refused to read: one behind ``WIDE``, read with
+    Python's json; ``ValueError`` for anything else (it came unreadable)."""
+    if data[:1] != WIDE:
+        raise ValueError("not JSON")
+    try:
+        return json.loads(bytes(data[1:]))
+    except RecursionError:
+        raise ValueError("nested deeper than this process reads") from None
 
 
 def _has_non_finite(value: Any) -> bool:

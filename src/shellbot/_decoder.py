@@ -33,6 +33,7 @@ _SEPARATOR = _codec.BATCH_SEPARATOR
 _CONTROL = _codec.CONTROL
 _REQUEST_MARK = _codec.REQUEST_MARK_BYTE
 _loads = orjson.loads
+_decode_wide = _codec.decode_wide
 
 
 class Readiness:
@@ -165,11 +166,13 @@ class Decoder:
                     continue
                 try:
                     append((topic, sender, sequence, _loads(data[split + _HEADER_SIZE : offset])))
-                except orjson.JSONDecodeError:  # a request, or it came unreadable: dropped
-                    if not self._take_request(
-                        topic, sender, sequence, data[split + _HEADER_SIZE : offset]
-                    ):
-                        dropped += 1
+                except orjson.JSONDecodeError:  # a request, numbers orjson cannot hold, or bad
+                    text = data[split + _HEADER_SIZE : offset]
+                    if not self._take_request(topic, sender, sequence, text):
+                        try:
+                            append((topic, sender, sequence, _decode_wide(text)))
+                        except ValueError:  # it came, unreadable: dropped, not missed
+                            dropped += 1
                 # Topic.missed()'s first case, inline: the latest sender on this channel again
                 if sender == state.sender:
                     if sequence > state.last + 1:
@@ -236,7 +239,10 @@ class Decoder:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
                 if not self._take_request(topic, sender, first + offset, part):
-                    counters["dropped"] += 1
+                    try:
+                        append((topic, sender, first + offset, _decode_wide(part)))
+                    except ValueError:
+                        counters["dropped"] += 1
         missed = state.missed(sender, first, first + len(parts) - 1)
         if self._gaps:
             counters["missed"] += missed
@@ -252,7 +258,10 @@ class Decoder:
         try:
             message = _loads(json)
         except orjson.JSONDecodeError:
-            return False
+            try:
+                message = _decode_wide(json)  # numbers orjson cannot hold
+            except ValueError:
+                return False
         self.pending.append((topic, sender, sequence, message, reply_at))
         return True
 
@@ -276,4 +285,7 @@ class Decoder:
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                counters["dropped"] += 1
+                try:
+                    append((topic, sender, first + offset, _decode_wide(part)))
+                except ValueError:
+                    counters["dropped"] += 1

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec
+from . import _codec, _process
 from ._settings import BusSettings
 from ._transports import transport_for
 from ._transports.base import Sender
@@ -94,6 +94,11 @@ class Outbox:
     def replies_dropped(self) -> int:
         """Answers sent that the broker said found no requester (see ``Sender``)."""
         return self._sender.replies_dropped()
+
+    def sent(self) -> int:
+        """How many messages this process put on the address so far."""
+        with self._lock:
+            return sum(state[1] for state in self._channels.values())
 
     def send_control(self, topic: bytes) -> None:
         """Sends a bus signal (a pill) in order with the messages put before it."""
@@ -186,12 +191,10 @@ def _at_exit() -> None:
         outbox.close()
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _outboxes_lock, _last
     _last = (None, None)
     _outboxes.clear()
     _exit_stops.clear()
     _outboxes_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -142,8 +142,11 @@ class Pending:
             try:
                 message = orjson.loads(body[_codec.HEADER_SIZE :])
             except orjson.JSONDecodeError:
-                self.counters["dropped"] += 1
-                return
+                try:
+                    message = _codec.decode_wide(body[_codec.HEADER_SIZE :])
+                except ValueError:
+                    self.counters["dropped"] += 1
+                    return
             sender, sequence = _codec.HEADER.unpack_from(body)
             waiting.answers.append(Message(waiting.channel, message, sender, sequence))
             self.counters["answers"] += 1

@@ -14,14 +14,13 @@ exchange, a NATS server's no-responders status) answers with an empty body at on
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec, _outbox
+from . import _codec, _outbox, _process
 from ._message import Message
 from ._pending import Pending, Waiting
 from ._settings import BusSettings
@@ -259,10 +258,8 @@ def existing_requester(settings: BusSettings) -> Requester | None:
     return _requesters.get(settings)
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _requesters_lock
     _requesters.clear()
     _requesters_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -38,7 +38,7 @@ from .._codec import (
     TERMINATOR,
 )
 from .._settings import BusSettings
-from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub
+from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub, subscriptions_reader
 from ._zmq_requests import inbox_of, reply_addresses
 from ._zmq_shares import HubShares
 from .base import Hub
@@ -124,6 +124,8 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
             "this machine can bind (an ipc:// path short, in a directory that exists)"
         ) from error
     routes = _Routes(HubShares(xpub, BATCH_BYTES, _send))
+    if secured is not None:
+        routes.reader = subscriptions_reader(secured)
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
     try:
@@ -162,6 +164,7 @@ class _Routes:
         self.held: dict[bytes, int] = {}  # batch topic -> routes held for that receiver
         # topic -> the batch topics of its receivers; emptied when the routes change
         self.cache: dict[bytes, tuple[bytes, ...]] = {}
+        self.reader: Any = None  # with CURVE: reads the subscriptions, noting their keys
 
     def take(self, event: bytes) -> None:
         """Takes one (un)subscription: its first byte is 1 or 0, the topic follows."""
@@ -486,6 +489,9 @@ class ZmqHub(Hub):
 
 def _take_subscriptions(xpub: zmq.Socket, routes: _Routes) -> None:
     """Takes every (un)subscription the XPUB socket has handed up so far."""
+    if routes.reader is not None:
+        routes.reader.take_subscriptions(xpub, routes.take)
+        return
     with contextlib.suppress(zmq.Again):
         while True:
             routes.take(xpub.recv(zmq.NOBLOCK))

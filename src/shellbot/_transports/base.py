@@ -278,7 +278,8 @@ class Transport(abc.ABC):
 
     def not_a_hub(self) -> str | None:
         """Once ``open_hub()`` found the address held: why its holder cannot be a hub,
-        when the transport can tell at once (it does not speak the protocol); else None."""
+        when the transport can tell at once (it does not speak the protocol); else None.
+        Raises ``AuthenticationError`` when the hub is secured and this program is not."""
         return None
 
     def unreachable(self) -> str:

@@ -12,10 +12,10 @@ gives it (``_shares``).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 
+from .. import _process
 from .._codec import (
     CONTROL,
     CONTROL_BYTE,
@@ -234,11 +234,9 @@ class MemoryTransport(Transport):
         return MemoryHub(self._exchange)
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     """A forked child starts with no receivers, and locks no thread of it can hold."""
     global _exchanges_lock
     _exchanges.clear()
     _exchanges_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -713,6 +713,21 @@ def _curve_network(folder: str) -> Network:
 TRANSPORTS = ("zmq", "nats")
 
 
+def _unwritable(path: str) -> str | None:
+    """Why the report could not be written at ``path``, or None."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "is a folder; name a file"
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK) or (
+        os.path.exists(target) and not os.access(target, os.W_OK)
+    ):
+        return "cannot be written here"
+    return None
+
+
 def run(
     quick: bool = False,
     json_file: str | None = None,
@@ -754,6 +769,9 @@ def run(
         return 2
     if curve and transport != "zmq":
         console.print("[red]--curve secures the ZeroMQ bus: it goes with --transport zmq")
+        return 2
+    if json_file and (unwritable := _unwritable(json_file)):
+        console.print(f"[red]--json {json_file}: {unwritable}")  # told now, not after the run
         return 2
     if transport == "zmq" and curve:
         import tempfile

@@ -1,8 +1,8 @@
 """``shellbot-bus``: the bus from a terminal.
 
 Commands: ``vote`` (the spec's distributed vote), ``hub``, ``spy``, ``publish``,
-``request``, ``reply`` and ``bench``. Every command takes ``--address`` (or
-``SHELLBOT_BUS_ADDRESS``).
+``request``, ``reply``, ``bridge`` and ``bench``. Every command takes ``--address``
+(or ``SHELLBOT_BUS_ADDRESS``).
 
 Exit codes, for every command:
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 # Each import adds its command, in the order of the help.
 # isort: off
-from . import vote, hub, keygen, spy, publish, request, reply, bench  # noqa: F401
+from . import vote, hub, keygen, spy, publish, request, reply, bridge, bench  # noqa: F401
 
 # isort: on
 from ._app import app, main

@@ -23,8 +23,12 @@ from ._app import app
 from ._common import (
     EXIT_USAGE,
     Address,
+    CurveAuthorized,
+    CurveClientKey,
+    CurveServerKey,
     bus_settings,
     checked,
+    curve_options,
     epilog,
     err,
     fail,
@@ -72,6 +76,9 @@ def spy(
         ),
     ] = 0,
     address: Address = DEFAULT_ADDRESS,
+    curve_server_key: CurveServerKey = None,
+    curve_client_key: CurveClientKey = None,
+    curve_authorized: CurveAuthorized = None,
 ) -> None:
     """Print every message on some channels, with its channel and time, as it passes.
 
@@ -85,7 +92,8 @@ def spy(
     wanted = list(channels) if channels else [""]
     if any(not channel for channel in channels or []):
         fail("a channel is a non-empty string; give no channel to watch them all", EXIT_USAGE)
-    context = Context({"bus": bus_settings(checked(address))})
+    curve = curve_options(curve_server_key, curve_client_key, curve_authorized)
+    context = Context({"bus": bus_settings(checked(address), curve)})
     bus = Bus(context)
     bus.check()
     shown = redacted(address)
