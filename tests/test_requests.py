@@ -178,3 +178,18 @@ def test_an_answer_to_a_requester_gone_is_counted_by_its_responder_on_nats(
     request.reply("too late")  # never raises in the responder: the server says no one took it
     assert eventually(lambda: bus.request_stats.get("replies_dropped") == 1)
     responder.close()
+
+
+def test_requests_and_answers_carry_numbers_past_64_bits(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    responder = subscribers(bus, "wide")
+
+    def serve() -> None:
+        request = responder.receive(block=True, timeout=10.0)
+        if request is not None:
+            request.reply(request.message * 2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert bus.request("wide", 2**70, timeout=10.0) == 2**71
+    assert bus.request_stats["dropped"] == 0
