@@ -31,6 +31,7 @@ from .._codec import (
     HEADER,
     HEADER_SIZE,
     RECORD,
+    REPLY,
     ROUTE,
     ROUTE_REQUEST,
     SHARE_REQUEST,
@@ -38,6 +39,7 @@ from .._codec import (
 )
 from .._settings import BusSettings
 from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub, subscriptions_reader
+from ._zmq_requests import inbox_of, reply_addresses
 from ._zmq_shares import HubShares
 from .base import Hub
 from .zmq import (
@@ -157,6 +159,7 @@ class _Routes:
         self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
         self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
         self.plain = 0
+        self.inboxes: set[bytes] = set()  # the REPLY prefixes of requesters' inboxes
         self.count = 0  # routes held: (topic or prefix, receiver) pairs
         self.held: dict[bytes, int] = {}  # batch topic -> routes held for that receiver
         # topic -> the batch topics of its receivers; emptied when the routes change
@@ -195,6 +198,8 @@ class _Routes:
             self.shares.take(topic, subscribing)
         elif topic[:1] != CONTROL:
             self.plain = max(0, self.plain + (1 if subscribing else -1))
+        elif topic.startswith(REPLY):
+            (self.inboxes.add if subscribing else self.inboxes.discard)(topic)
 
     def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
         """The batch topics of the receivers that want ``topic``, worked out from the
@@ -227,6 +232,7 @@ class _Batches:
         self._shares = routes.shares
         self._members = routes.shares.shares.members  # the same dict for good: any group?
         self.unrouted = 0  # messages no receiver wanted
+        self.no_responders = 0  # requests among them, answered at once
 
     def add(self, topic: bytes, run: list[bytes]) -> None:
         data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
@@ -240,6 +246,10 @@ class _Batches:
         if not receivers:
             if not self._routes.plain and not shared:  # plain readers may have: ZeroMQ knows
                 self.unrouted += len(run)
+                for reply_to in reply_addresses(topic, run):  # requests: no one will answer
+                    self.no_responders += 1
+                    _send(self._xpub, REPLY + reply_to, _SNDMORE)
+                    _send(self._xpub, b"")
             return
         record = _pack_record(len(data), len(topic), len(run))
         room = self._limit - _RECORD_SIZE - len(data)
@@ -289,7 +299,13 @@ class ZmqHub(Hub):
         self._routes = routes
         self._run_limit = HEADER_SIZE + min(RUN_BYTES, settings.max_message_size)
         self._batches = _Batches(subscriber_side, routes, BATCH_BYTES)
-        self._counters = {"forwarded": 0, "signals": 0, "dropped": 0, "oversized": 0}
+        self._counters = {
+            "forwarded": 0,
+            "signals": 0,
+            "dropped": 0,
+            "oversized": 0,
+            "replies_dropped": 0,
+        }
         wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.bind(wake_address)
@@ -305,6 +321,7 @@ class ZmqHub(Hub):
         return {
             **self._counters,
             "unrouted": self._batches.unrouted,
+            "no_responders": self._batches.no_responders,
             "subscribers": len(routes.held),
             "routes": routes.count,
             **routes.shares.stats(),
@@ -441,7 +458,15 @@ class ZmqHub(Hub):
         knows the routes requested before its subscription: a probe's echo tells the
         subscriber that its channels reach it."""
         self._send_runs(runs)
-        _take_subscriptions(self._xpub, self._routes)
+        if data.startswith(REPLY):  # an answer: to an inbox the hub knows, else counted
+            inbox = inbox_of(data[:end])
+            if inbox not in self._routes.inboxes:
+                _take_subscriptions(self._xpub, self._routes)  # it may have just come
+                if inbox not in self._routes.inboxes:
+                    self._counters["replies_dropped"] += 1  # its requester is gone
+                    return
+        else:
+            _take_subscriptions(self._xpub, self._routes)
         _send(self._xpub, data[:end], _SNDMORE)
         _send(self._xpub, data[end:])
 
