@@ -36,6 +36,7 @@ from .._codec import (
 )
 from .._settings import BusSettings
 from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub
+from ._zmq_handover import InboundConnections, watched
 from .base import Hub
 from .zmq import (
     _NOBLOCK,
@@ -121,9 +122,13 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
     routes = _Routes()
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
+    # Watched from before it binds: a clean stop ends every connection (_zmq_handover).
+    connections = InboundConnections(pull, inbound) if watched(settings.scheme) else None
     try:
         pull.bind(inbound)
     except zmq.ZMQError as error:
+        if connections is not None:
+            connections.close()
         pull.close(linger=0)
         xpub.close(linger=0)
         if secured is not None:
@@ -134,7 +139,7 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
             f"The hub bound {settings.address} but not its inbound side {inbound} "
             f"({error}); free it, or set bus.inbound to a free address"
         ) from error
-    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured)
+    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured, connections)
 
 
 class _Routes:
@@ -265,6 +270,7 @@ class ZmqHub(Hub):
         lock_file: int | None,
         routes: _Routes,
         secured: Any = None,
+        connections: InboundConnections | None = None,
     ) -> None:
         self._secured = secured  # the ZAP handler's share of a CURVE hub, released at the end
         self._settings = settings
@@ -283,6 +289,7 @@ class ZmqHub(Hub):
         self._wake_out.connect(wake_address)
         self._drain = 0.0
         self._closed = False
+        self._connections = connections  # tcp://, ipc://: a clean stop then loses nothing
         self._thread = threading.Thread(target=self._run, name="shellbot-hub", daemon=True)
         self._thread.start()
 
@@ -308,16 +315,26 @@ class ZmqHub(Hub):
         try:
             items = [(self._pull, _POLLIN), (self._xpub, _POLLIN), (self._wake_in, _POLLIN)]
             pull, xpub, wake = self._pull, self._xpub, self._wake_in
+            connections = self._connections
+            if connections is not None:
+                items.append((connections.monitor, _POLLIN))
             while True:
                 ready = [socket for socket, _ in _poll(items, -1)]
                 if xpub in ready:
                     _take_subscriptions(xpub, self._routes)
                 if pull in ready:
                     self._forward_available()
+                if connections is not None and connections.monitor in ready:
+                    connections.take_events()
                 if wake in ready:
                     break
-            self._drain_then_close()
+            if connections is None:
+                self._drain_then_close()
+            else:
+                self._end_connections_then_close(connections)
         finally:
+            if self._connections is not None:
+                self._connections.close()
             for socket in (self._pull, self._wake_in):
                 socket.close(linger=0)
             self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
@@ -432,6 +449,26 @@ class ZmqHub(Hub):
             self._batches.add(run[0], run[1])
         runs.clear()
         self._batches.flush()
+
+    def _end_connections_then_close(self, connections: InboundConnections) -> None:
+        """Ends every publisher's connection and forwards all it sent, then returns: once
+        none is left, at the latest after ``drain`` seconds."""
+        deadline = time.monotonic() + self._drain
+        connections.end_all()
+        items = [(self._pull, _POLLIN), (connections.monitor, _POLLIN)]
+        while True:
+            connections.take_events()
+            if not connections.open:
+                while self._pull.poll(0):  # what the last ones sent, queued already
+                    self._forward_available()
+                connections.take_events()  # one accepted meanwhile is waited for too
+                if not connections.open:
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # what is still on its way is lost: publishers count it missed
+                return
+            if _poll(items, min(DRAIN_QUIET_MS, int(remaining * 1000) + 1)):
+                self._forward_available()
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
