@@ -40,7 +40,7 @@ from collections.abc import Iterator
 
 import zmq
 
-_EVENTS = zmq.EVENT_LISTENING | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_EVENTS = zmq.EVENT_LISTENING | zmq.EVENT_CLOSED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 _EVENT = struct.Struct("=HI")  # a monitor event's first frame: its id and its value (a fd)
 _SO_ATTACH_FILTER = 26  # Linux's <asm-generic/socket.h>
 # A classic BPF program of one instruction, BPF_RET|BPF_K 0: keep nothing of any packet.
@@ -74,6 +74,8 @@ class InboundConnections:
                 event, descriptor = _EVENT.unpack(frames[0])
                 if event == zmq.EVENT_LISTENING:
                     self._listening.add(descriptor)
+                elif event == zmq.EVENT_CLOSED:  # a listener closed (unbound)
+                    self._listening.discard(descriptor)
                 elif event == zmq.EVENT_ACCEPTED:
                     self._live.add(descriptor)
                     if self._ending:
@@ -87,7 +89,7 @@ class InboundConnections:
         self._ending = True
         self.take_events()  # up to date first: a descriptor that ended may be reused
         for descriptor in self._listening:
-            with self._ours(descriptor) as listener:
+            with self._ours(descriptor, listening=True) as listener:
                 if listener is not None:
                     _refuse_packets(listener)
         for descriptor in list(self._live):
@@ -100,7 +102,7 @@ class InboundConnections:
 
     def _shut_down(self, descriptor: int) -> None:
         """Shuts down the writing half of the connection behind ``descriptor``."""
-        with self._ours(descriptor) as connection:
+        with self._ours(descriptor, listening=False) as connection:
             if connection is None:
                 self._live.discard(descriptor)  # ended meanwhile: its event is on its way
                 return
@@ -108,10 +110,11 @@ class InboundConnections:
                 connection.shutdown(net.SHUT_WR)
 
     @contextlib.contextmanager
-    def _ours(self, descriptor: int) -> Iterator[net.socket | None]:
-        """A duplicate of ``descriptor`` while it still is one of ours (its local address is
-        the inbound side's: a descriptor that ended may be reused), else None. libzmq
-        keeps owning the socket: closing the duplicate leaves it open."""
+    def _ours(self, descriptor: int, listening: bool) -> Iterator[net.socket | None]:
+        """A duplicate of ``descriptor`` while it still is what we took it for (a listener,
+        or a connection, on the inbound side's local address: a descriptor that ended may
+        be reused), else None. libzmq keeps owning the socket: closing the duplicate
+        leaves it open."""
         try:
             duplicate = net.socket(fileno=os.dup(descriptor))
         except OSError:
@@ -119,7 +122,8 @@ class InboundConnections:
             return
         try:
             try:
-                ours = _normal(duplicate.getsockname()) == self._local
+                accepting = duplicate.getsockopt(net.SOL_SOCKET, net.SO_ACCEPTCONN) == 1
+                ours = accepting == listening and _normal(duplicate.getsockname()) == self._local
             except OSError:
                 ours = False
             yield duplicate if ours else None

@@ -59,7 +59,7 @@ from .zmq import (
 WARM_UP_MIN = 0.1
 WARM_UP_QUIET = 0.05
 WARM_UP_MAX = 0.5
-DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
+DRAIN_QUIET_MS = 50  # inproc://: a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
 # Under a backlog the hub joins consecutive messages of one sender on one channel into
 # one body of at most RUN_BYTES (or bus.max_message_size when smaller), and the
@@ -467,7 +467,7 @@ class ZmqHub(Hub):
             remaining = deadline - time.monotonic()
             if remaining <= 0:  # what is still on its way is lost: publishers count it missed
                 return
-            if _poll(items, min(DRAIN_QUIET_MS, int(remaining * 1000) + 1)):
+            if _poll(items, int(remaining * 1000) + 1):
                 self._forward_available()
 
     def _drain_then_close(self) -> None:
