@@ -9,11 +9,15 @@ import time
 from typing import Any
 
 import pytest
+from conftest import eventually, unique_address
 
 from shellbot import Context
+from shellbot._settings import BusSettings
+from shellbot._transports import transport_for
+from shellbot._transports._zmq_handover import HOLD_FOR
 from shellbot.bus import Bus, Publisher
 
-pytestmark = [pytest.mark.embedded_hub, pytest.mark.slow]
+pytestmark = pytest.mark.embedded_hub
 
 HANDOVERS = 4  # holders that stop, one after the other; one more holds the hub at the end
 PUBLISHERS = 50
@@ -49,6 +53,90 @@ def _wait_for(condition: Any, seconds: float) -> Any:
     return lambda: condition() or time.monotonic() > deadline
 
 
+def _stream(publisher: Publisher, count: int, go: Any, received: Any) -> None:
+    """In a forked process: puts 0 to count - 1 on 'load' without pause, then lives on
+    until they were received (see _publish)."""
+    go.wait(30.0)
+    for number in range(count):
+        publisher.put("load", number)
+        if number % 100 == 99:
+            time.sleep(0.001)  # a steady stream: the hub is never quiet for long
+    received.wait(30.0)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_a_hub_closed_while_another_process_sends_leaves_the_rest_to_the_next_in_order(
+    scheme: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    fork = multiprocessing.get_context("fork")
+    context = Context({"bus": {"address": unique_address(scheme, tmp_path_factory)}})
+    transport = transport_for(BusSettings.from_context(context))
+    bus = Bus(context)
+    count, go, all_received = 20_000, fork.Event(), fork.Event()
+    # Forked before the hub binds: a child holding a copy of its listener would keep the
+    # port, and of a connection, keep that up after its owner ended it.
+    sender = fork.Process(target=_stream, args=(bus.publish(), count, go, all_received))
+    sender.start()
+    hub = transport.open_hub()
+    assert hub is not None
+    subscriber = bus.subscribe("load")
+    successor = None
+    try:
+        assert subscriber.wait_ready(5.0)
+        go.set()
+        assert subscriber.get(block=True, timeout=10.0) == 0
+        hub.close(2.0)  # while the stream goes on
+        deadline = time.monotonic() + 5.0
+        while successor is None and time.monotonic() < deadline:
+            successor = transport.open_hub()  # the port is free once the old sockets closed
+        assert successor is not None
+        received = [0]
+        while len(received) < count:
+            message = subscriber.get(block=True, timeout=10.0)
+            if message is None:
+                break
+            received.append(message)
+        stats = f"{subscriber.stats}, old hub {hub.stats()}, new hub {successor.stats()}"
+        assert received == list(range(count)), stats
+        assert subscriber.stats["missed"] == 0
+    finally:
+        go.set()
+        all_received.set()
+        sender.join(10.0)
+        subscriber.close()
+        for each in (hub, successor):
+            if each is not None:
+                each.close(0.0)
+
+
+def test_a_new_hub_keeps_what_no_one_asked_for_a_moment_then_counts_it_unrouted(
+    tcp_address: str,
+) -> None:
+    """A subscriber asks again once it has reconnected to a new hub, which a busy machine
+    may delay past the hub's warm-up: what came meanwhile waits for it (HOLD_FOR)."""
+    context = Context({"bus": {"address": tcp_address}})
+    hub = transport_for(BusSettings.from_context(context)).open_hub()
+    assert hub is not None
+    bus = Bus(context)
+    try:
+        publisher = bus.publish()
+        for number in range(100):
+            publisher.put("late", number)
+            publisher.put("nobody", number)
+        assert eventually(lambda: hub.stats()["forwarded"] == 200)
+        with bus.subscribe("late") as subscriber:  # after the hub took them
+            got: list[Any] = []
+            _receive(subscriber, got, _wait_for(lambda: len(got) >= 100, 5.0))
+            assert got == list(range(100))
+            assert subscriber.stats["missed"] == 0
+            assert hub.stats()["unrouted"] == 0
+            # What no one asked for within HOLD_FOR is counted, as before.
+            assert eventually(lambda: hub.stats()["unrouted"] == 100, HOLD_FOR + 2.0)
+    finally:
+        hub.close(0.0)
+
+
+@pytest.mark.slow
 def test_4_holders_stop_cleanly_while_50_processes_publish_and_nothing_is_lost(
     tcp_address: str,
 ) -> None:
