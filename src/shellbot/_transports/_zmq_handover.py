@@ -1,4 +1,6 @@
-"""A stopping hub's inbound side: publishers' connections ended without losing what they sent.
+"""Handing the hub over: the old hub ends its publishers' connections without losing what
+they sent (``InboundConnections``), and the new one keeps, for a moment, what came before
+its subscribers asked again (``Unasked``).
 
 ZeroMQ's PUSH/PULL carries no acknowledgement. When the hub closes its PULL socket,
 whatever a publisher had written into the connection (its kernel's send buffer, the
