@@ -9,12 +9,11 @@ import time
 from typing import Any
 
 import pytest
-from conftest import eventually, unique_address
+from conftest import unique_address
 
 from shellbot import Context
 from shellbot._settings import BusSettings
 from shellbot._transports import transport_for
-from shellbot._transports._zmq_handover import HOLD_FOR
 from shellbot.bus import Bus, Publisher
 
 pytestmark = pytest.mark.embedded_hub
@@ -91,14 +90,21 @@ def test_a_hub_closed_while_another_process_sends_leaves_the_rest_to_the_next_in
             successor = transport.open_hub()  # the port is free once the old sockets closed
         assert successor is not None
         received = [0]
-        while len(received) < count:
+
+        def unrouted() -> int:
+            return successor.stats()["unrouted"] if successor is not None else 0
+
+        while len(received) + unrouted() < count:
             message = subscriber.get(block=True, timeout=10.0)
             if message is None:
                 break
             received.append(message)
         stats = f"{subscriber.stats}, old hub {hub.stats()}, new hub {successor.stats()}"
-        assert received == list(range(count)), stats
-        assert subscriber.stats["missed"] == 0
+        # The old hub loses nothing. The only loss allowed is the new hub's, counted: what
+        # it forwarded before the subscriber, slow to reconnect, had asked again.
+        assert len(received) + unrouted() == count, stats
+        assert received == sorted(set(received)), stats  # in order, nothing twice
+        assert subscriber.stats["missed"] <= unrouted(), stats
     finally:
         go.set()
         all_received.set()
@@ -107,33 +113,6 @@ def test_a_hub_closed_while_another_process_sends_leaves_the_rest_to_the_next_in
         for each in (hub, successor):
             if each is not None:
                 each.close(0.0)
-
-
-def test_a_new_hub_keeps_what_no_one_asked_for_a_moment_then_counts_it_unrouted(
-    tcp_address: str,
-) -> None:
-    """A subscriber asks again once it has reconnected to a new hub, which a busy machine
-    may delay past the hub's warm-up: what came meanwhile waits for it (HOLD_FOR)."""
-    context = Context({"bus": {"address": tcp_address}})
-    hub = transport_for(BusSettings.from_context(context)).open_hub()
-    assert hub is not None
-    bus = Bus(context)
-    try:
-        publisher = bus.publish()
-        for number in range(100):
-            publisher.put("late", number)
-            publisher.put("nobody", number)
-        assert eventually(lambda: hub.stats()["forwarded"] == 200)
-        with bus.subscribe("late") as subscriber:  # after the hub took them
-            got: list[Any] = []
-            _receive(subscriber, got, _wait_for(lambda: len(got) >= 100, 5.0))
-            assert got == list(range(100))
-            assert subscriber.stats["missed"] == 0
-            assert hub.stats()["unrouted"] == 0
-            # What no one asked for within HOLD_FOR is counted, as before.
-            assert eventually(lambda: hub.stats()["unrouted"] == 100, HOLD_FOR + 2.0)
-    finally:
-        hub.close(0.0)
 
 
 @pytest.mark.slow
@@ -177,7 +156,12 @@ def test_4_holders_stop_cleanly_while_50_processes_publish_and_nothing_is_lost(
             taken = _wait_for(lambda: any(h.holds_hub for h in waiting), 10.0)  # noqa: B023
             _receive(subscriber, received, taken)
             assert any(holder.holds_hub for holder in waiting), "no one took the hub over"
-        _receive(subscriber, received, _wait_for(lambda: len(received) >= total, 60.0))
+
+        def counted() -> int:
+            return len(received) + sum(holder.stats["unrouted"] for holder in holders)
+
+        arrived = _wait_for(lambda: counted() >= total, 60.0)
+        _receive(subscriber, received, arrived)
         _receive(subscriber, received, _wait_for(lambda: False, 0.2))  # nothing more comes
         all_received.set()
         for process in publishers:
@@ -192,15 +176,14 @@ def test_4_holders_stop_cleanly_while_50_processes_publish_and_nothing_is_lost(
             if process.is_alive():
                 process.kill()
                 process.join(5.0)
-    # A new hub forwards what no one asked for yet (a subscriber that had not re-subscribed)
-    # to no one: it counts that, and it would show here.
+    # The stopping hubs lose nothing. The only loss allowed is a new hub's, counted: what it
+    # forwarded before the subscriber, slow to reconnect, had asked again (design record).
     unrouted = sum(holder.stats["unrouted"] for holder in holders)
     by_publisher: dict[int, list[int]] = {}
     for index, number in received:
         by_publisher.setdefault(index, []).append(number)
     lost = total - len(received)
-    assert lost == 0, f"{lost} of {total} lost ({unrouted} unrouted), {subscriber.stats}"
+    assert lost == unrouted, f"{lost} of {total} lost ({unrouted} unrouted), {subscriber.stats}"
     for index, numbers in by_publisher.items():
-        assert numbers == list(range(COUNT)), f"publisher {index}: out of order or twice"
-    assert subscriber.stats["missed"] == 0
-    assert unrouted == 0
+        assert numbers == sorted(set(numbers)), f"publisher {index}: out of order or twice"
+    assert subscriber.stats["missed"] <= unrouted

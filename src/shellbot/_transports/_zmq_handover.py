@@ -1,6 +1,4 @@
-"""Handing the hub over: the old hub ends its publishers' connections without losing what
-they sent (``InboundConnections``), and the new one keeps, for a moment, what came before
-its subscribers asked again (``Unasked``).
+"""A stopping hub's inbound side: publishers' connections ended without losing what they sent.
 
 ZeroMQ's PUSH/PULL carries no acknowledgement. When the hub closes its PULL socket,
 whatever a publisher had written into the connection (its kernel's send buffer, the
@@ -38,8 +36,7 @@ import ctypes
 import os
 import socket as net
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import zmq
 
@@ -163,47 +160,3 @@ def _normal(name: object) -> object:
 def watched(scheme: str) -> bool:
     """Whether a hub on ``scheme`` has connections to end (inproc:// has no descriptors)."""
     return scheme in ("tcp", "ipc")
-
-
-HOLD_FOR = 1.0  # seconds a new hub keeps what no receiver asked for yet
-HOLD_BYTES = 64 * 1024 * 1024  # and at most this much of it
-
-
-class Unasked:
-    """What a new hub takes in, in its first HOLD_FOR seconds, on channels no receiver
-    has asked for yet: kept, in order, for receivers still on their way. A subscriber
-    asks again once it has reconnected, which a busy machine may delay past the new
-    hub's warm-up; what no one asked for within HOLD_FOR is counted unrouted then."""
-
-    def __init__(self) -> None:
-        self.until = time.monotonic() + HOLD_FOR
-        self._runs: list[tuple[bytes, list[bytes]]] = []  # (topic, run), as they came
-        self._bytes = 0
-
-    def keep(self, topic: bytes, run: list[bytes], size: int) -> bool:
-        """Keeps a run no receiver wants yet; False once the time or the room is over."""
-        if self._bytes + size > HOLD_BYTES or time.monotonic() >= self.until:
-            return False
-        self._runs.append((topic, run))
-        self._bytes += size
-        return True
-
-    def take(self, wanted: Callable[[bytes], bool]) -> list[tuple[bytes, list[bytes]]]:
-        """The runs kept whose topic is ``wanted`` now, in the order they came."""
-        taken = [(topic, run) for topic, run in self._runs if wanted(topic)]
-        if taken:
-            self._runs = [(topic, run) for topic, run in self._runs if not wanted(topic)]
-            self._bytes = sum(len(part) for _, run in self._runs for part in run)
-        return taken
-
-    def remaining_ms(self) -> int:
-        return max(0, int((self.until - time.monotonic()) * 1000) + 1)
-
-    def over(self) -> bool:
-        return time.monotonic() >= self.until
-
-    def end(self) -> int:
-        """Forgets what is still kept; returns how many messages that was."""
-        count = sum(len(run) for _, run in self._runs)
-        self._runs.clear()
-        return count

@@ -36,7 +36,7 @@ from .._codec import (
 )
 from .._settings import BusSettings
 from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub
-from ._zmq_handover import InboundConnections, Unasked, watched
+from ._zmq_handover import InboundConnections, watched
 from .base import Hub
 from .zmq import (
     _NOBLOCK,
@@ -220,7 +220,6 @@ class _Batches:
         self._limit = limit
         self._pending: dict[bytes, bytearray] = {}  # batch topic -> records not yet sent
         self.unrouted = 0  # messages no receiver wanted
-        self.unasked: Unasked | None = None  # a new hub's: kept a while (_zmq_handover)
 
     def add(self, topic: bytes, run: list[bytes]) -> None:
         data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
@@ -232,9 +231,7 @@ class _Batches:
             receivers = self._routes.receivers_of(topic)
         if not receivers:
             if not self._routes.plain:  # plain readers may have wanted it: ZeroMQ knows
-                unasked = self.unasked
-                if unasked is None or not unasked.keep(topic, run, len(data)):
-                    self.unrouted += len(run)
+                self.unrouted += len(run)
             return
         record = _pack_record(len(data), len(topic), len(run))
         room = self._limit - _RECORD_SIZE - len(data)
@@ -249,20 +246,6 @@ class _Batches:
                 del batch[:]
             batch += record
             batch += data
-
-    def release(self) -> None:
-        """Routes what was kept for receivers that asked since; once the time is over,
-        counts what is left unrouted."""
-        unasked = self.unasked
-        if unasked is None:
-            return
-        if unasked.over():
-            self.unrouted += unasked.end()
-            self.unasked = None
-            return
-        for topic, run in unasked.take(lambda topic: bool(self._routes.receivers_of(topic))):
-            self.add(topic, run)
-        self.flush()
 
     def flush(self) -> None:
         """Sends every batch: nothing waits for a batch to fill."""
@@ -298,7 +281,6 @@ class ZmqHub(Hub):
         self._routes = routes
         self._run_limit = HEADER_SIZE + min(RUN_BYTES, settings.max_message_size)
         self._batches = _Batches(subscriber_side, routes, BATCH_BYTES)
-        self._batches.unasked = Unasked()
         self._counters = {"forwarded": 0, "signals": 0, "dropped": 0, "oversized": 0}
         wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
         self._wake_in = context.socket(zmq.PAIR)
@@ -336,17 +318,10 @@ class ZmqHub(Hub):
             connections = self._connections
             if connections is not None:
                 items.append((connections.monitor, _POLLIN))
-            batches = self._batches
             while True:
-                unasked = batches.unasked
-                ready = [
-                    socket
-                    for socket, _ in _poll(items, -1 if unasked is None else unasked.remaining_ms())
-                ]
+                ready = [socket for socket, _ in _poll(items, -1)]
                 if xpub in ready:
                     _take_subscriptions(xpub, self._routes)
-                if unasked is not None and (xpub in ready or unasked.over()):
-                    batches.release()
                 if pull in ready:
                     self._forward_available()
                 if connections is not None and connections.monitor in ready:
@@ -357,9 +332,6 @@ class ZmqHub(Hub):
                 self._drain_then_close()
             else:
                 self._end_connections_then_close(connections)
-            if batches.unasked is not None:  # no one asked for it in time: unrouted
-                batches.unrouted += batches.unasked.end()
-                batches.unasked = None
         finally:
             if self._connections is not None:
                 self._connections.close()
@@ -468,7 +440,6 @@ class ZmqHub(Hub):
         subscriber that its channels reach it."""
         self._send_runs(runs)
         _take_subscriptions(self._xpub, self._routes)
-        self._batches.release()  # kept for one that asked: before the signal, as it came
         _send(self._xpub, data[:end], _SNDMORE)
         _send(self._xpub, data[end:])
 
