@@ -15,7 +15,7 @@ from test_routing import records
 
 from shellbot._codec import BATCH_SEPARATOR, HEADER, ROUTE, ROUTE_REQUEST, topic_of
 from shellbot._subscriptions import Topic, compile_pattern
-from shellbot._transports._zmq_hub import ROUTE_CACHE_LIMIT, _Batches, _Routes
+from shellbot._transports.zmq.hub import ROUTE_CACHE_LIMIT, _Batches, _Routes
 
 _names = itertools.count()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from .._codec import (
+from ..._codec import (
     BATCH_SEPARATOR,
     HEADER,
     HEADER_SIZE,
@@ -27,7 +27,7 @@ from .._codec import (
     SHARE_REQUEST,
     TERMINATOR,
 )
-from ._shares import Assignment, Shares
+from .._shares import Assignment, Shares
 
 # A run the hub joined is split into pieces of at most this many messages for a group:
 # shares are dealt in pieces, so the finer, the more even (and a run may hold 1,000).

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 
 import zmq
 
-from .._codec import CREDIT, HEADER, ROUTE, SHARE_COUNT, SHARE_MARK, SHARE_REQUEST, TERMINATOR
-from .._settings import BusSettings
-from ._shares import CREDIT_STEP
-from ._zmq_curve import HandshakeWatch
-from .base import Frames
-from .zmq import (
+from ..._codec import CREDIT, HEADER, ROUTE, SHARE_COUNT, SHARE_MARK, SHARE_REQUEST, TERMINATOR
+from ..._settings import BusSettings
+from .._shares import CREDIT_STEP
+from ..base import Frames
+from .curve import HandshakeWatch
+from .endpoints import (
     _NOBLOCK,
     _SNDMORE,
     RECONNECT_INTERVAL_MS,

@@ -23,7 +23,7 @@ both ends; bus signals and other programs use the two frames. Under a backlog
 the hub joins runs of messages (see ``ZmqHub._forward_available``); it never
 waits to do so.
 
-The hub itself (binding, routing per receiver, batches) is in ``_zmq_hub``; this
+The hub itself (binding, routing per receiver, batches) is in ``hub``; this
 module holds the senders, the receivers and the transport.
 """
 
@@ -38,16 +38,16 @@ from collections.abc import Iterator, Sequence
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
-from .. import errors
-from .._codec import CONTROL, ROUTE, ROUTE_REQUEST
-from .._settings import BusSettings
-from . import _zmtp
-from ._zmq_curve import HandshakeWatch, curve_of, holding_refused, secure_client
-from ._zmq_takeover import StoppedHolder
-from .base import Frames, Hub, Receiver, Sender, Transport
+from ... import errors
+from ..._codec import CONTROL, ROUTE, ROUTE_REQUEST
+from ..._settings import BusSettings
+from ..base import Frames, Hub, Receiver, Sender, Transport
+from . import zmtp
+from .curve import HandshakeWatch, curve_of, holding_refused, secure_client
+from .takeover import StoppedHolder
 
 RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
-# A hub that stops cleanly drops new connections' SYNs (see _zmq_handover): a sender's
+# A hub that stops cleanly drops new connections' SYNs (see handover.py): a sender's
 # connection attempt that meets it starts again after this, rather than at the kernel's
 # SYN retries (1 s, 3 s, 7 s...), and so reaches the next hub.
 CONNECT_TIMEOUT_MS = 1000
@@ -363,7 +363,7 @@ class ZmqTransport(Transport):
     def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         self.check_storage(durable)
         if group is not None:
-            from ._zmq_member import ZmqMemberReceiver  # which imports this module
+            from .member import ZmqMemberReceiver  # which imports this module
 
             return ZmqMemberReceiver(self._context, self.settings, group)
         return ZmqReceiver(self._context, self.settings)
@@ -404,8 +404,8 @@ class ZmqTransport(Transport):
             return None
         address = self.settings.address
         host, _, port = connect_address(address).split("://", 1)[1].rpartition(":")
-        kind = _zmtp.socket_type(host.strip("[]"), int(port))
-        if kind == _zmtp.SECURED and curve_of(self.settings) is None:
+        kind = zmtp.socket_type(host.strip("[]"), int(port))
+        if kind == zmtp.SECURED and curve_of(self.settings) is None:
             raise errors.AuthenticationError(
                 f"The hub at {address} is secured with CURVE, and this program has no keys: "
                 "set bus.curve.server_key (the hub's public NAME.key) and "
@@ -413,10 +413,10 @@ class ZmqTransport(Transport):
                 "hub's bus.curve.authorized folder holds); on the command line, "
                 "--curve-server-key and --curve-client-key"
             )
-        if kind in (_zmtp.NOTHING, _zmtp.ZEROMQ, _zmtp.SECURED, "XPUB"):  # free, or a hub
+        if kind in (zmtp.NOTHING, zmtp.ZEROMQ, zmtp.SECURED, "XPUB"):  # free, or a hub
             return None
-        held = _zmtp.holder(int(port))
-        if kind == _zmtp.FOREIGN:
+        held = zmtp.holder(int(port))
+        if kind == zmtp.FOREIGN:
             return (
                 f"{address} is held by another program{held}, not a hub: it does not "
                 "answer as ZeroMQ does; stop that program, or use another port"
@@ -439,7 +439,7 @@ class ZmqTransport(Transport):
         )
 
     def open_hub(self) -> Hub | None:
-        from ._zmq_hub import open_hub  # the hub's module imports this one
+        from .hub import open_hub  # the hub's module imports this one
 
         hub = open_hub(self._context, self.settings)
         curve = curve_of(self.settings)

@@ -22,7 +22,7 @@ import signal
 import socket as net
 import time
 
-from .._settings import BusSettings
+from ..._settings import BusSettings
 
 STOPPED_FOR = 1.5  # seconds a holder stays stopped before it is taken for hung
 

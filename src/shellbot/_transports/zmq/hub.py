@@ -22,8 +22,8 @@ from typing import Any
 
 import zmq
 
-from .. import errors
-from .._codec import (
+from ... import errors
+from ..._codec import (
     BATCH_SEPARATOR,
     CONTROL,
     CONTROL_BYTE,
@@ -37,8 +37,9 @@ from .._codec import (
     SHARE_REQUEST,
     TERMINATOR,
 )
-from .._settings import BusSettings
-from ._zmq_curve import (
+from ..._settings import BusSettings
+from ..base import Hub
+from .curve import (
     curve_of,
     holding_refused,
     release_hub,
@@ -46,11 +47,7 @@ from ._zmq_curve import (
     subscriptions_reader,
     watch_inbound,
 )
-from ._zmq_handover import InboundConnections, watched
-from ._zmq_requests import inbox_of, reply_addresses
-from ._zmq_shares import HubShares
-from .base import Hub
-from .zmq import (
+from .endpoints import (
     _NOBLOCK,
     _POLLIN,
     _RCVMORE,
@@ -63,6 +60,9 @@ from .zmq import (
     inbound_address,
     keep_alive,
 )
+from .handover import InboundConnections, watched
+from .requests import inbox_of, reply_addresses
+from .shares import HubShares
 
 # A hub that has just bound the subscriber side waits for connected subscribers to
 # (re)send their subscriptions before it takes in messages, so messages put before it
@@ -136,7 +136,7 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
         routes.reader = subscriptions_reader(secured)
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
-    # Watched from before it binds: a clean stop ends every connection (_zmq_handover).
+    # Watched from before it binds: a clean stop ends every connection (handover.py).
     connections = InboundConnections(pull, inbound) if watched(settings.scheme) else None
     if secured is not None:
         watch_inbound(secured, connections)  # a removed key's publishers are cut through it

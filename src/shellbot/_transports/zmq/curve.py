@@ -10,7 +10,7 @@ Three settings (certificate files as ``shellbot-bus keygen`` writes them):
 - ``bus.curve.authorized``: a folder of public certificates; the hub accepts
   these keys (and its own process's client key) and no other. A file that is
   not one is skipped with a warning; a key removed loses its connections
-  (``_zmq_curve_folder``).
+  (``curve_folder``).
 
 A secret certificate that others than its owner may read is refused, as
 OpenSSH refuses such a private key.
@@ -37,10 +37,10 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from .. import _process
-from .._settings import BusSettings
-from ..errors import ConfigurationError
-from ._zmq_curve_folder import Authorized, Guard
+from ... import _process
+from ..._settings import BusSettings
+from ...errors import ConfigurationError
+from .curve_folder import Authorized, Guard
 
 # Handshake failures without a reason from the hub (it dropped the connection), in a
 # row, before they are reported: one alone may be a hub that went away meanwhile.
