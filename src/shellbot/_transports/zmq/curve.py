@@ -27,6 +27,7 @@ and what to check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -319,3 +320,25 @@ class HandshakeWatch:
 
 def _text(key: bytes | None) -> str:
     return "none" if key is None else key.decode("ascii")
+
+
+def secure_and_watch(
+    socket: zmq.Socket, settings: BusSettings, side: str, endpoint: str
+) -> HandshakeWatch | None:
+    """With bus.curve.* set: makes ``socket`` a CURVE client, watched; else leaves it be."""
+    curve = curve_of(settings)
+    if curve is None:
+        return None
+    try:
+        secure_client(socket, curve)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return HandshakeWatch(socket, curve, side, endpoint)
+
+
+def unwatch(socket: zmq.Socket, watch: HandshakeWatch | None) -> None:
+    if watch is not None:
+        with contextlib.suppress(zmq.ZMQError):
+            socket.disable_monitor()
+        watch.close()

@@ -1,30 +1,9 @@
-"""``tcp://``, ``ipc://`` and ``inproc://``: the embedded ZeroMQ transport.
-
-The hub binds two sockets:
-
-- an XPUB socket at ``bus.address``, where subscribers connect SUB sockets;
-- a PULL socket at the inbound address, where every process connects one PUSH
-  socket to publish. The inbound address is ``bus.inbound`` when set, else
-  derived from ``bus.address``: TCP port + 1 (``tcp://127.0.0.1:5556`` for the
-  default), or the same path or name with ``.in`` appended for ``ipc://`` and
-  ``inproc://``.
+"""The ZeroMQ transport's endpoints: the sender (a PUSH socket to the hub's inbound
+side), the receiver (a SUB socket the hub routes batches to), and the one map of
+ZeroMQ's errors onto the bus's.
 
 A PUSH socket may connect before any hub exists: what it sends waits in the
-socket (up to ``bus.send_high_water_mark`` messages) until a hub binds. The hub
-checks the shape of each message (two frames, a topic that ends with the
-terminator or is a control topic, a body with a header, a size within
-``bus.max_message_size``), counts and drops the rest, and forwards the bytes
-as they are; it never decodes JSON.
-
-On the inbound side only, a message may also come as one frame: the topic and
-the body back to back (the topic's terminator, the first 0xFF byte, ends it).
-Our publishers send messages that way, one frame being cheaper than two at
-both ends; bus signals and other programs use the two frames. Under a backlog
-the hub joins runs of messages (see ``ZmqHub._forward_available``); it never
-waits to do so.
-
-The hub itself (binding, routing per receiver, batches) is in ``hub``; this
-module holds the senders, the receivers and the transport.
+socket (up to ``bus.send_high_water_mark`` messages) until a hub binds.
 """
 
 from __future__ import annotations
@@ -36,96 +15,53 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import zmq
-from zmq.backend import Socket as _BackendSocket
 
 from ... import errors
 from ..._codec import CONTROL, ROUTE, ROUTE_REQUEST
 from ..._settings import BusSettings
-from ..base import Frames, Hub, Receiver, Sender, Transport
-from . import zmtp
-from .curve import HandshakeWatch, curve_of, holding_refused, secure_client
-from .takeover import StoppedHolder
+from ..base import Frames, Receiver, Sender
+from .curve import secure_and_watch, unwatch
+from .sockets import (
+    NOBLOCK,
+    POLLIN,
+    RECONNECT_INTERVAL_MS,
+    SNDMORE,
+    connect_address,
+    inbound_address,
+    keep_alive,
+    milliseconds,
+    poll,
+    recv,
+    send,
+)
 
-RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
-# A hub that stops cleanly drops new connections' SYNs (see handover.py): a sender's
+# A hub that stops cleanly drops new connections' SYNs (see ``handover``): a sender's
 # connection attempt that meets it starts again after this, rather than at the kernel's
 # SYN retries (1 s, 3 s, 7 s...), and so reaches the next hub.
 CONNECT_TIMEOUT_MS = 1000
-# Heartbeats on every connection (ZMTP PING/PONG, answered by libzmq's own threads): a
-# peer silent for HEARTBEAT_TIMEOUT_MS after a ping (a stopped process, a machine gone,
-# a cut network) is dropped, within IVL + TIMEOUT = 2 s, and reconnected to.
-HEARTBEAT_IVL_MS = 500
-HEARTBEAT_TIMEOUT_MS = 1500
-# What a ZeroMQ peer sends first (ZMTP 3: 0xFF, 8 bytes of padding, 0x7F), and how long
-# the holder of a taken tcp:// address has to send it before it is taken for another program.
-
-# The hot path calls the backend's methods: the sugar layer above them costs more per
-# call than sending a small frame (routing_id/group handling, RCVMORE through enums).
-# Whether a message waits is asked with a zero-timeout poll: measured here, it costs
-# less than reading ZMQ_EVENTS, and far less than the exception of an empty receive.
-_send = _BackendSocket.send
-_recv = _BackendSocket.recv
-_get = _BackendSocket.get
-_poll = zmq.zmq_poll
-_RCVMORE = zmq.RCVMORE
-_NOBLOCK = zmq.NOBLOCK
-_SNDMORE = zmq.SNDMORE
-_POLLIN = zmq.POLLIN
 
 
 def _receive_frames(socket: zmq.Socket) -> Frames:
     """The frames of the next message (``zmq.Again`` when none waits)."""
-    first = _recv(socket, _NOBLOCK, False)
+    first = recv(socket, NOBLOCK, False)
     if not first.more:
         return [first.bytes]
-    second = _recv(socket, _NOBLOCK, False)
+    second = recv(socket, NOBLOCK, False)
     if not second.more:
         return [first.bytes, second.bytes]
     frames = [first.bytes, second.bytes]
     more = True
     while more:
-        frame = _recv(socket, _NOBLOCK, False)
+        frame = recv(socket, NOBLOCK, False)
         frames.append(frame.bytes)
         more = frame.more
     return frames
 
 
-def keep_alive(socket: zmq.Socket) -> None:
-    """Heartbeats on every connection of ``socket`` (set before it binds or connects)."""
-    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
-
-
 def _poll_in(socket: zmq.Socket, timeout: float | None) -> bool:
     """Waits at most ``timeout`` seconds (None: forever) for ``socket`` to be readable."""
-    milliseconds = _milliseconds(timeout)
-    return bool(_poll([(socket, _POLLIN)], -1 if milliseconds is None else milliseconds))
-
-
-def inbound_address(settings: BusSettings) -> str:
-    """Where publishers connect: ``bus.inbound``, or the rule in the module docstring."""
-    if settings.inbound:
-        return settings.inbound
-    scheme, rest = settings.address.split("://", 1)
-    if scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        return f"tcp://{host}:{int(port) + 1}"
-    return f"{settings.address}.in"
-
-
-def connect_address(address: str) -> str:
-    """The address to connect to: a hub bound on every interface is reached on loopback."""
-    scheme, rest = address.split("://", 1)
-    if scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        if host in ("*", "0.0.0.0"):
-            return f"tcp://127.0.0.1:{port}"
-    return address
-
-
-def _milliseconds(timeout: float | None) -> int | None:
-    return None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    timeout_ms = milliseconds(timeout)
+    return bool(poll([(socket, POLLIN)], -1 if timeout_ms is None else timeout_ms))
 
 
 class ZmqSender(Sender):
@@ -134,11 +70,11 @@ class ZmqSender(Sender):
         self._bus_address = settings.address
         self._socket = context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
-        self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
+        self._socket.setsockopt(zmq.SNDTIMEO, milliseconds(settings.send_timeout) or 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         keep_alive(self._socket)
-        self._watch = _secured(self._socket, settings, "inbound side", self._address)
+        self._watch = secure_and_watch(self._socket, settings, "inbound side", self._address)
         self._socket.connect(connect_address(self._address))
         self._lock = threading.Lock()
 
@@ -147,8 +83,8 @@ class ZmqSender(Sender):
         with self._lock:
             try:
                 for topic, body in messages:
-                    _send(socket, topic, _SNDMORE)
-                    _send(socket, body)
+                    send(socket, topic, SNDMORE)
+                    send(socket, body)
             except zmq.ZMQError as error:
                 raise _translated(error, self) from error
 
@@ -156,7 +92,7 @@ class ZmqSender(Sender):
         """``send([(topic, body)])`` for a caller that serializes its calls (the outbox),
         as one frame: ``topic`` must end with the terminator (see the module docstring)."""
         try:
-            _send(self._socket, topic + body)
+            send(self._socket, topic + body)
         except zmq.ZMQError as error:
             raise _translated(error, self) from error
 
@@ -167,8 +103,8 @@ class ZmqSender(Sender):
         socket = self._socket
         with self._lock:
             try:
-                _send(socket, topic, _SNDMORE | _NOBLOCK)
-                _send(socket, body)  # a message's frames are queued together
+                send(socket, topic, SNDMORE | NOBLOCK)
+                send(socket, body)  # a message's frames are queued together
             except zmq.Again:
                 pass
             except zmq.ZMQError as error:
@@ -181,8 +117,8 @@ class ZmqSender(Sender):
     def close(self, linger: float) -> None:
         with self._lock:
             if not self._socket.closed:
-                _unwatch(self._socket, self._watch)
-                self._socket.close(linger=_milliseconds(linger))
+                unwatch(self._socket, self._watch)
+                self._socket.close(linger=milliseconds(linger))
 
 
 class ZmqReceiver(Receiver):
@@ -195,7 +131,7 @@ class ZmqReceiver(Receiver):
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         keep_alive(self._socket)
-        self._watch = _secured(self._socket, settings, "subscriber side", settings.address)
+        self._watch = secure_and_watch(self._socket, settings, "subscriber side", settings.address)
         self._socket.connect(connect_address(settings.address))
         identity = secrets.token_hex(8).encode()
         self.batch_topic = ROUTE + identity
@@ -238,7 +174,7 @@ class ZmqReceiver(Receiver):
         check when nothing is queued)."""
         socket = self._socket
         try:
-            if _poll([(socket, _POLLIN)], 0):
+            if poll([(socket, POLLIN)], 0):
                 while True:
                     yield _receive_frames(socket)
         except zmq.ZMQError:  # zmq.Again: all taken; a closed socket shows on the next wait
@@ -295,30 +231,8 @@ class ZmqReceiver(Receiver):
 
     def close(self) -> None:
         if not self._socket.closed:
-            _unwatch(self._socket, self._watch)
+            unwatch(self._socket, self._watch)
             self._socket.close(linger=0)
-
-
-def _secured(
-    socket: zmq.Socket, settings: BusSettings, side: str, endpoint: str
-) -> HandshakeWatch | None:
-    """With bus.curve.* set: makes ``socket`` a CURVE client, watched; else leaves it be."""
-    curve = curve_of(settings)
-    if curve is None:
-        return None
-    try:
-        secure_client(socket, curve)
-    except BaseException:
-        socket.close(linger=0)
-        raise
-    return HandshakeWatch(socket, curve, side, endpoint)
-
-
-def _unwatch(socket: zmq.Socket, watch: HandshakeWatch | None) -> None:
-    if watch is not None:
-        with contextlib.suppress(zmq.ZMQError):
-            socket.disable_monitor()
-        watch.close()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -347,107 +261,3 @@ def _translated(error: zmq.ZMQError, sender: ZmqSender | None = None) -> errors.
     return errors.TransportError(
         f"Receiving failed ({error}): close this subscriber and subscribe again"
     )
-
-
-class ZmqTransport(Transport):
-    def __init__(self, settings: BusSettings) -> None:
-        super().__init__(settings)
-        self.process_local = settings.scheme == "inproc"
-        self._context: zmq.Context = zmq.Context.instance()
-        self._stopped_holder: StoppedHolder | None = None
-
-    def open_sender(self) -> Sender:
-        self.check_storage()
-        return ZmqSender(self._context, self.settings)
-
-    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
-        self.check_storage(durable)
-        if group is not None:
-            from .member import ZmqMemberReceiver  # which imports this module
-
-            return ZmqMemberReceiver(self._context, self.settings, group)
-        return ZmqReceiver(self._context, self.settings)
-
-    def check(self) -> None:
-        curve_of(self.settings)
-
-    def publisher_address(self) -> str:
-        return inbound_address(self.settings)
-
-    def hub_refused(self) -> str | None:
-        curve = curve_of(self.settings)  # tcp:// only: a ConfigurationError otherwise
-        return None if curve is None else holding_refused(curve)
-
-    def unreachable(self) -> str:
-        settings = self.settings
-        curve = curve_of(settings)
-        refused = None if curve is None else holding_refused(curve)
-        if refused is not None:
-            return (
-                f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
-                f"(bus.start_timeout), and {refused}: start `shellbot-bus hub` there with "
-                "the hub's secret certificate, or a publisher that holds it"
-            )
-        return (
-            f"No hub answered at {settings.address} within {settings.start_timeout:g} s "
-            f"(bus.start_timeout): the publisher could not hold the hub there, and its "
-            f"probe, sent to the hub's inbound side {inbound_address(settings)}, never came "
-            f"back through {settings.address}; check bus.address and bus.inbound, or start "
-            "`shellbot-bus hub` there"
-        )
-
-    def not_a_hub(self) -> str | None:
-        """On tcp://: what holds the address when it is not a hub: another program, the
-        inbound side of another bus's hub, or some other ZeroMQ socket. A hub secured with
-        CURVE, where this program has no keys, is an ``AuthenticationError`` saying so."""
-        if self.settings.scheme != "tcp":
-            return None
-        address = self.settings.address
-        host, _, port = connect_address(address).split("://", 1)[1].rpartition(":")
-        kind = zmtp.socket_type(host.strip("[]"), int(port))
-        if kind == zmtp.SECURED and curve_of(self.settings) is None:
-            raise errors.AuthenticationError(
-                f"The hub at {address} is secured with CURVE, and this program has no keys: "
-                "set bus.curve.server_key (the hub's public NAME.key) and "
-                "bus.curve.client_key (this program's NAME.key_secret, whose NAME.key the "
-                "hub's bus.curve.authorized folder holds); on the command line, "
-                "--curve-server-key and --curve-client-key"
-            )
-        if kind in (zmtp.NOTHING, zmtp.ZEROMQ, zmtp.SECURED, "XPUB"):  # free, or a hub
-            return None
-        held = zmtp.holder(int(port))
-        if kind == zmtp.FOREIGN:
-            return (
-                f"{address} is held by another program{held}, not a hub: it does not "
-                "answer as ZeroMQ does; stop that program, or use another port"
-            )
-        if kind == "PULL":
-            return (
-                f"{address} is the inbound side of another bus's hub{held}: a bus on port P "
-                f"takes P + 1 for its publishers; give this bus a port 2 or more away from "
-                "the other's, or set bus.inbound on both"
-            )
-        if kind == "PUB":
-            return (
-                f"{address} is held by a ZeroMQ PUB socket{held}, not a hub: the original "
-                "shellbot's publisher binds one there; give this bus another address, and "
-                "`shellbot-bus bridge --legacy` relays between the two"
-            )
-        return (
-            f"{address} is held by a ZeroMQ {kind} socket{held}, not a hub; stop that "
-            "program, or use another port"
-        )
-
-    def open_hub(self) -> Hub | None:
-        from .hub import open_hub  # the hub's module imports this one
-
-        hub = open_hub(self._context, self.settings)
-        curve = curve_of(self.settings)
-        may_hold = curve is None or holding_refused(curve) is None
-        if hub is None and may_hold and self.settings.scheme == "tcp":
-            # Held: by a live hub (fine), or by a stopped process that forwards nothing.
-            if self._stopped_holder is None:
-                self._stopped_holder = StoppedHolder(self.settings, inbound_address(self.settings))
-            if self._stopped_holder.remove_if_stopped():
-                hub = open_hub(self._context, self.settings)
-        return hub

@@ -1,14 +1,7 @@
-"""The hub of the embedded ZeroMQ transport: it binds, learns routes, and forwards.
-
-Towards subscribers the hub routes. ZeroMQ filters each frame by its topic, so
-a frame holding messages of several channels could only go to everyone; the
-hub instead learns who wants what, and batches per receiver. A receiver
-subscribes (a ZeroMQ subscription, which the XPUB socket hands to the hub) to
-``ROUTE_REQUEST`` + its id + ``:`` + a topic prefix for each of its channels or
-patterns, and to ``ROUTE`` + its id, the topic of the batches the hub sends it
-(see ``_codec``). ZeroMQ's own filter then delivers each batch to its receiver
-alone. Other programs may still subscribe to plain topics: while any do, the
-hub also forwards each message as two frames on its own topic.
+"""The hub of the embedded ZeroMQ transport: it binds both sides (see the package's
+docstring), then forwards in a thread of its own, checking each message's shape and
+counting what it drops. Who gets what is ``routing``; how messages of one sender are
+joined, ``_runs``; a clean stop, ``handover``.
 """
 
 from __future__ import annotations
@@ -23,21 +16,9 @@ from typing import Any
 import zmq
 
 from ... import errors
-from ..._codec import (
-    BATCH_SEPARATOR,
-    CONTROL,
-    CONTROL_BYTE,
-    CREDIT,
-    HEADER,
-    HEADER_SIZE,
-    RECORD,
-    REPLY,
-    ROUTE,
-    ROUTE_REQUEST,
-    SHARE_REQUEST,
-    TERMINATOR,
-)
+from ..._codec import CONTROL_BYTE, CREDIT, HEADER, HEADER_SIZE, REPLY, TERMINATOR
 from ..._settings import BusSettings
+from .._runs import Run, run_limit
 from ..base import Hub
 from .curve import (
     curve_of,
@@ -47,22 +28,23 @@ from .curve import (
     subscriptions_reader,
     watch_inbound,
 )
-from .endpoints import (
-    _NOBLOCK,
-    _POLLIN,
-    _RCVMORE,
-    _SNDMORE,
-    _get,
-    _milliseconds,
-    _poll,
-    _recv,
-    _send,
+from .handover import InboundConnections, watched
+from .requests import inbox_of
+from .routing import BATCH_BYTES, Batches, Routes
+from .shares import HubShares
+from .sockets import (
+    NOBLOCK,
+    POLLIN,
+    RCVMORE,
+    SNDMORE,
+    get,
     inbound_address,
     keep_alive,
+    milliseconds,
+    poll,
+    recv,
+    send,
 )
-from .handover import InboundConnections, watched
-from .requests import inbox_of, reply_addresses
-from .shares import HubShares
 
 # A hub that has just bound the subscriber side waits for connected subscribers to
 # (re)send their subscriptions before it takes in messages, so messages put before it
@@ -73,21 +55,12 @@ WARM_UP_QUIET = 0.05
 WARM_UP_MAX = 0.5
 DRAIN_QUIET_MS = 50  # inproc://: a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
-# Under a backlog the hub joins consecutive messages of one sender on one channel into
-# one body of at most RUN_BYTES (or bus.max_message_size when smaller), and the
-# messages for one receiver into batches of about BATCH_BYTES. It only joins what has
-# already arrived: a message alone leaves at once.
-RUN_BYTES = 8 * 1024
-BATCH_BYTES = 32 * 1024
-ROUTE_CACHE_LIMIT = 100_000  # topics whose receivers the hub remembers between changes
 # The hub's high-water mark towards each subscriber counts frames, and a frame may
 # hold a batch of BATCH_BYTES: the hub keeps at most about this many bytes for a
 # subscriber that stopped reading (its socket full too), then drops for it alone;
 # the subscriber counts the gap at its next message.
 HUB_BYTES_PER_SUBSCRIBER = 64 * 1024 * 1024
 _unpack_header = HEADER.unpack_from
-_pack_record = RECORD.pack
-_RECORD_SIZE = RECORD.size
 
 
 def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
@@ -96,199 +69,63 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
     curve = curve_of(settings)
     if curve is not None and holding_refused(curve) is not None:
         return None  # without the hub's secret it only connects, never binds
-    lock_file = None
-    if settings.scheme == "ipc":
-        # Binding an ipc path replaces whoever held it; a lock file says a hub lives.
-        lock_file = _lock_or_none(settings.address.split("://", 1)[1] + ".lock")
-        if lock_file is None:
-            return None
-    xpub = context.socket(zmq.XPUB)
-    xpub.setsockopt(zmq.SNDHWM, _hub_high_water_mark(settings))
-    xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
-    pull = context.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
-    keep_alive(xpub)
-    keep_alive(pull)
-    # Far larger frames cost memory before the hub can refuse them: libzmq drops the
-    # peer instead. Frames between the two limits are received, counted and dropped.
-    pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)
-    # Both sides are secured before either binds: no plain peer ever gets in.
-    secured = None
-    if curve is not None:
-        secured = secure_hub(context, [xpub, pull], curve, f"shellbot {settings.address}")
-    try:
-        xpub.bind(settings.address)
-    except zmq.ZMQError as error:
-        xpub.close(linger=0)
-        pull.close(linger=0)
+    # Whatever was made is released, in reverse, on every way out but a hub made.
+    with contextlib.ExitStack() as made:
+        lock_file = None
+        if settings.scheme == "ipc":
+            # Binding an ipc path replaces whoever held it; a lock file says a hub lives.
+            lock_file = _lock_or_none(settings.address.split("://", 1)[1] + ".lock")
+            if lock_file is None:
+                return None
+            made.callback(os.close, lock_file)
+        xpub = context.socket(zmq.XPUB)
+        made.callback(xpub.close, linger=0)
+        pull = context.socket(zmq.PULL)
+        made.callback(pull.close, linger=0)
+        xpub.setsockopt(zmq.SNDHWM, _hub_high_water_mark(settings))
+        xpub.setsockopt(zmq.RCVHWM, 0)  # subscriptions arrive here; none may be dropped
+        pull.setsockopt(zmq.RCVHWM, settings.send_high_water_mark)
+        keep_alive(xpub)
+        keep_alive(pull)
+        # Far larger frames cost memory before the hub can refuse them: libzmq drops the
+        # peer instead. Frames between the two limits are received, counted and dropped.
+        pull.setsockopt(zmq.MAXMSGSIZE, 4 * settings.max_message_size + 65536)
+        # Both sides are secured before either binds: no plain peer ever gets in.
+        secured = None
+        if curve is not None:
+            secured = secure_hub(context, [xpub, pull], curve, f"shellbot {settings.address}")
+            made.callback(release_hub, secured)
+        try:
+            xpub.bind(settings.address)
+        except zmq.ZMQError as error:
+            if error.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL):
+                return None  # a hub holds it, here or on the machine that owns the address
+            raise errors.TransportError(
+                f"Cannot bind bus.address {settings.address} ({error}): use an address "
+                "this machine can bind (an ipc:// path short, in a directory that exists)"
+            ) from error
+        routes = Routes(HubShares(xpub, BATCH_BYTES))
         if secured is not None:
-            release_hub(secured)
-        if lock_file is not None:
-            os.close(lock_file)
-        if error.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL):
-            return None  # a hub holds it, here or on the machine that owns the address
-        raise errors.TransportError(
-            f"Cannot bind bus.address {settings.address} ({error}): use an address "
-            "this machine can bind (an ipc:// path short, in a directory that exists)"
-        ) from error
-    routes = _Routes(HubShares(xpub, BATCH_BYTES, _send))
-    if secured is not None:
-        routes.reader = subscriptions_reader(secured)
-    _warm_up(xpub, routes)
-    inbound = inbound_address(settings)
-    # Watched from before it binds: a clean stop ends every connection (handover.py).
-    connections = InboundConnections(pull, inbound) if watched(settings.scheme) else None
-    if secured is not None:
-        watch_inbound(secured, connections)  # a removed key's publishers are cut through it
-    try:
-        pull.bind(inbound)
-    except zmq.ZMQError as error:
-        if connections is not None:
-            connections.close()
-        pull.close(linger=0)
-        xpub.close(linger=0)
+            routes.reader = subscriptions_reader(secured)
+        _warm_up(xpub, routes)
+        inbound = inbound_address(settings)
+        # Watched from before it binds: a clean stop ends every connection (``handover``).
+        connections = None
+        if watched(settings.scheme):
+            connections = InboundConnections(pull, inbound)
+            made.callback(connections.close)  # before the socket it watches closes
         if secured is not None:
-            release_hub(secured)
-        if lock_file is not None:
-            os.close(lock_file)
-        raise errors.AddressInUse(
-            f"The hub bound {settings.address} but not its inbound side {inbound} "
-            f"({error}); free it, or set bus.inbound to a free address"
-        ) from error
-    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured, connections)
-
-
-class _Routes:
-    """Which receivers want which topics, learnt from the subscriptions the hub sees.
-
-    ZeroMQ's XPUB socket hands up the first subscription to a topic and the last
-    unsubscription from it (also when a subscriber goes away). Route requests
-    name their receiver, so each one comes up; plain data topics (subscribed to
-    by other programs) are counted, to know whether anyone reads plain frames.
-    """
-
-    def __init__(self, shares: HubShares | None = None) -> None:
-        # Queue groups' members, learnt here too (a hub's sends their shares on its XPUB).
-        self.shares = shares or HubShares(None, BATCH_BYTES, _send)
-        self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
-        self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
-        self.plain = 0
-        self.inboxes: set[bytes] = set()  # the REPLY prefixes of requesters' inboxes
-        self.count = 0  # routes held: (topic or prefix, receiver) pairs
-        self.held: dict[bytes, int] = {}  # batch topic -> routes held for that receiver
-        # topic -> the batch topics of its receivers; emptied when the routes change
-        self.cache: dict[bytes, tuple[bytes, ...]] = {}
-        self.reader: Any = None  # with CURVE: reads the subscriptions, noting their keys
-
-    def take(self, event: bytes) -> None:
-        """Takes one (un)subscription: its first byte is 1 or 0, the topic follows."""
-        if not event or event[0] > 1:
-            return
-        subscribing = event[0] == 1
-        topic = event[1:]
-        if topic.startswith(ROUTE_REQUEST):
-            receiver, colon, prefix = topic[len(ROUTE_REQUEST) :].partition(b":")
-            if not colon or not receiver:
-                return
-            batch_topic = ROUTE + receiver
-            # A topic ends with the only terminator it holds: such a prefix matches it alone.
-            table = self.exact if prefix.endswith(TERMINATOR) else self.prefixes
-            receivers = table.setdefault(prefix, set())
-            held = self.held
-            if subscribing and batch_topic not in receivers:
-                receivers.add(batch_topic)
-                self.count += 1
-                held[batch_topic] = held.get(batch_topic, 0) + 1
-            elif not subscribing and batch_topic in receivers:
-                receivers.discard(batch_topic)
-                self.count -= 1
-                held[batch_topic] -= 1
-                if not held[batch_topic]:
-                    del held[batch_topic]
-            if not receivers:
-                del table[prefix]
-            self.cache.clear()
-        elif topic.startswith(SHARE_REQUEST):
-            self.shares.take(topic, subscribing)
-        elif topic[:1] != CONTROL:
-            self.plain = max(0, self.plain + (1 if subscribing else -1))
-        elif topic.startswith(REPLY):
-            (self.inboxes.add if subscribing else self.inboxes.discard)(topic)
-
-    def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
-        """The batch topics of the receivers that want ``topic``, worked out from the
-        routes and kept in ``cache``, which callers read first."""
-        wanting = set(self.exact.get(topic, ()))
-        for prefix, receivers in self.prefixes.items():
-            if topic.startswith(prefix):
-                wanting |= receivers
-        if len(self.cache) >= ROUTE_CACHE_LIMIT:
-            self.cache.clear()
-        found = self.cache[topic] = tuple(wanting)
-        return found
-
-
-class _Batches:
-    """Messages on their way to each receiver, sent as batches of about ``limit`` bytes.
-
-    A run of messages comes as the first one in the one-frame form (topic,
-    terminator, body), then the JSON texts of the others; in a batch it is a
-    record: ``_codec.RECORD`` (the lengths of the frame and of the topic, and how
-    many messages it holds), then the frame, with the texts joined by newlines.
-    """
-
-    def __init__(self, xpub: zmq.Socket, routes: _Routes, limit: int) -> None:
-        self._xpub = xpub
-        self._routes = routes
-        self._cache = routes.cache  # the same dict for good: routes only ever clear it
-        self._limit = limit
-        self._pending: dict[bytes, bytearray] = {}  # batch topic -> records not yet sent
-        self._shares = routes.shares
-        self._members = routes.shares.shares.members  # the same dict for good: any group?
-        self.unrouted = 0  # messages no receiver wanted
-        self.no_responders = 0  # requests among them, answered at once
-
-    def add(self, topic: bytes, run: list[bytes]) -> None:
-        data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
-        if self._routes.plain:  # another program reads plain frames: ZeroMQ filters them
-            _send(self._xpub, topic, _SNDMORE)
-            _send(self._xpub, data[len(topic) :])
-        receivers = self._cache.get(topic)
-        if receivers is None:
-            receivers = self._routes.receivers_of(topic)
-        shared = bool(self._members) and self._shares.add(topic, run, data)
-        if not receivers:
-            if not self._routes.plain and not shared:  # plain readers may have: ZeroMQ knows
-                self.unrouted += len(run)
-                for reply_to in reply_addresses(topic, run):  # requests: no one will answer
-                    self.no_responders += 1
-                    _send(self._xpub, REPLY + reply_to, _SNDMORE)
-                    _send(self._xpub, b"")
-            return
-        record = _pack_record(len(data), len(topic), len(run))
-        room = self._limit - _RECORD_SIZE - len(data)
-        pending = self._pending
-        for batch_topic in receivers:
-            batch = pending.get(batch_topic)
-            if batch is None:
-                pending[batch_topic] = bytearray(record + data)
-                continue
-            if len(batch) > room:
-                self._send(batch_topic, batch)
-                del batch[:]
-            batch += record
-            batch += data
-
-    def flush(self) -> None:
-        """Sends every batch: nothing waits for a batch to fill."""
-        for batch_topic, batch in self._pending.items():
-            self._send(batch_topic, batch)
-        self._pending.clear()
-        self._shares.flush()
-
-    def _send(self, batch_topic: bytes, batch: bytearray) -> None:
-        _send(self._xpub, batch_topic, _SNDMORE)
-        _send(self._xpub, batch)
+            watch_inbound(secured, connections)  # a removed key's publishers are cut through it
+        try:
+            pull.bind(inbound)
+        except zmq.ZMQError as error:
+            raise errors.AddressInUse(
+                f"The hub bound {settings.address} but not its inbound side {inbound} "
+                f"({error}); free it, or set bus.inbound to a free address"
+            ) from error
+        hub = ZmqHub(context, settings, xpub, pull, lock_file, routes, secured, connections)
+        made.pop_all()  # the hub's now: it releases them when it closes
+        return hub
 
 
 class ZmqHub(Hub):
@@ -301,7 +138,7 @@ class ZmqHub(Hub):
         subscriber_side: zmq.Socket,
         publisher_side: zmq.Socket,
         lock_file: int | None,
-        routes: _Routes,
+        routes: Routes,
         secured: Any = None,
         connections: InboundConnections | None = None,
     ) -> None:
@@ -312,8 +149,10 @@ class ZmqHub(Hub):
         self._lock_file = lock_file
         self._max_body = HEADER_SIZE + settings.max_message_size
         self._routes = routes
-        self._run_limit = HEADER_SIZE + min(RUN_BYTES, settings.max_message_size)
-        self._batches = _Batches(subscriber_side, routes, BATCH_BYTES)
+        # Run.takes's rule inline: a message of ``size`` bytes joins while the run's size
+        # plus its own stays within this (its header goes, a separator comes).
+        self._run_joins = run_limit(settings.max_message_size) + HEADER_SIZE - 1
+        self._batches = Batches(subscriber_side, routes, BATCH_BYTES)
         self._counters = {
             "forwarded": 0,
             "signals": 0,
@@ -354,13 +193,13 @@ class ZmqHub(Hub):
 
     def _run(self) -> None:
         try:
-            items = [(self._pull, _POLLIN), (self._xpub, _POLLIN), (self._wake_in, _POLLIN)]
+            items = [(self._pull, POLLIN), (self._xpub, POLLIN), (self._wake_in, POLLIN)]
             pull, xpub, wake = self._pull, self._xpub, self._wake_in
             connections = self._connections
             if connections is not None:
-                items.append((connections.monitor, _POLLIN))
+                items.append((connections.monitor, POLLIN))
             while True:
-                ready = [socket for socket, _ in _poll(items, -1)]
+                ready = [socket for socket, _ in poll(items, -1)]
                 if xpub in ready:
                     _take_subscriptions(xpub, self._routes)
                     self._batches.flush()  # what a member that left had waiting goes on
@@ -379,7 +218,7 @@ class ZmqHub(Hub):
                 self._connections.close()
             for socket in (self._pull, self._wake_in):
                 socket.close(linger=0)
-            self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
+            self._xpub.close(linger=milliseconds(min(self._settings.linger, 1.0)))
             if self._secured is not None:
                 release_hub(self._secured)
             if self._lock_file is not None:
@@ -388,10 +227,9 @@ class ZmqHub(Hub):
     def _forward_available(self) -> None:
         """Forwards what has arrived, checked; joins runs of one sender on one channel.
 
-        A run is messages of one sender, one after the other in that sender's
-        order, on one topic, with consecutive sequence numbers: they leave as one
-        message (the first whole, then the JSON texts of the others, joined by
-        newlines), which the subscriber splits again. Each sender has its own
+        A run (``_runs``) is messages of one sender, one after the other in that
+        sender's order, on one topic, with consecutive sequence numbers: they leave
+        as one message, which the subscriber splits again. Each sender has its own
         run, so senders whose messages arrive interleaved (fan-in) are joined
         too; order is kept per sender, which is all the bus promises (arrival
         order across senders is ZeroMQ's fair queuing anyway). Runs then go
@@ -404,19 +242,18 @@ class ZmqHub(Hub):
         other frame must begin a message of two frames.
         """
         pull = self._pull
-        pull_items = [(pull, _POLLIN)]
-        max_body, limit = self._max_body, self._run_limit
+        pull_items = [(pull, POLLIN)]
+        max_body, joins = self._max_body, self._run_joins
         add = self._batches.add
         forwarded = signals = dropped = oversized = 0
-        # sender -> [topic, parts, next sequence, size]: the run being joined
-        runs: dict[int, list[Any]] = {}
+        runs: dict[int, Run] = {}  # sender -> the run being joined
         try:
             for index in range(FORWARD_BURST):
                 # A message that came alone leaves at once: one cheap look for a second
                 # one, rather than the exception of an empty receive (a few µs of latency).
-                if index == 1 and not _poll(pull_items, 0):
+                if index == 1 and not poll(pull_items, 0):
                     break
-                data = _recv(pull, _NOBLOCK, True)
+                data = recv(pull, NOBLOCK, True)
                 end = data.find(TERMINATOR) + 1
                 size = len(data) - end  # of the body
                 if end <= 1 or size <= 0:  # not the one-frame form: a topic frame, or bad
@@ -443,14 +280,22 @@ class ZmqHub(Hub):
                 head = data[:end]
                 identity, sequence = _unpack_header(data, end)
                 run = runs.get(identity)
-                if run is not None:
-                    if sequence == run[2] and head == run[0] and run[3] + size <= limit:
-                        run[1].append(data[end + HEADER_SIZE :])
-                        run[2] = sequence + 1
-                        run[3] += size - HEADER_SIZE + 1
-                        continue
-                    add(run[0], run[1])
-                runs[identity] = [head, [data], sequence + 1, size]
+                if run is None:
+                    runs[identity] = Run(head, data, sequence, size)
+                    continue
+                # Run.takes and Run.add, inline: a call per message costs throughput.
+                if sequence == run.next and head == run.topic and run.size + size <= joins:
+                    run.parts.append(data[end + HEADER_SIZE :])
+                    run.next = sequence + 1
+                    run.size += size - HEADER_SIZE + 1
+                    continue
+                add(run.topic, run.parts)
+                # The sender's next run, in the same object: a new one per message (runs
+                # of one, many channels) costs more than the list it replaced (measured).
+                run.topic = head
+                run.parts = [data]
+                run.next = sequence + 1
+                run.size = size
         except zmq.Again:
             pass
         finally:
@@ -470,16 +315,16 @@ class ZmqHub(Hub):
         well_formed = bool(topic) and (
             topic[0] == CONTROL_BYTE or topic.find(TERMINATOR) == len(topic) - 1
         )
-        if not well_formed or not _get(pull, _RCVMORE):
+        if not well_formed or not get(pull, RCVMORE):
             _discard_rest(pull)
             return None
-        body = _recv(pull, _NOBLOCK, True)
-        if _get(pull, _RCVMORE):
+        body = recv(pull, NOBLOCK, True)
+        if get(pull, RCVMORE):
             _discard_rest(pull)
             return None
         return topic + body, len(topic)
 
-    def _signal(self, data: bytes, end: int, runs: dict[int, list[Any]]) -> None:
+    def _signal(self, data: bytes, end: int, runs: dict[int, Run]) -> None:
         """Sends a bus signal, after everything that came before it, and once the hub
         knows the routes requested before its subscription: a probe's echo tells the
         subscriber that its channels reach it."""
@@ -493,13 +338,13 @@ class ZmqHub(Hub):
                     return
         else:
             _take_subscriptions(self._xpub, self._routes)
-        _send(self._xpub, data[:end], _SNDMORE)
-        _send(self._xpub, data[end:])
+        send(self._xpub, data[:end], SNDMORE)
+        send(self._xpub, data[end:])
 
-    def _send_runs(self, runs: dict[int, list[Any]]) -> None:
+    def _send_runs(self, runs: dict[int, Run]) -> None:
         """Puts every run into its receivers' batches, then sends the batches."""
         for run in runs.values():
-            self._batches.add(run[0], run[1])
+            self._batches.add(run.topic, run.parts)
         runs.clear()
         self._batches.flush()
 
@@ -508,7 +353,7 @@ class ZmqHub(Hub):
         none is left, at the latest after ``drain`` seconds."""
         deadline = time.monotonic() + self._drain
         connections.end_all()
-        items = [(self._pull, _POLLIN), (connections.monitor, _POLLIN)]
+        items = [(self._pull, POLLIN), (connections.monitor, POLLIN)]
         while True:
             connections.take_events()
             if not connections.open:
@@ -520,7 +365,7 @@ class ZmqHub(Hub):
             remaining = deadline - time.monotonic()
             if remaining <= 0:  # what is still on its way is lost: publishers count it missed
                 return
-            if _poll(items, int(remaining * 1000) + 1):
+            if poll(items, int(remaining * 1000) + 1):
                 self._forward_available()
 
     def _drain_then_close(self) -> None:
@@ -533,7 +378,7 @@ class ZmqHub(Hub):
             self._forward_available()
 
 
-def _take_subscriptions(xpub: zmq.Socket, routes: _Routes) -> None:
+def _take_subscriptions(xpub: zmq.Socket, routes: Routes) -> None:
     """Takes every (un)subscription the XPUB socket has handed up so far."""
     if routes.reader is not None:
         routes.reader.take_subscriptions(xpub, routes.take)
@@ -545,8 +390,8 @@ def _take_subscriptions(xpub: zmq.Socket, routes: _Routes) -> None:
 
 def _discard_rest(socket: zmq.Socket) -> None:
     """Takes the remaining frames of a message of the wrong shape."""
-    while _get(socket, _RCVMORE):
-        _recv(socket, _NOBLOCK, True)
+    while get(socket, RCVMORE):
+        recv(socket, NOBLOCK, True)
 
 
 def _hub_high_water_mark(settings: BusSettings) -> int:
@@ -557,7 +402,7 @@ def _hub_high_water_mark(settings: BusSettings) -> int:
     return 0 if frames <= 0 else min(frames, cap)
 
 
-def _warm_up(xpub: zmq.Socket, routes: _Routes) -> None:
+def _warm_up(xpub: zmq.Socket, routes: Routes) -> None:
     """Takes the subscriptions of subscribers already waiting before messages flow."""
     start = last = time.monotonic()
     while True:
