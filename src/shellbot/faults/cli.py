@@ -1,0 +1,120 @@
+"""``python -m shellbot.faults``: runs seeded schedules, prints each seed and verdict,
+writes a JSON result per run, and exits 1 when a check failed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from . import netns
+from .infrastructure import QueueGroupsMissing
+from .runner import run_once
+from .schedule import CLUSTER_MODES, MODES, Shape, make
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shellbot.faults",
+        description="Plays seeded schedules of faults against a live workload and checks "
+        "what arrived. The same --seed replays the same schedule.",
+    )
+    parser.add_argument("--mode", default="zmq", choices=[*MODES, "all"],
+                        help="what to run on; 'all' takes the modes in turn (default zmq)")  # fmt: skip
+    parser.add_argument("--seed", type=int, help="the first seed (default: a random one)")
+    parser.add_argument("--runs", type=int, default=1, help="runs, on seeds seed, seed+1...")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of faults a run")
+    parser.add_argument("--faults-per-second", type=float, default=Shape.faults_per_second)
+    parser.add_argument("--rate", type=float, default=Shape.rate,
+                        help="messages a second per publisher")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="a folder for the JSON results (and logs)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs of passing runs")
+    parser.add_argument("--schedule-only", action="store_true",
+                        help="print the schedule of each run and run nothing")  # fmt: skip
+    return parser
+
+
+def skip_reason(mode: str) -> str | None:
+    """Why ``mode`` cannot run here, or None."""
+    if mode == "queue":
+        return "queue groups do not exist on the bus yet"
+    if mode in CLUSTER_MODES:
+        return netns.unavailable()
+    return None
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    figures = result["figures"]
+    verdict = "ok" if result["ok"] else f"FAILED ({len(result['violations'])} violations)"
+    print(
+        f"seed {result['seed']} mode {result['mode']}: {verdict} in {result['seconds']} s; "
+        f"{len(result['applied'])} faults, {figures.get('published', 0)} published, "
+        f"{figures.get('counted_missed', 0)} counted missed, "
+        f"{figures.get('in_flight_at_kill', 0)} in flight at a kill",
+        flush=True,
+    )
+    if not result["ok"]:
+        for fault in result["applied"]:
+            print(f"  fault {fault['at']:6.2f}s {fault['action']} {fault['target']} "
+                  f"for {fault['hold']:.2f}s: {fault['did']}")  # fmt: skip
+        for violation in result["violations"][:20]:
+            print(f"  violation: {violation}")
+        print(f"  replay: {result['replay']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = _parser().parse_args(argv)
+    first = arguments.seed if arguments.seed is not None else random.randrange(10**6)
+    modes = [m for m in MODES if m != "queue"] if arguments.mode == "all" else [arguments.mode]
+    shape = Shape(rate=arguments.rate, faults_per_second=arguments.faults_per_second)
+    out: Path = arguments.out or Path(tempfile.mkdtemp(prefix="shellbot-faults-"))
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    tally: Counter[str] = Counter()
+    for number in range(arguments.runs):
+        seed = first + number
+        mode = modes[number % len(modes)]
+        faults = make(seed, mode, arguments.duration, shape)
+        print(f"seed {seed} mode {mode}: {len(faults)} faults in {arguments.duration} s",
+              flush=True)  # fmt: skip
+        if arguments.schedule_only:
+            for fault in faults:
+                print(f"  {fault.describe()}")
+            continue
+        reason = skip_reason(mode)
+        if reason:
+            print(f"seed {seed} mode {mode}: skipped, {reason}", flush=True)
+            tally[f"{mode} skipped"] += 1
+            continue
+        where = out / f"{mode}-{seed}"
+        shutil.rmtree(where, ignore_errors=True)
+        try:
+            result = run_once(mode, seed, arguments.duration, where, shape)
+        except QueueGroupsMissing as error:
+            print(f"seed {seed} mode {mode}: skipped, {error}", flush=True)
+            continue
+        (out / f"{mode}-{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
+        _print_run(result)
+        tally[f"{mode} runs"] += 1
+        tally[f"{mode} faults"] += len(result["applied"])
+        for fault in result["applied"]:
+            tally[f"{mode} {fault['action']} {fault['target'].split(':')[0]}"] += 1
+        for figure, value in result["figures"].items():
+            tally[f"{mode} {figure}"] += value
+        if not result["ok"]:
+            failed += 1
+            tally[f"{mode} failed runs"] += 1
+        elif not arguments.keep:
+            shutil.rmtree(where, ignore_errors=True)
+    summary = {"first_seed": first, "runs": arguments.runs, "failed": failed,
+               "at": time.strftime("%Y-%m-%d %H:%M:%S"), "tally": dict(sorted(tally.items()))}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"{arguments.runs} runs from seed {first}, {failed} failed; results in {out}")
+    sys.exit(1 if failed else 0)

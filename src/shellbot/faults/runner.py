@@ -1,0 +1,240 @@
+"""One run: the mode's servers, the workload, the schedule played in real time, a calm
+end, then the checker on what the processes wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import checker, schedule
+from .infrastructure import Infrastructure
+from .processes import Program, listener_of, wait_lines
+from .schedule import Fault, Shape
+
+CALM = 2.0  # seconds of traffic without faults at the end: what a gap hides shows then
+QUIET = 2.0  # a subscriber ends once told and nothing came for that long
+
+
+class Workload:
+    """The publishers and subscribers of a run, each program its current life."""
+
+    def __init__(self, infrastructure: Infrastructure, shape: Shape, directory: Path) -> None:
+        self.infrastructure = infrastructure
+        self.shape = shape
+        self.directory = directory
+        self.channels = [f"faults-{chr(ord('a') + n)}" for n in range(shape.channels)]
+        self.programs: dict[str, Program] = {}
+        self.lives: Counter[str] = Counter()
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+        self.restarts: list[threading.Thread] = []
+
+    def _spec(self, role: str, index: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "address": self.infrastructure.address,
+            "durable": self.infrastructure.durable,
+            "channels": self.channels,
+        }
+        if role == "publisher":
+            spec.update(name=str(index), rate=self.shape.rate)
+        else:
+            spec.update(quiet=QUIET)
+            if self.infrastructure.durable:
+                spec["durable_name"] = f"faults-{index}"
+        return spec
+
+    def launch(self, role: str, index: int, go: bool = True) -> Program:
+        """A new life of ``role`` ``index``; a publisher starts putting with ``go``."""
+        target = f"{role}:{index}"
+        with self.lock:
+            life = self.lives[target]
+            self.lives[target] += 1
+            program = Program(role, index, life, self._spec(role, index), self.directory)
+            self.programs[target] = program
+        spec_life = program.name
+        said = program.expect(40.0)
+        if said not in ("up", "ready") and not program.killed:
+            self.problems.append(f"{spec_life} did not start: said {said!r}")
+        if role == "publisher" and go and program.alive:
+            program.tell()
+        return program
+
+    def start(self) -> None:
+        # Publishers first: on ZeroMQ the first holds the hub the subscribers need.
+        for index in range(self.shape.publishers):
+            self.launch("publisher", index, go=False)
+        for index in range(self.shape.witnesses + self.shape.mortal):
+            self.launch("subscriber", index)
+        for index in range(self.shape.publishers):  # they wait for their go until now
+            self.programs[f"publisher:{index}"].tell()
+
+    def restart_later(self, target: str) -> None:
+        role, index = target.split(":")
+        thread = threading.Thread(target=self.launch, args=(role, int(index)), daemon=True)
+        thread.start()
+        self.restarts.append(thread)
+
+    def of_role(self, role: str) -> list[Program]:
+        return [p for t, p in sorted(self.programs.items()) if t.startswith(role)]
+
+    def end(self) -> None:
+        """Halts the publishers, lets the subscribers drain, stops everyone cleanly."""
+        for thread in self.restarts:
+            thread.join(60.0)
+        publishers, subscribers = self.of_role("publisher"), self.of_role("subscriber")
+        for program in publishers + subscribers:
+            if not program.alive:
+                self.problems.append(f"{program.name} was not running at the end")
+        for program in publishers:
+            program.tell()
+        self.problems += wait_lines([p for p in publishers if p.alive], "halted", 30.0)
+        for program in publishers:
+            program.tell()
+        self.problems += wait_lines([p for p in publishers if p.alive], "done", 60.0)
+        for program in subscribers:
+            program.tell()
+        self.problems += wait_lines([p for p in subscribers if p.alive], "done", QUIET + 60.0)
+
+    def kill_all(self) -> None:
+        for program in self.programs.values():
+            program.resume()
+            program.kill()
+
+
+class Player:
+    """Plays the faults of a schedule; what undoes each is due ``hold`` seconds later."""
+
+    def __init__(self, workload: Workload, infrastructure: Infrastructure) -> None:
+        self.workload = workload
+        self.infrastructure = infrastructure
+        self.applied: list[dict[str, Any]] = []
+        self.stopped_hubs: list[int] = []
+
+    def actions(self, fault: Fault) -> tuple[Callable[[], str], Callable[[], None]]:
+        """What starts the fault (returning what it did) and what undoes it."""
+        kind, _, where = fault.target.partition(":")
+        infrastructure, workload = self.infrastructure, self.workload
+        if kind in ("publisher", "subscriber"):
+            program = workload.programs[fault.target]
+            if fault.action == "kill":
+                return (lambda: (program.kill(), program.name)[1]), (
+                    lambda: workload.restart_later(fault.target)
+                )
+            return (lambda: (program.stop(), program.name)[1]), program.resume
+        if kind == "hub":
+            pid = listener_of(list(workload.programs.values()), infrastructure.hub_port)
+
+            def hit() -> str:
+                if pid is None:
+                    return "no process holds the hub now"
+                if fault.action == "kill":
+                    signal_pid(pid, signal.SIGKILL)
+                else:
+                    signal_pid(pid, signal.SIGSTOP)
+                return f"pid {pid}"
+
+            return hit, (lambda: signal_pid(pid, signal.SIGCONT) if pid is not None else None)
+        if kind == "node":
+            node = int(where)
+            if fault.action == "restart":
+                return (lambda: (infrastructure.kill_node(node), "killed")[1]), (
+                    lambda: infrastructure.start_node(node)
+                )
+            if fault.action == "stop":
+                return (lambda: (infrastructure.pause_node(node, True), "stopped")[1]), (
+                    lambda: infrastructure.pause_node(node, False)
+                )
+            return (lambda: (infrastructure.isolate(node, True), "isolated")[1]), (
+                lambda: infrastructure.isolate(node, False)
+            )
+        a, b = (int(n) for n in where.split("-"))
+        return (lambda: (infrastructure.set_link(a, b, False), "link down")[1]), (
+            lambda: infrastructure.set_link(a, b, True)
+        )
+
+    def play(self, faults: list[Fault], duration: float) -> None:
+        began = time.monotonic()
+        due: list[tuple[float, int, Fault | None, Callable[[], None] | None]] = [
+            (fault.at, number, fault, None) for number, fault in enumerate(faults)
+        ]
+        number = len(faults)
+        while due:
+            due.sort(key=lambda entry: (entry[0], entry[1]))
+            at, _, fault, undo = due.pop(0)
+            if at > duration and undo is not None:
+                at = duration  # the end of the faults: everything undone at once
+            pause = began + at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if undo is not None:
+                undo()
+                continue
+            assert fault is not None
+            start, undo_it = self.actions(fault)
+            what = start()
+            self.applied.append(
+                {**asdict(fault), "started": round(time.monotonic() - began, 3), "did": what}
+            )
+            number += 1
+            due.append((fault.ends, number, None, undo_it))
+        pause = began + duration - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+
+def signal_pid(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)
+
+
+def run_once(
+    mode: str, seed: int, duration: float, directory: Path, shape: Shape | None = None
+) -> dict[str, Any]:
+    """Plays one seeded schedule in ``mode``; returns the result (``ok``, ``violations``,
+    ``figures``, the schedule and what was applied)."""
+    shape = shape or Shape()
+    faults = schedule.make(seed, mode, duration, shape)
+    directory.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "mode": mode,
+        "seed": seed,
+        "duration": duration,
+        "replay": f"python -m shellbot.faults --mode {mode} --seed {seed} --duration {duration}",
+        "shape": asdict(shape),
+        "schedule": schedule.to_json(faults),
+    }
+    began = time.monotonic()
+    with Infrastructure(mode, directory) as infrastructure:
+        workload = Workload(infrastructure, shape, directory)
+        player = Player(workload, infrastructure)
+        try:
+            workload.start()
+            if not workload.problems:
+                player.play(faults, duration)
+            for thread in workload.restarts:
+                thread.join(60.0)
+            for program in workload.programs.values():
+                program.resume()
+            workload.problems += infrastructure.heal()
+            time.sleep(CALM)
+            workload.end()
+        finally:
+            workload.kill_all()
+    report = checker.read_and_check(directory, shape.witnesses, mode == "durable")
+    violations = workload.problems + report.violations
+    result.update(
+        applied=player.applied,
+        figures=dict(report.figures),
+        violations=violations,
+        ok=not violations,
+        seconds=round(time.monotonic() - began, 1),
+    )
+    return result
