@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "what arrived. The same --seed replays the same schedule.",
     )
     parser.add_argument("--mode", default="zmq", choices=[*MODES, "all"],
-                        help="what to run on; 'all' takes the modes in turn (default zmq)")  # fmt: skip
+                        help="what to run on; 'all': the modes in turn (default zmq)")  # fmt: skip
     parser.add_argument("--seed", type=int, help="the first seed (default: a random one)")
     parser.add_argument("--runs", type=int, default=1, help="runs, on seeds seed, seed+1...")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of faults a run")
@@ -74,6 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     first = arguments.seed if arguments.seed is not None else random.randrange(10**6)
     modes = [m for m in MODES if m != "queue"] if arguments.mode == "all" else [arguments.mode]
     shape = Shape(rate=arguments.rate, faults_per_second=arguments.faults_per_second)
+    if arguments.schedule_only:
+        for number in range(arguments.runs):
+            mode = modes[number % len(modes)]
+            faults = make(first + number, mode, arguments.duration, shape)
+            print(f"seed {first + number} mode {mode}: {len(faults)} faults")
+            for fault in faults:
+                print(f"  {fault.describe()}")
+        return
     out: Path = arguments.out or Path(tempfile.mkdtemp(prefix="shellbot-faults-"))
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -84,10 +92,6 @@ def main(argv: list[str] | None = None) -> None:
         faults = make(seed, mode, arguments.duration, shape)
         print(f"seed {seed} mode {mode}: {len(faults)} faults in {arguments.duration} s",
               flush=True)  # fmt: skip
-        if arguments.schedule_only:
-            for fault in faults:
-                print(f"  {fault.describe()}")
-            continue
         reason = skip_reason(mode)
         if reason:
             print(f"seed {seed} mode {mode}: skipped, {reason}", flush=True)
@@ -113,8 +117,13 @@ def main(argv: list[str] | None = None) -> None:
             tally[f"{mode} failed runs"] += 1
         elif not arguments.keep:
             shutil.rmtree(where, ignore_errors=True)
-    summary = {"first_seed": first, "runs": arguments.runs, "failed": failed,
-               "at": time.strftime("%Y-%m-%d %H:%M:%S"), "tally": dict(sorted(tally.items()))}  # fmt: skip
+    summary = {
+        "first_seed": first,
+        "runs": arguments.runs,
+        "failed": failed,
+        "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "tally": dict(sorted(tally.items())),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{arguments.runs} runs from seed {first}, {failed} failed; results in {out}")
     sys.exit(1 if failed else 0)

@@ -4,6 +4,7 @@ end, then the checker on what the processes wrote."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -21,6 +22,8 @@ from .schedule import Fault, Shape
 
 CALM = 2.0  # seconds of traffic without faults at the end: what a gap hides shows then
 QUIET = 2.0  # a subscriber ends once told and nothing came for that long
+SEND_TIMEOUT = 5.0  # the workload's bus.send_timeout
+HOLD = SEND_TIMEOUT + 5.0  # how long a durable receiver waits for a gap to fill
 
 
 class Workload:
@@ -42,6 +45,7 @@ class Workload:
             "address": self.infrastructure.address,
             "durable": self.infrastructure.durable,
             "channels": self.channels,
+            "send_timeout": SEND_TIMEOUT,
         }
         if role == "publisher":
             spec.update(name=str(index), rate=self.shape.rate)
@@ -99,9 +103,22 @@ class Workload:
         for program in publishers:
             program.tell()
         self.problems += wait_lines([p for p in publishers if p.alive], "done", 60.0)
+        if self.infrastructure.durable and self._gaps_that_never_fill():
+            # A durable subscriber holds back what follows such a gap for HOLD seconds
+            # (in each publisher's order): until then it would look lost.
+            time.sleep(HOLD + 1.0)
         for program in subscribers:
             program.tell()
         self.problems += wait_lines([p for p in subscribers if p.alive], "done", QUIET + 60.0)
+
+    def _gaps_that_never_fill(self) -> bool:
+        """Whether a publisher life was killed, or gave messages up (``not_stored``)."""
+        for path in self.directory.glob("publisher-*.log"):
+            _, index, life = path.stem.split("-")
+            publisher = checker.read_publisher(path, index, int(life))
+            if publisher.done is None or publisher.done["stats"].get("not_stored"):
+                return True
+        return False
 
     def kill_all(self) -> None:
         for program in self.programs.values():
@@ -116,52 +133,48 @@ class Player:
         self.workload = workload
         self.infrastructure = infrastructure
         self.applied: list[dict[str, Any]] = []
-        self.stopped_hubs: list[int] = []
+        self.began_at = 0.0
 
     def actions(self, fault: Fault) -> tuple[Callable[[], str], Callable[[], None]]:
-        """What starts the fault (returning what it did) and what undoes it."""
+        """What starts the fault (returning what it hit) and what undoes it."""
         kind, _, where = fault.target.partition(":")
         infrastructure, workload = self.infrastructure, self.workload
         if kind in ("publisher", "subscriber"):
             program = workload.programs[fault.target]
             if fault.action == "kill":
-                return (lambda: (program.kill(), program.name)[1]), (
+                return _saying(program.kill, program.name), (
                     lambda: workload.restart_later(fault.target)
                 )
-            return (lambda: (program.stop(), program.name)[1]), program.resume
+            return _saying(program.stop, program.name), program.resume
         if kind == "hub":
             pid = listener_of(list(workload.programs.values()), infrastructure.hub_port)
-
-            def hit() -> str:
-                if pid is None:
-                    return "no process holds the hub now"
-                if fault.action == "kill":
-                    signal_pid(pid, signal.SIGKILL)
-                else:
-                    signal_pid(pid, signal.SIGSTOP)
-                return f"pid {pid}"
-
-            return hit, (lambda: signal_pid(pid, signal.SIGCONT) if pid is not None else None)
+            if pid is None:
+                return (lambda: "no process holds the hub now"), (lambda: None)
+            number = signal.SIGKILL if fault.action == "kill" else signal.SIGSTOP
+            return _saying(lambda: signal_pid(pid, number), f"pid {pid}"), (
+                lambda: signal_pid(pid, signal.SIGCONT)
+            )
         if kind == "node":
             node = int(where)
             if fault.action == "restart":
-                return (lambda: (infrastructure.kill_node(node), "killed")[1]), (
+                return _saying(lambda: infrastructure.kill_node(node), "killed"), (
                     lambda: infrastructure.start_node(node)
                 )
             if fault.action == "stop":
-                return (lambda: (infrastructure.pause_node(node, True), "stopped")[1]), (
+                return _saying(lambda: infrastructure.pause_node(node, True), "stopped"), (
                     lambda: infrastructure.pause_node(node, False)
                 )
-            return (lambda: (infrastructure.isolate(node, True), "isolated")[1]), (
+            return _saying(lambda: infrastructure.isolate(node, True), "isolated"), (
                 lambda: infrastructure.isolate(node, False)
             )
         a, b = (int(n) for n in where.split("-"))
-        return (lambda: (infrastructure.set_link(a, b, False), "link down")[1]), (
+        return _saying(lambda: infrastructure.set_link(a, b, False), "link down"), (
             lambda: infrastructure.set_link(a, b, True)
         )
 
     def play(self, faults: list[Fault], duration: float) -> None:
         began = time.monotonic()
+        self.began_at = time.time()  # the logs' stats lines say when in this clock
         due: list[tuple[float, int, Fault | None, Callable[[], None] | None]] = [
             (fault.at, number, fault, None) for number, fault in enumerate(faults)
         ]
@@ -188,6 +201,14 @@ class Player:
         pause = began + duration - time.monotonic()
         if pause > 0:
             time.sleep(pause)
+
+
+def _saying(action: Callable[[], None], what: str) -> Callable[[], str]:
+    def act() -> str:
+        action()
+        return what
+
+    return act
 
 
 def signal_pid(pid: int, number: int) -> None:
@@ -226,12 +247,16 @@ def run_once(
             workload.problems += infrastructure.heal()
             time.sleep(CALM)
             workload.end()
+            for node in infrastructure.nodes:  # what the servers hold at the end, to read
+                state = node.monitor("/jsz?streams=true&consumers=true&config=true")
+                (directory / f"jsz-{node.name}.json").write_text(json.dumps(state, indent=1))
         finally:
             workload.kill_all()
     report = checker.read_and_check(directory, shape.witnesses, mode == "durable")
     violations = workload.problems + report.violations
     result.update(
         applied=player.applied,
+        faults_began_at=player.began_at,
         figures=dict(report.figures),
         violations=violations,
         ok=not violations,

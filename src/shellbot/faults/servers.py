@@ -100,7 +100,7 @@ class NatsServer:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.alive else None
+        return self.process.pid if self.process is not None and self.alive else None
 
     @property
     def alive(self) -> bool:
@@ -114,9 +114,7 @@ class NatsServer:
         if self.netns:  # ip netns exec execs the server: the pid is the server's
             command = ["ip", "netns", "exec", self.netns, *command]
         with open(self.directory / "server.log", "ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=log, start_new_session=True
-            )
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         if wait:
             self.wait_healthy(timeout)
 

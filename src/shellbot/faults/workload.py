@@ -31,7 +31,11 @@ STATS_INTERVAL = 0.25
 
 
 def _bus(spec: dict[str, Any]) -> Bus:
-    settings = {"address": spec["address"], "durable": spec["durable"], "send_timeout": 5.0}
+    settings = {
+        "address": spec["address"],
+        "durable": spec["durable"],
+        "send_timeout": spec["send_timeout"],
+    }
     return Bus(Context({"bus": settings}))
 
 
@@ -82,7 +86,7 @@ def publisher(spec: dict[str, Any]) -> None:
                 turn += 1
             now = time.monotonic()
             if now >= next_stats:
-                _write(out, "s", publisher.stats)
+                _write(out, "s", {**publisher.stats, "at": round(time.time(), 3)})
                 next_stats = now + STATS_INTERVAL
             due += interval
             if due > now:
@@ -124,7 +128,7 @@ def subscriber(spec: dict[str, Any]) -> None:
                     f"{publisher_name} {life} {number}\n"
                 )
             if now >= next_stats:
-                _write(out, "s", subscriber.stats)
+                _write(out, "s", {**subscriber.stats, "at": round(time.time(), 3)})
                 next_stats = now + STATS_INTERVAL
             if finish.is_set() and now - last >= quiet:
                 break
