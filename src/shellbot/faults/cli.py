@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     modes = [m for m in MODES if m != "queue"] if arguments.mode == "all" else [arguments.mode]
     shape = Shape(rate=arguments.rate, faults_per_second=arguments.faults_per_second)
     if arguments.schedule_only:
-        for number in range(arguments.runs):
-            mode = modes[number % len(modes)]
-            faults = make(first + number, mode, arguments.duration, shape)
-            print(f"seed {first + number} mode {mode}: {len(faults)} faults")
+        for seed in range(first, first + arguments.runs):
+            mode = modes[seed % len(modes)]
+            faults = make(seed, mode, arguments.duration, shape)
+            print(f"seed {seed} mode {mode}: {len(faults)} faults")
             for fault in faults:
                 print(f"  {fault.describe()}")
         return
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     tally: Counter[str] = Counter()
     for number in range(arguments.runs):
         seed = first + number
-        mode = modes[number % len(modes)]
+        mode = modes[seed % len(modes)]  # with --mode all, the seed picks the mode
         faults = make(seed, mode, arguments.duration, shape)
         print(f"seed {seed} mode {mode}: {len(faults)} faults in {arguments.duration} s",
               flush=True)  # fmt: skip

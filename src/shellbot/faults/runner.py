@@ -55,30 +55,42 @@ class Workload:
                 spec["durable_name"] = f"faults-{index}"
         return spec
 
-    def launch(self, role: str, index: int, go: bool = True) -> Program:
-        """A new life of ``role`` ``index``; a publisher starts putting with ``go``."""
+    def _spawn(self, role: str, index: int) -> Program:
         target = f"{role}:{index}"
         with self.lock:
             life = self.lives[target]
             self.lives[target] += 1
             program = Program(role, index, life, self._spec(role, index), self.directory)
             self.programs[target] = program
-        spec_life = program.name
-        said = program.expect(40.0)
+        return program
+
+    def _started(self, program: Program, timeout: float = 40.0) -> None:
+        said = program.expect(timeout)
         if said not in ("up", "ready") and not program.killed:
-            self.problems.append(f"{spec_life} did not start: said {said!r}")
-        if role == "publisher" and go and program.alive:
+            self.problems.append(f"{program.name} did not start: said {said!r}")
+
+    def launch(self, role: str, index: int) -> Program:
+        """A new life of ``role`` ``index``, started; a publisher puts at once."""
+        program = self._spawn(role, index)
+        self._started(program)
+        if role == "publisher" and program.alive:
             program.tell()
         return program
 
     def start(self) -> None:
-        # Publishers first: on ZeroMQ the first holds the hub the subscribers need.
-        for index in range(self.shape.publishers):
-            self.launch("publisher", index, go=False)
-        for index in range(self.shape.witnesses + self.shape.mortal):
-            self.launch("subscriber", index)
-        for index in range(self.shape.publishers):  # they wait for their go until now
-            self.programs[f"publisher:{index}"].tell()
+        """Every first life, each role's at once (their start-ups overlap); the
+        publishers first, since on ZeroMQ one of them holds the hub the subscribers
+        need, and they put once the subscribers are ready."""
+        for role, count in (
+            ("publisher", self.shape.publishers),
+            ("subscriber", self.shape.witnesses + self.shape.mortal),
+        ):
+            programs = [self._spawn(role, index) for index in range(count)]
+            deadline = time.monotonic() + 40.0
+            for program in programs:
+                self._started(program, max(0.1, deadline - time.monotonic()))
+        for program in self.of_role("publisher"):
+            program.tell()
 
     def restart_later(self, target: str) -> None:
         role, index = target.split(":")
