@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="messages a second per publisher")  # fmt: skip
     parser.add_argument("--out", type=Path, help="a folder for the JSON results (and logs)")
     parser.add_argument("--keep", action="store_true", help="keep the logs of passing runs")
+    parser.add_argument("--summarize", type=Path, metavar="FOLDER",
+                        help="tally the JSON results in FOLDER and run nothing")  # fmt: skip
     parser.add_argument("--schedule-only", action="store_true",
                         help="print the schedule of each run and run nothing")  # fmt: skip
     return parser
@@ -69,8 +71,36 @@ def _print_run(result: dict[str, Any]) -> None:
         print(f"  replay: {result['replay']}", flush=True)
 
 
+def count(result: dict[str, Any], tally: Counter[str]) -> None:
+    """Adds one run's faults, figures and verdict to ``tally``, per mode."""
+    mode = result["mode"]
+    tally[f"{mode} runs"] += 1
+    tally[f"{mode} faults"] += len(result["applied"])
+    for fault in result["applied"]:
+        tally[f"{mode} {fault['action']} {fault['target'].split(':')[0]}"] += 1
+    for figure, value in result["figures"].items():
+        tally[f"{mode} {figure}"] += value
+    if not result["ok"]:
+        tally[f"{mode} failed runs"] += 1
+
+
+def summarize(folder: Path) -> None:
+    """The tally of every run result in ``folder`` (``--summarize``), and the failed ones."""
+    tally: Counter[str] = Counter()
+    for path in sorted(folder.glob("*-*.json")):
+        result = json.loads(path.read_text())
+        count(result, tally)
+        if not result["ok"]:
+            print(f"failed: {result['replay']}: {result['violations'][:3]}")
+    for key, value in sorted(tally.items()):
+        print(f"{key}: {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = _parser().parse_args(argv)
+    if arguments.summarize:
+        summarize(arguments.summarize)
+        return
     first = arguments.seed if arguments.seed is not None else random.randrange(10**6)
     modes = [m for m in MODES if m != "queue"] if arguments.mode == "all" else [arguments.mode]
     shape = Shape(rate=arguments.rate, faults_per_second=arguments.faults_per_second)
@@ -106,15 +136,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         (out / f"{mode}-{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
         _print_run(result)
-        tally[f"{mode} runs"] += 1
-        tally[f"{mode} faults"] += len(result["applied"])
-        for fault in result["applied"]:
-            tally[f"{mode} {fault['action']} {fault['target'].split(':')[0]}"] += 1
-        for figure, value in result["figures"].items():
-            tally[f"{mode} {figure}"] += value
+        count(result, tally)
         if not result["ok"]:
             failed += 1
-            tally[f"{mode} failed runs"] += 1
         elif not arguments.keep:
             shutil.rmtree(where, ignore_errors=True)
     summary = {
