@@ -11,6 +11,7 @@ left behind. A partition is a link between two nodes taken down.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
@@ -23,6 +24,8 @@ PREFIX = "sbf"
 PORT = 14222  # inside a namespace of its own no one else listens: fixed ports are safe
 MONITOR_PORT = 18222
 CLUSTER_PORT = 16222
+
+LOCK = "/tmp/shellbot-faults-netns.lock"
 
 _runs = itertools.count()
 
@@ -119,13 +122,20 @@ class Namespaces:
         self.delete()
 
     def _make(self) -> None:
-        block = _free_block()
+        # Runs at the same time (other processes) each take a block of their own: the
+        # choice and the addresses that take it are made under one lock.
+        with open(LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._make_client_links(_free_block())
+        self._make_node_links()
+
+    def _make_client_links(self, block: int) -> None:
         for index in range(self.size):
             name = f"{self.tag}n{index}"
             _ip("netns", "add", name)
             self.names.append(name)
             _ip("-n", name, "link", "set", "lo", "up")
-            # The client link: root end <tag>c<i>, node end c inside the namespace.
+            # The client link: root end <tag>c<i>, node end <tag>d<i> inside the namespace.
             root_end, node_end = f"{self.tag}c{index}", f"{self.tag}d{index}"
             _ip("link", "add", root_end, "type", "veth", "peer", "name", node_end)
             _ip("link", "set", node_end, "netns", name)
@@ -136,6 +146,8 @@ class Namespaces:
             _ip("-n", name, "addr", "add", f"{host}/30", "dev", node_end)
             _ip("-n", name, "link", "set", node_end, "up")
             self.hosts.append(host)
+
+    def _make_node_links(self) -> None:
         for number, (a, b) in enumerate(itertools.combinations(range(self.size), 2)):
             device_a, device_b = f"{self.tag}l{a}{b}", f"{self.tag}l{b}{a}"
             _ip("-n", self.names[a], "link", "add", device_a, "type", "veth",
