@@ -39,6 +39,8 @@ class Workload:
         self.problems: list[str] = []
         self.lock = threading.Lock()
         self.restarts: list[threading.Thread] = []
+        self.starting: set[str] = set()  # targets being started again now
+        self.every: list[Program] = []  # every life, to end them all whatever happened
 
     def _spec(self, role: str, index: int) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -62,6 +64,7 @@ class Workload:
             self.lives[target] += 1
             program = Program(role, index, life, self._spec(role, index), self.directory)
             self.programs[target] = program
+            self.every.append(program)
         return program
 
     def _started(self, program: Program, timeout: float = 40.0) -> None:
@@ -94,7 +97,15 @@ class Workload:
 
     def restart_later(self, target: str) -> None:
         role, index = target.split(":")
-        thread = threading.Thread(target=self.launch, args=(role, int(index)), daemon=True)
+        self.starting.add(target)
+
+        def restart() -> None:
+            try:
+                self.launch(role, int(index))
+            finally:
+                self.starting.discard(target)
+
+        thread = threading.Thread(target=restart, daemon=True)
         thread.start()
         self.restarts.append(thread)
 
@@ -133,7 +144,7 @@ class Workload:
         return False
 
     def kill_all(self) -> None:
-        for program in self.programs.values():
+        for program in self.every:
             program.resume()
             program.kill()
 
@@ -152,6 +163,8 @@ class Player:
         kind, _, where = fault.target.partition(":")
         infrastructure, workload = self.infrastructure, self.workload
         if kind in ("publisher", "subscriber"):
+            if fault.target in workload.starting:  # one life at a time
+                return (lambda: "skipped: starting again"), (lambda: None)
             program = workload.programs[fault.target]
             if fault.action == "kill":
                 return _saying(program.kill, program.name), (
