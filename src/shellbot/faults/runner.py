@@ -253,7 +253,8 @@ def run_once(
         "mode": mode,
         "seed": seed,
         "duration": duration,
-        "replay": f"python -m shellbot.faults --mode {mode} --seed {seed} --duration {duration}",
+        "replay": f"python -m shellbot.faults --mode {mode} --seed {seed} --duration {duration}"
+        f" --faults-per-second {shape.faults_per_second} --rate {shape.rate}",
         "shape": asdict(shape),
         "schedule": schedule.to_json(faults),
     }

@@ -18,6 +18,7 @@ then prints ``done``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -140,6 +141,10 @@ def subscriber(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     role, spec = argv[0], json.loads(argv[1])
+    # The bus's own account (reconnections, consumers made anew), on stderr: the
+    # runner keeps it beside the log, where a failed run is read.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("shellbot").setLevel(logging.DEBUG)
     {"publisher": publisher, "subscriber": subscriber}[role](spec)
 
 
