@@ -16,7 +16,7 @@ from typing import Any
 
 from . import netns
 from .infrastructure import QueueGroupsMissing
-from .runner import run_once
+from .runner import QUIET, run_once
 from .schedule import CLUSTER_MODES, MODES, Shape, make
 
 
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults-per-second", type=float, default=Shape.faults_per_second)
     parser.add_argument("--rate", type=float, default=Shape.rate,
                         help="messages a second per publisher")  # fmt: skip
+    parser.add_argument("--quiet", type=float, default=QUIET,
+                        help="seconds without a message that end a subscriber")  # fmt: skip
     parser.add_argument("--out", type=Path, help="a folder for the JSON results (and logs)")
     parser.add_argument("--keep", action="store_true", help="keep the logs of passing runs")
     parser.add_argument("--summarize", type=Path, metavar="FOLDER",
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         where = out / f"{mode}-{seed}"
         shutil.rmtree(where, ignore_errors=True)
         try:
-            result = run_once(mode, seed, arguments.duration, where, shape)
+            result = run_once(mode, seed, arguments.duration, where, shape, arguments.quiet)
         except QueueGroupsMissing as error:
             print(f"seed {seed} mode {mode}: skipped, {error}", flush=True)
             continue

@@ -29,8 +29,11 @@ HOLD = SEND_TIMEOUT + 5.0  # how long a durable receiver waits for a gap to fill
 class Workload:
     """The publishers and subscribers of a run, each program its current life."""
 
-    def __init__(self, infrastructure: Infrastructure, shape: Shape, directory: Path) -> None:
+    def __init__(
+        self, infrastructure: Infrastructure, shape: Shape, directory: Path, quiet: float = QUIET
+    ) -> None:
         self.infrastructure = infrastructure
+        self.quiet = quiet
         self.shape = shape
         self.directory = directory
         self.channels = [f"faults-{chr(ord('a') + n)}" for n in range(shape.channels)]
@@ -52,7 +55,7 @@ class Workload:
         if role == "publisher":
             spec.update(name=str(index), rate=self.shape.rate)
         else:
-            spec.update(quiet=QUIET)
+            spec.update(quiet=self.quiet)
             if self.infrastructure.durable:
                 spec["durable_name"] = f"faults-{index}"
         return spec
@@ -132,7 +135,7 @@ class Workload:
             time.sleep(HOLD + 1.0)
         for program in subscribers:
             program.tell()
-        self.problems += wait_lines([p for p in subscribers if p.alive], "done", QUIET + 60.0)
+        self.problems += wait_lines([p for p in subscribers if p.alive], "done", self.quiet + 60.0)
 
     def _gaps_that_never_fill(self) -> bool:
         """Whether a publisher life was killed, or gave messages up (``not_stored``)."""
@@ -242,7 +245,12 @@ def signal_pid(pid: int, number: int) -> None:
 
 
 def run_once(
-    mode: str, seed: int, duration: float, directory: Path, shape: Shape | None = None
+    mode: str,
+    seed: int,
+    duration: float,
+    directory: Path,
+    shape: Shape | None = None,
+    quiet: float = QUIET,
 ) -> dict[str, Any]:
     """Plays one seeded schedule in ``mode``; returns the result (``ok``, ``violations``,
     ``figures``, the schedule and what was applied)."""
@@ -254,13 +262,13 @@ def run_once(
         "seed": seed,
         "duration": duration,
         "replay": f"python -m shellbot.faults --mode {mode} --seed {seed} --duration {duration}"
-        f" --faults-per-second {shape.faults_per_second} --rate {shape.rate}",
+        f" --faults-per-second {shape.faults_per_second} --rate {shape.rate} --quiet {quiet}",
         "shape": asdict(shape),
         "schedule": schedule.to_json(faults),
     }
     began = time.monotonic()
     with Infrastructure(mode, directory) as infrastructure:
-        workload = Workload(infrastructure, shape, directory)
+        workload = Workload(infrastructure, shape, directory, quiet)
         player = Player(workload, infrastructure)
         try:
             workload.start()
