@@ -56,12 +56,14 @@ def skip_reason(mode: str) -> str | None:
 
 def _print_run(result: dict[str, Any]) -> None:
     figures = result["figures"]
+    caught_up = figures.get("catch_up_seconds")
+    late = f", caught up in {caught_up} s" if caught_up is not None else ""
     verdict = "ok" if result["ok"] else f"FAILED ({len(result['violations'])} violations)"
     print(
         f"seed {result['seed']} mode {result['mode']}: {verdict} in {result['seconds']} s; "
         f"{len(result['applied'])} faults, {figures.get('published', 0)} published, "
         f"{figures.get('counted_missed', 0)} counted missed, "
-        f"{figures.get('in_flight_at_kill', 0)} in flight at a kill",
+        f"{figures.get('in_flight_at_kill', 0)} in flight at a kill{late}",
         flush=True,
     )
     if not result["ok"]:
