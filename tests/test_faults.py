@@ -126,7 +126,14 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
     [
         "zmq",
         "nats",
-        "cluster",
+        pytest.param(
+            "cluster",
+            marks=pytest.mark.xfail(
+                reason="a hole: a subscriber whose node restarts may be handed nothing more, "
+                "without a count (docs/faults.md, finding 7; about 1 run in 15)",
+                strict=False,
+            ),
+        ),
         pytest.param(
             "durable",
             marks=pytest.mark.xfail(
