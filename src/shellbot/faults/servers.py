@@ -69,14 +69,11 @@ class NatsServer:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = self.directory / "server.conf"
-        # Inside a namespace of its own the node listens on all of that namespace's
-        # addresses (its client link and its links to the other nodes), nothing else.
-        listen = "0.0.0.0" if netns else host
         lines = [
             f'server_name: "{name}"',
-            f"host: {listen}",
+            f"host: {host}",
             f"port: {self.port}",
-            f"http: {listen}:{self.monitor_port}",
+            f"http: {host}:{self.monitor_port}",
             'ping_interval: "1s"',  # a dead route is noticed in seconds, not minutes
             "ping_max: 3",
         ]
@@ -84,11 +81,18 @@ class NatsServer:
             lines.append(f'jetstream {{ store_dir: "{self.directory / "store"}" }}')
         if cluster_port is not None:
             route_list = ", ".join(f'"nats-route://{route}"' for route in routes)
+            # Inside a namespace of its own a node takes routes on each of its links to
+            # the others (all of that namespace's addresses, nothing else). It tells
+            # clients no other node's address: one on a link between nodes is no
+            # address a client can reach, and a client trying it would send it out by
+            # the machine's default route.
+            listen = "0.0.0.0" if netns else host
             lines += [
                 "cluster {",
                 '  name: "shellbot-faults"',
                 f'  listen: "{listen}:{cluster_port}"',
                 f"  routes: [{route_list}]",
+                "  no_advertise: true",
                 "}",
             ]
         self.config.write_text("\n".join(lines) + "\n")
