@@ -126,20 +126,13 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
     [
         "zmq",
         "nats",
-        pytest.param(
-            "cluster",
-            marks=pytest.mark.xfail(
-                reason="a hole: a subscriber whose node restarts may be handed nothing more, "
-                "without a count (docs/faults.md, finding 7; about 1 run in 15)",
-                strict=False,
-            ),
-        ),
+        "cluster",
         pytest.param(
             "durable",
             marks=pytest.mark.xfail(
-                reason="seed 2 finds a hole: a publisher's first message on a channel, stored "
-                "after its successor (its run retried), is dropped as a duplicate by a durable "
-                "subscriber (docs/faults.md)",
+                reason="holes found: a sender's first message stored after its second is "
+                "dropped as a duplicate; a durable subscriber killed while making its consumer "
+                "anew resumes at the next new message (docs/faults.md, findings 1 and 9)",
                 strict=False,
             ),
         ),
