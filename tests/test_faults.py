@@ -132,7 +132,7 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
             marks=pytest.mark.xfail(
                 reason="holes found: a sender's first message stored after its second is "
                 "dropped as a duplicate; a durable subscriber killed while making its consumer "
-                "anew resumes at the next new message (docs/faults.md, findings 1 and 9)",
+                "anew resumes at the next new message (docs/faults.md, findings 1 and 7)",
                 strict=False,
             ),
         ),
