@@ -8,6 +8,11 @@ messages, runs, bus signals), a batch routed to it, or frames sent to a hub in t
 process over a real inproc socket, followed by a mark that must come through. Any
 exception other than the bus's own counting, a message that is not JSON, or a hub that
 stops forwarding is a crash; libFuzzer then writes the input to crash-*.
+
+Before the first input, the harness checks itself on known inputs: a harness that no
+longer fits the subscriber (a renamed private name) exits 2 with a line saying so,
+never a crash-* file that would pass for a decoder's crash. The test suite runs it
+for a few thousand inputs (tests/test_fuzz.py), so a change cannot break it unseen.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class _Target:
             subscriber.close()
             subscriber = self.subscriber = self._fresh_subscriber()
         before = subscriber.stats
-        taken = subscriber._take(frames)
+        taken = subscriber._decoder.take(frames)
         after = subscriber.stats
         if taken != len(subscriber._pending) or after["received"] - before["received"] != taken:
             raise AssertionError(f"{taken} taken, counters {before} -> {after}")
@@ -88,6 +93,27 @@ def _frames(data: atheris.FuzzedDataProvider, most: int) -> list[bytes]:
 _target: _Target | None = None
 
 
+HARNESS_BROKEN = 2  # the exit code of a harness that no longer fits the code it fuzzes
+
+
+def check_harness() -> None:
+    """Runs known inputs of every kind: what fails here is the harness, not a decoder."""
+    global _target
+    try:
+        _target = _Target()
+        good = [b"votes\xff", HEADER.pack(7, 1) + b'{"ok": 1}']
+        _target.decode(good)
+        _target.decode([_target.subscriber._decoder.batch_topic, b""])
+        _target.forward([good])
+    except Exception as error:
+        print(
+            f"fuzz_decoders: the harness no longer fits the bus ({type(error).__name__}: "
+            f"{error}); mend fuzz/fuzz_decoders.py",
+            file=sys.stderr,
+        )
+        sys.exit(HARNESS_BROKEN)
+
+
 def test_one_input(raw: bytes) -> None:
     global _target
     if _target is None:
@@ -97,7 +123,7 @@ def test_one_input(raw: bytes) -> None:
     if kind == 0:
         _target.decode(_frames(data, data.ConsumeIntInRange(0, 3)))
     elif kind == 1:
-        topic = _target.subscriber._batch_topic
+        topic = _target.subscriber._decoder.batch_topic
         _target.decode([topic, data.ConsumeBytes(data.remaining_bytes())])
     elif kind == 2:
         _target.decode([data.ConsumeBytes(24), data.ConsumeBytes(data.remaining_bytes())])
@@ -108,6 +134,7 @@ def test_one_input(raw: bytes) -> None:
 
 def main() -> None:
     atheris.Setup(sys.argv, test_one_input)
+    check_harness()
     atheris.Fuzz()
 
 

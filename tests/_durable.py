@@ -69,3 +69,13 @@ def read_log(path: Path) -> list[tuple[str, int]]:
         if number.isdigit():
             rows.append((channel, int(number)))
     return rows
+
+
+def durable_starter(address: str, name: str, channels: list[str], go: Any, reports: Any) -> None:
+    """A durable subscriber that starts once ``go`` is set, and then only waits (for a
+    kill); reports ``ready`` if it gets that far."""
+    if not go.wait(30.0):
+        return
+    subscriber = durable_bus(address).subscribe(channels, durable=name)
+    reports.put(("ready", subscriber.wait_ready(30.0)))
+    time.sleep(60.0)

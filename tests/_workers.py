@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from shellbot import Context
@@ -57,3 +59,45 @@ def read_setting(context: Any, go: Any, results: Any) -> None:
     results.put(("started", None))
     go.wait(10.0)
     results.put(("value", context.get("shared.value")))
+
+
+def brief_requester(address: str, channel: str) -> None:
+    """Asks once, gives up at once, and leaves: its answer finds no one."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    bus.request_all(channel, "anyone?", timeout=0.05)
+
+
+def group_member(address: str, group: str, path: str, stall_after: int | None, ready: Any) -> None:
+    """A queue group's member: writes each message it takes to ``path`` (one per line, at
+    once), and stops taking after ``stall_after`` (holding its share) or when idle 2 s."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    subscriber = bus.subscribe("jobs", group=group)
+    ready.put(subscriber.wait_ready(timeout=10.0))
+    taken = 0
+    with open(path, "a", buffering=1) as out:
+        while stall_after is None or taken < stall_after:
+            message = subscriber.get(block=True, timeout=2.0)
+            if message is None:
+                break
+            out.write(f"{message}\n")
+            taken += 1
+        if stall_after is not None:
+            ready.put("stalled")
+            time.sleep(60)  # holding what it was sent, until killed
+    subscriber.close()
+
+
+def work_queue_member(address: str, path: str, idle: float, ready: Any) -> None:
+    """A durable queue group's member (group and durable 'jobs', bus.ack_wait 2 s): does
+    each job (a short sleep), then writes it to ``path``; ends once idle for ``idle`` s,
+    writing its stats beside."""
+    bus = Bus(Context({"bus": {"address": address, "ack_wait": 2.0}}))
+    subscriber = bus.subscribe("jobs", group="jobs", durable="jobs")
+    ready.put(subscriber.wait_ready(timeout=20.0))
+    with open(path, "a", buffering=1) as out:
+        while (job := subscriber.get(block=True, timeout=idle)) is not None:
+            time.sleep(0.0005)
+            out.write(f"{job['job']}\n")
+    with open(path + ".stats", "w") as out:
+        out.write(json.dumps(subscriber.stats))
+    subscriber.close()

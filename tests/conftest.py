@@ -159,12 +159,14 @@ Subscribers = Callable[..., Subscriber]
 
 @pytest.fixture
 def subscribers() -> Iterator[Subscribers]:
-    """Opens subscribers confirmed live (``subscribers(bus, channels, pattern=False)``),
+    """Opens subscribers confirmed live (``subscribers(bus, channels, pattern, group)``),
     and closes every one of them after the test, whatever happened."""
     opened: list[Subscriber] = []
 
-    def subscribe(bus: Bus, channels: str | list[str], pattern: bool = False) -> Subscriber:
-        subscriber = bus.subscribe(channels, pattern=pattern)
+    def subscribe(
+        bus: Bus, channels: str | list[str], pattern: bool = False, group: str | None = None
+    ) -> Subscriber:
+        subscriber = bus.subscribe(channels, pattern=pattern, group=group)
         opened.append(subscriber)
         assert subscriber.wait_ready(timeout=5.0), f"{channels!r} not confirmed live in 5 s"
         return subscriber

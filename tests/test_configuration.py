@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from shellbot import Context
@@ -55,3 +57,41 @@ def test_a_setting_that_is_not_a_number_is_named(tcp_address: str) -> None:
     context = Context({"bus": {"address": tcp_address, "linger": "long"}})
     with pytest.raises(ConfigurationError, match=r"bus\.linger takes a number"):
         Bus(context).subscribe("direct-1")
+
+
+def test_a_misspelt_setting_is_warned_of_with_the_nearest_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    context = Context({"bus": {"adress": "tcp://127.0.0.1:7777", "lingr": 1, "colour": "red"}})
+    with caplog.at_level(logging.WARNING, logger="shellbot.bus"):
+        Bus(context).publish()
+        Bus(context).publish()  # once per process and key, not at every object
+    warnings = [record.getMessage() for record in caplog.records]
+    assert (
+        warnings.count(
+            "bus.adress is not a setting of the bus and is ignored; did you mean bus.address?"
+        )
+        == 1
+    )
+    assert "bus.lingr is not a setting of the bus and is ignored; did you mean bus.linger?" in (
+        warnings
+    )
+    assert "bus.colour is not a setting of the bus and is ignored" in warnings
+    assert len(warnings) == 3
+
+
+def test_the_last_port_is_refused_for_want_of_an_inbound_side() -> None:
+    context = Context({"bus": {"address": "tcp://127.0.0.1:65535"}})
+    with pytest.raises(ConfigurationError, match="inbound side takes the port after"):
+        Bus(context).check()
+
+
+@pytest.mark.parametrize(
+    "address", ["memory://x", "inproc://x", "ipc:///tmp/shellbot-x", "nats://127.0.0.1:1"]
+)
+def test_curve_settings_are_refused_where_curve_does_not_apply(address: str) -> None:
+    context = Context({"bus": {"address": address, "curve": {"server_key": "hub.key"}}})
+    with pytest.raises(ConfigurationError, match="tcp:// addresses only"):
+        Bus(context).publish()
+    with pytest.raises(ConfigurationError, match="tcp:// addresses only"):
+        Bus(context).subscribe("votes")

@@ -109,9 +109,10 @@ def test_a_zeromq_error_on_sending_is_translated_with_its_cause(tcp_address: str
 
 @pytest.mark.embedded_hub
 def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
-    """A ZeroMQ program that is not a hub of this bus holds the address."""
+    """A ZeroMQ program that is not a hub of this bus holds the address (an XPUB socket,
+    as a hub's outward side is, but no inbound side behind it)."""
     other = zmq.Context()
-    squatter = other.socket(zmq.PUB)
+    squatter = other.socket(zmq.XPUB)
     squatter.bind(tcp_address)
     try:
         context = Context({"bus": {"address": tcp_address, "start_timeout": 1.0}})
@@ -124,6 +125,45 @@ def test_start_names_both_sides_when_no_hub_answers(tcp_address: str) -> None:
     assert f"No hub answered at {tcp_address}" in message
     assert f"the hub's inbound side tcp://127.0.0.1:{port + 1}" in message
     assert "could not hold the hub there" in message
+
+
+@pytest.mark.embedded_hub
+def test_a_bus_on_another_bus_inbound_port_is_told_so_at_once(tcp_address: str) -> None:
+    """Two buses on ports P and P + 1: the second finds P + 1 is the first's inbound
+    side, and says so at start(), naming the process, not at its timeout."""
+    first = Bus(Context({"bus": {"address": tcp_address}})).publish()
+    first.start()
+    try:
+        host, port = tcp_address.rsplit(":", 1)
+        neighbour = f"{host}:{int(port) + 1}"
+        started = time.monotonic()
+        with pytest.raises(TransportError) as raised:
+            Bus(Context({"bus": {"address": neighbour}})).publish().start()
+        took = time.monotonic() - started
+    finally:
+        first.stop()
+    message = str(raised.value)
+    assert f"{neighbour} is the inbound side of another bus's hub" in message
+    assert "bus.inbound" in message and "2 or more away" in message
+    assert "(process " in message  # who holds it: here, this test's own processes
+    assert took < 5.0  # at once, not after bus.start_timeout (10 s)
+
+
+@pytest.mark.embedded_hub
+def test_the_original_publisher_on_the_address_is_named(tcp_address: str) -> None:
+    """The original shellbot's publisher binds a PUB socket at its address."""
+    other = zmq.Context()
+    original = other.socket(zmq.PUB)
+    original.bind(tcp_address)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="original shellbot's publisher") as raised:
+            Bus(Context({"bus": {"address": tcp_address}})).publish().start()
+        took = time.monotonic() - started
+    finally:
+        other.destroy(linger=0)
+    assert "shellbot-bus bridge --legacy" in str(raised.value)
+    assert took < 5.0
 
 
 @pytest.mark.embedded_hub

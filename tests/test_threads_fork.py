@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
 from conftest import Subscribers
 
+from shellbot import Context, _process
+from shellbot import context as context_module
 from shellbot.bus import Bus, Publisher, Subscriber
 
 THREADS = 8
@@ -156,3 +160,63 @@ def test_a_process_forked_by_os_fork_works_on_its_own(
     assert os.waitstatus_to_exitcode(status) == 0, report
     assert report == repr({"pid": pid, "channel": "child", "message": {"echo": pid}}).encode()
     check_the_parent_after(bus, publisher, subscriber, pid, process_local)
+
+
+def test_a_lock_held_by_a_thread_of_the_parent_is_free_in_a_forked_child() -> None:
+    """The lock under which a context starts its manager, held by another thread of the
+    parent at the fork (as while it starts one): the child makes its own manager."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with context_module._manager_lock:
+            holding.set()
+            release.wait(30.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(5.0)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                code = 0 if Context({"fork": {"made": "here"}}).get("fork.made") == "here" else 2
+            finally:
+                os._exit(code)
+        assert exit_code_of(pid, timeout=20.0) == 0
+    finally:
+        release.set()
+        holder.join(5.0)
+
+
+def exit_code_of(pid: int, timeout: float) -> int:
+    """The exit code of a forked child; one stuck past ``timeout`` is killed first."""
+    deadline = time.monotonic() + timeout
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if ended[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        ended = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(ended[1])
+
+
+def test_every_after_fork_reset_runs_in_the_child_though_one_fails() -> None:
+    ran: list[str] = []
+
+    def failing() -> None:
+        raise RuntimeError("a reset that fails (as this test wants)")
+
+    def after() -> None:
+        ran.append("after")
+
+    _process.after_fork(failing)
+    _process.after_fork(after)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if ran == ["after"] else 1)
+    finally:
+        _process._resets.remove(failing)
+        _process._resets.remove(after)
+    assert exit_code_of(pid, timeout=10.0) == 0
+    assert ran == []  # the parent ran none

@@ -22,8 +22,8 @@ from . import _codec
 from ._durable import Acknowledgements, Seen
 from ._subscriptions import Subscriptions, Topic
 
-# (topic, sender, sequence, message)
-Entry = tuple[bytes, int, int, Any]
+# (topic, sender, sequence, message), and for a request its reply address last
+Entry = tuple[Any, ...]
 
 _unpack_header = _codec.HEADER.unpack_from
 _unpack_record = _codec.RECORD.unpack_from
@@ -31,7 +31,9 @@ _RECORD_SIZE = _codec.RECORD_SIZE
 _HEADER_SIZE = _codec.HEADER_SIZE
 _SEPARATOR = _codec.BATCH_SEPARATOR
 _CONTROL = _codec.CONTROL
+_REQUEST_MARK = _codec.REQUEST_MARK_BYTE
 _loads = orjson.loads
+_decode_wide = _codec.decode_wide
 
 
 class Readiness:
@@ -69,6 +71,7 @@ class Decoder:
         batch_topic: bytes | None,
         max_message_size: int,
         acknowledgements: Acknowledgements | None,
+        gaps: bool = True,
     ) -> None:
         self.subscriptions = subscriptions
         self._topics = subscriptions.topics  # the same dict, one lookup nearer
@@ -78,12 +81,16 @@ class Decoder:
         self.acknowledgements = acknowledgements
         self.pending: deque[Entry] = deque()
         self.counters = {"received": 0, "dropped": 0, "missed": 0}
-        durable = acknowledgements is not None
+        # A durable subscriber keeps what it took, to drop what comes again; not a group's
+        # member, whose share has gaps by design (what the server delivers again may have
+        # been another member's: it is handed, and counted by the receiver).
+        durable = acknowledgements is not None and gaps
         if durable:
             self.counters["duplicates"] = 0
         # Per (channel's topic, sender), for a durable subscriber: what it took.
         self._seen: dict[tuple[bytes, int], Seen] | None = {} if durable else None
         self._max_body = _HEADER_SIZE + max_message_size
+        self._gaps = gaps  # False for a queue group's member: its share has gaps by design
 
     def take(self, frames: list[bytes]) -> int:
         """Checks and decodes what arrived into pending entries; returns how many."""
@@ -159,8 +166,13 @@ class Decoder:
                     continue
                 try:
                     append((topic, sender, sequence, _loads(data[split + _HEADER_SIZE : offset])))
-                except orjson.JSONDecodeError:  # it came, unreadable: dropped, not missed
-                    dropped += 1
+                except orjson.JSONDecodeError:  # a request, numbers orjson cannot hold, or bad
+                    text = data[split + _HEADER_SIZE : offset]
+                    if not self._take_request(topic, sender, sequence, text):
+                        try:
+                            append((topic, sender, sequence, _decode_wide(text)))
+                        except ValueError:  # it came, unreadable: dropped, not missed
+                            dropped += 1
                 # Topic.missed()'s first case, inline: the latest sender on this channel again
                 if sender == state.sender:
                     if sequence > state.last + 1:
@@ -175,7 +187,7 @@ class Decoder:
         counters["received"] += taken
         if dropped:
             counters["dropped"] += dropped
-        if missed:
+        if missed and self._gaps:
             counters["missed"] += missed
         return taken
 
@@ -226,8 +238,32 @@ class Decoder:
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                counters["dropped"] += 1
-        counters["missed"] += state.missed(sender, first, first + len(parts) - 1)
+                if not self._take_request(topic, sender, first + offset, part):
+                    try:
+                        append((topic, sender, first + offset, _decode_wide(part)))
+                    except ValueError:
+                        counters["dropped"] += 1
+        missed = state.missed(sender, first, first + len(parts) - 1)
+        if self._gaps:
+            counters["missed"] += missed
+
+    def _take_request(self, topic: bytes, sender: int, sequence: int, text: bytes) -> bool:
+        """Takes a request's text (its reply address, then JSON); False when it is not one."""
+        if not text or text[0] != _REQUEST_MARK:
+            return False
+        request = _codec.split_request(text)
+        if request is None:
+            return False
+        reply_at, json = request
+        try:
+            message = _loads(json)
+        except orjson.JSONDecodeError:
+            try:
+                message = _decode_wide(json)  # numbers orjson cannot hold
+            except ValueError:
+                return False
+        self.pending.append((topic, sender, sequence, message, reply_at))
+        return True
 
     def _take_stored(self, topic: bytes, sender: int, first: int, parts: list[bytes]) -> None:
         """A durable subscriber's: what was taken before is dropped (``duplicates``), and
@@ -244,8 +280,12 @@ class Decoder:
             if change is None:
                 counters["duplicates"] += 1
                 continue
-            counters["missed"] += change
+            if self._gaps:
+                counters["missed"] += change
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                counters["dropped"] += 1
+                try:
+                    append((topic, sender, first + offset, _decode_wide(part)))
+                except ValueError:
+                    counters["dropped"] += 1

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec
+from . import _codec, _process
 from ._settings import BusSettings
 from ._transports import transport_for
 from ._transports.base import Sender
@@ -59,13 +59,14 @@ class Outbox:
         names = _codec.check_channels(channels)
         data = _encode(message, self._max_size)
         with self._lock:
-            frames = []
             states = []
-            for name in names:
+            for name in names:  # every name checked (topic_of) before any is numbered
                 state = self._channels.get(name)
                 if state is None:
                     state = self._channels[name] = [_codec.topic_of(name), 0]
                 states.append(state)
+            frames = []
+            for state in states:
                 state[1] += 1
                 frames.append((state[0], _pack(self.sender_id, state[1]) + data))
             try:
@@ -74,6 +75,31 @@ class Outbox:
                 for state in states:  # not sent: the numbers are free again
                     state[1] -= 1
                 raise
+
+    def request(self, channel: str, data: bytes, reply_to: bytes) -> None:
+        """Sends a request (a channel checked, its JSON text encoded), numbered with the
+        channel's messages, in order after them; answers go to ``reply_to``."""
+        with self._lock:
+            state = self._channels.get(channel)
+            if state is None:
+                state = self._channels[channel] = [_codec.topic_of(channel), 0]
+            sequence = state[1] + 1
+            self._sender.send_request(state[0], _pack(self.sender_id, sequence) + data, reply_to)
+            state[1] = sequence
+
+    def reply(self, reply_at: bytes, data: bytes) -> None:
+        """Sends an answer (its JSON text) to the request that carried ``reply_at``."""
+        with self._lock:
+            self._sender.send_reply(reply_at, _pack(self.sender_id, 0) + data)
+
+    def replies_dropped(self) -> int:
+        """Answers sent that the broker said found no requester (see ``Sender``)."""
+        return self._sender.replies_dropped()
+
+    def sent(self) -> int:
+        """How many messages this process put on the address so far."""
+        with self._lock:
+            return sum(state[1] for state in self._channels.values())
 
     def send_control(self, topic: bytes) -> None:
         """Sends a bus signal (a pill) in order with the messages put before it."""
@@ -166,12 +192,10 @@ def _at_exit() -> None:
         outbox.close()
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _outboxes_lock, _last
     _last = (None, None)
     _outboxes.clear()
     _exit_stops.clear()
     _outboxes_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

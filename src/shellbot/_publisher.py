@@ -14,9 +14,10 @@ forwards what is still arriving, for at most ``bus.drain_timeout`` seconds.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import multiprocessing
-import os
 import secrets
 import threading
 import time
@@ -24,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from . import _codec, _outbox
+from . import _codec, _outbox, _process
 from ._hub_keeper import HubKeeper, HubState, Shared
 from ._runner import ProcessRunner, Runner, ThreadRunner
-from ._settings import BusSettings, as_context
+from ._settings import BusSettings, as_context, redacted
 from ._transports import transport_for
 from ._transports.base import HUB_COUNTERS
 from .context import Context
@@ -43,7 +44,10 @@ class Fan:
     """The original's queue into the publisher, kept for compatibility.
 
     ``fan.put(None)`` stops the publisher after every message this process put
-    before; ``fan.put(item)`` publishes a serialized ``(channel, message)`` pair.
+    before; ``fan.put(item)`` hands an item (the original's ``'channel json'``, or
+    the JSON of ``[channel, message]``) to ``process()``. Nothing waits in it:
+    ``put()`` hands messages to the process's socket at once, so ``empty()`` is
+    always True and ``qsize()`` 0 (``stop()`` waits for what is on its way).
     """
 
     def __init__(self, publisher: Publisher) -> None:
@@ -54,6 +58,12 @@ class Fan:
             self._publisher._send_pill()
         else:
             self._publisher.process(item)
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
 
 
 class Publisher(multiprocessing.Process):
@@ -84,6 +94,8 @@ class Publisher(multiprocessing.Process):
         self._stopped = False
         self._pills = 0  # pills put before start() or run(): see _send_kept_pill()
         self._running_here = False  # run() called directly is past its readiness
+        # A subclass that overrides process() sees each message, as the original's did.
+        self._process_overridden = type(self).process is not Publisher.process
 
     # -- in the caller's process ------------------------------------------------
 
@@ -93,27 +105,36 @@ class Publisher(multiprocessing.Process):
         Raises ``ValueError`` or ``TypeError`` at once for no channel, a channel
         that is not a str, a ``None`` message or a value JSON cannot encode; then
         nothing is queued. The message leaves when a hub is up: before
-        ``start()``, it waits in this process.
+        ``start()``, it waits in this process. A subclass that overrides
+        ``process()`` has it called here, in the caller, once per channel with the
+        original's item ``'channel json'``.
         """
+        if self._process_overridden:
+            names = _codec.check_channels(channels)
+            _codec.encode(message, self.settings.max_message_size)  # refused here, as put()
+            text = json.dumps(message)
+            for name in names:
+                self.process(f"{name} {text}")
+            return
         _outbox.outbox_for(self.settings).put(channels, message)
 
     def process(self, item: str | bytes) -> None:
-        """Publishes an item serialized as JSON ``[channel, message]``."""
-        try:
-            channel, message = orjson.loads(item)
-        except (orjson.JSONDecodeError, TypeError, ValueError) as error:
-            raise _codec.MessageError(
-                f"process() takes the JSON text of [channel, message]; got {item!r:.80}"
-            ) from error
-        self.put(channel, message)
+        """Publishes one item: the original's ``'channel json'`` (the channel ends at
+        the first space), or the JSON text of ``[channel, message]``."""
+        channel, message = _parse_item(item)
+        _outbox.outbox_for(self.settings).put(channel, message)
 
     def start(self) -> None:
         """Starts the process and returns once it holds or reaches the hub."""
         if self._started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
-        self._started = True
-        self._shared = shared = Shared.for_start()
         transport = transport_for(self.settings)
+        transport.check()  # settings it cannot use: raised here as what they are
+        self._started = True
+        # Settings changed in the context since bus.publish() count, as in the original.
+        self.settings = BusSettings.from_context(self.context)
+        transport_for(self.settings).check_storage()
+        self._shared = shared = Shared.for_start()
         runner = ThreadRunner(self.run) if transport.process_local else ProcessRunner(self)
         self._runner = runner
         runner.start()
@@ -135,26 +156,35 @@ class Publisher(multiprocessing.Process):
         On a durable bus (``bus.durable``), first waits, within ``timeout``, until the
         server stored every message this process put: False, with a warning saying
         how many, when some were not confirmed stored (``stats['unconfirmed']``,
-        ``stats['not_stored']``)."""
+        ``stats['not_stored']``). On NATS, raises ``TransportError`` (once the process
+        stopped) when the server closed the connection since the last put()."""
         stored = True
-        if self.settings.durable:
-            deadline = time.monotonic() + timeout
-            outbox = _outbox.existing_outbox(self.settings)
+        deadline = time.monotonic() + timeout
+        outbox = _outbox.existing_outbox(self.settings)
+        try:
+            # On NATS, what was put reaches the server first, and a connection it closed
+            # meanwhile (the next put() would say so) is raised, once stopped.
             left = outbox.wait_confirmed(timeout) if outbox is not None else 0
-            if left:
-                stored = False
-                log.warning(
-                    "stop(): %d messages put were not confirmed stored within %g s",
-                    left,
-                    timeout,
-                )
-            # Given up earlier (bus.send_timeout passed): not confirmed stored either.
-            given_up = outbox.counters().get("not_stored", 0) if outbox is not None else 0
-            if given_up:
-                stored = False
-                log.warning("stop(): %d messages put were given up, not stored", given_up)
-            timeout = max(0.5, deadline - time.monotonic())
-        return self._stop_process(timeout) and stored
+        except TransportError:
+            self._stop_process(timeout)
+            self._write_counter()
+            raise
+        if left:  # on a durable bus only
+            stored = False
+            log.warning(
+                "stop(): %d messages put were not confirmed stored within %g s",
+                left,
+                timeout,
+            )
+        # Given up earlier (bus.send_timeout passed): not confirmed stored either.
+        given_up = outbox.counters().get("not_stored", 0) if outbox is not None else 0
+        if given_up:
+            stored = False
+            log.warning("stop(): %d messages put were given up, not stored", given_up)
+        timeout = max(0.5, deadline - time.monotonic())
+        stopped = self._stop_process(timeout)
+        self._write_counter()
+        return stopped and stored
 
     def _stop_process(self, timeout: float) -> bool:
         if not self._started:
@@ -185,10 +215,15 @@ class Publisher(multiprocessing.Process):
         ``stored`` (acknowledged by the server), ``retried`` (published again for want
         of an acknowledgement), ``duplicates`` (acknowledged as stored already: the
         first acknowledgement was lost), ``not_stored`` (given up after ``bus.send_timeout``) and
-        ``unconfirmed`` (waiting for the server now)."""
+        ``unconfirmed`` (waiting for the server now).
+
+        On NATS, where the server is the hub, ``oversized`` counts the messages this
+        process put before the server's max_payload was known, and over it: not sent."""
         stats = dict(zip(HUB_COUNTERS, self._shared.stats, strict=True))
         if self.settings.durable:
             stats.update(_outbox.outbox_for(self.settings).counters())  # zeros before a put
+        elif (outbox := _outbox.existing_outbox(self.settings)) is not None:
+            stats.update(outbox.counters())
         return stats
 
     def is_alive(self) -> bool:
@@ -197,6 +232,16 @@ class Publisher(multiprocessing.Process):
     def join(self, timeout: float | None = None) -> None:
         if self._runner is not None:
             self._runner.join(timeout)
+            if not self._runner.is_alive():
+                self._write_counter()
+
+    def _write_counter(self) -> None:
+        """Writes ``publisher.counter`` in the context, as the original did: how many
+        messages this process put on the address. Once, when the publisher stops,
+        never per message."""
+        outbox = _outbox.existing_outbox(self.settings)
+        with contextlib.suppress(OSError, EOFError, ConnectionError):  # the context is gone
+            self.context.set("publisher.counter", outbox.sent() if outbox is not None else 0)
 
     def terminate(self) -> None:
         if self._runner is not None:
@@ -265,6 +310,7 @@ class Publisher(multiprocessing.Process):
         keeper = HubKeeper(self.settings, self.context, self.publisher_id, self._shared)
         if in_child:
             keeper.stop_on_signals()
+        log.info("Starting publisher at %s", redacted(self.settings.address))
         if foreground:  # a pill put meanwhile stops this run, or is kept for the next one
             keeper.run(
                 foreground=True,
@@ -272,8 +318,10 @@ class Publisher(multiprocessing.Process):
                 on_running=self._running_here_now,
                 on_stopping=self._no_longer_running_here,
             )
+            self._write_counter()
         else:
             keeper.run(foreground=False, in_child=in_child)
+        log.info("Publisher has been stopped")
 
     def _running_here_now(self) -> None:
         self._send_kept_pill(running_here=True)
@@ -283,9 +331,33 @@ class Publisher(multiprocessing.Process):
             self._running_here = False
 
 
+def _parse_item(item: str | bytes) -> tuple[Any, Any]:
+    """The channel and message of an item given to ``process()``."""
+    text = item.decode() if isinstance(item, (bytes, bytearray)) else item
+    if not isinstance(text, str):
+        raise TypeError(f"process() takes a str item; it got {type(item).__name__}")
+    if text.startswith("["):
+        try:
+            pair = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pair = None
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+            return pair[0], pair[1]
+    channel, space, message = text.partition(" ")
+    if not space:
+        raise _codec.MessageError(
+            "process() takes the original's item 'channel json' or the JSON text of "
+            f"[channel, message]; got {text!r:.80}"
+        )
+    try:
+        return channel, json.loads(message)
+    except ValueError as error:
+        raise _codec.MessageError(
+            f"process(): what follows the channel is not JSON: {message!r:.80}"
+        ) from error
+
+
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _pills_lock
     _pills_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

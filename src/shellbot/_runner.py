@@ -62,15 +62,17 @@ class ProcessRunner:
         multiprocessing.Process.start(self._process)
         self._launched_by = os.getpid()
 
+    # Only the starter may look at, join or end the process: in a process forked after
+    # start() it is the parent's, and multiprocessing would assert or signal it.
     def is_alive(self) -> bool:
-        return self.launched and multiprocessing.Process.is_alive(self._process)
+        return self.started_here() and multiprocessing.Process.is_alive(self._process)
 
     def join(self, timeout: float | None) -> None:
-        if self.launched:
+        if self.started_here():
             multiprocessing.Process.join(self._process, timeout)
 
     def terminate(self) -> None:
-        if self.launched:
+        if self.started_here():
             multiprocessing.Process.terminate(self._process)
 
     def started_here(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +18,9 @@ _NUMBER_TYPES: dict[str, type[int] | type[float]] = {"int": int, "float": float}
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 STORAGES = ("file", "memory")
+
+log = logging.getLogger("shellbot.bus")
+_warned: set[str] = set()  # unknown keys already warned of, once per process
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class BusSettings:
     stream_max_bytes: int = field(default=1 << 30, metadata={"key": "stream.max_bytes"})
     stream_replicas: int = field(default=0, metadata={"key": "stream.replicas"})  # 0: 1 or 3
     stream_storage: str = field(default="file", metadata={"key": "stream.storage"})
+    # A durable queue group's (group= with durable=): seconds the server waits for a
+    # member's acknowledgement before it hands the message to another member
+    ack_wait: float = 30.0
     # tcp:// only, read from bus.curve.*: certificate files as `shellbot-bus keygen` writes
     # them (see _transports/_zmq_curve.py); none set: a plain bus, as without CURVE
     curve_server_key: str | None = field(default=None, metadata={"key": "curve.server_key"})
@@ -61,6 +69,7 @@ class BusSettings:
         values = context.get("bus", {}) if context is not None else {}
         if not isinstance(values, dict):
             values = {}
+        _warn_of_unknown(values)
         given: dict[str, Any] = {}
         for setting in fields(cls):
             key = setting.metadata.get("key", setting.name)
@@ -80,11 +89,43 @@ class BusSettings:
             given[setting.name] = value
         settings = cls(**given)
         check_address(settings.address)
+        if not settings.ack_wait > 0:
+            raise ConfigurationError(
+                f"bus.ack_wait takes seconds above 0; got {settings.ack_wait!r}"
+            )
+        curve = (settings.curve_server_key, settings.curve_client_key, settings.curve_authorized)
+        if any(curve) and settings.scheme != "tcp":  # refused on every transport alike
+            raise ConfigurationError(
+                f"bus.curve.* secures tcp:// addresses only; {redacted(settings.address)} "
+                "relies on this machine's own permissions (nats://: on the server's "
+                "credentials and TLS): remove the bus.curve settings, or use tcp://"
+            )
         if settings.stream_storage not in STORAGES:
             raise ConfigurationError(
                 f"bus.stream.storage takes 'file' or 'memory'; got {settings.stream_storage!r}"
             )
         return settings
+
+
+def known_keys() -> list[str]:
+    """Every key under ``bus`` that the bus reads."""
+    return [setting.metadata.get("key", setting.name) for setting in fields(BusSettings)]
+
+
+def _warn_of_unknown(values: dict[str, Any]) -> None:
+    """A key under ``bus`` that the bus does not read is most likely a typo: say so,
+    with the nearest key it reads, once per process and key."""
+    unknown = [key for key in values if key not in _warned]
+    if not unknown:
+        return
+    known = known_keys()
+    for key in unknown:
+        if key in known:
+            continue
+        _warned.add(key)
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean bus.{nearest[0]}?" if nearest else ""
+        log.warning("bus.%s is not a setting of the bus and is ignored%s", key, hint)
 
 
 def _boolean(key: str, value: Any) -> bool:
@@ -114,10 +155,15 @@ def check_address(address: Any) -> bool:
         raise ConfigurationError(f"bus.address {address!r} names no endpoint")
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65535:
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigurationError(
-                f"bus.address {address!r} needs a host and a port below 65535, "
+                f"bus.address {address!r} needs a host and a port from 1 to 65534, "
                 "as in tcp://127.0.0.1:5555"
+            )
+        if int(port) == 65535:
+            raise ConfigurationError(
+                f"bus.address {address!r}: the hub's inbound side takes the port after the "
+                "address's, and there is none after 65535; use a port from 1 to 65534"
             )
     if scheme == "nats":
         nats_servers(address)

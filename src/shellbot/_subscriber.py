@@ -22,6 +22,7 @@ from . import _codec, _outbox
 from ._decoder import Decoder, Entry, Readiness
 from ._durable import Acknowledgements
 from ._message import Message
+from ._requests import Replier
 from ._settings import BusSettings, as_context
 from ._subscriptions import Subscriptions
 from ._transports import transport_for
@@ -101,6 +102,7 @@ class Subscriber:
         channels: str | list[str],
         pattern: bool = False,
         durable: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.context = as_context(context, "Subscriber()")
         self.settings = BusSettings.from_context(self.context)
@@ -111,13 +113,16 @@ class Subscriber:
                 f"{channels!r}. To add channels as they come, subscribe to one and call "
                 "subscriber.subscribe(['more', ...]) on the live subscriber"
             )
-        self._receiver = transport_for(self.settings).open_receiver(durable)
+        self.group = _codec.check_group(group)
+        self._receiver = transport_for(self.settings).open_receiver(durable, group=self.group)
         self.durable = durable
         # A durable subscriber acknowledges the frames whose messages it handed.
         self._acknowledgements = (
             None if durable is None else Acknowledgements(self._receiver.acknowledge)
         )
         self._forget = False
+        # Neither acknowledged nor a group's member: get() hands what is decoded at once.
+        self._plain = durable is None and self.group is None
         self._subscriptions = Subscriptions()
         self._readiness = Readiness()
         self._decoder = Decoder(
@@ -126,6 +131,7 @@ class Subscriber:
             self._receiver.batch_topic,
             self.settings.max_message_size,
             self._acknowledgements,
+            gaps=self.group is None,  # a member sees its share alone: gaps mean nothing
         )
         self._pending = self._decoder.pending
         self._next_switch_check = 0.0
@@ -217,7 +223,7 @@ class Subscriber:
         ``timeout`` seconds when given.
         """
         pending = self._pending
-        if pending and not self._handover.closed and self._acknowledgements is None:
+        if pending and not self._handover.closed and self._plain:
             return pending.popleft()[3]  # what arrived goes out at once
         entry = self._next_entry(block, timeout)
         return None if entry is None else entry[3]
@@ -225,14 +231,14 @@ class Subscriber:
     def receive(self, block: bool = False, timeout: float | None = None) -> Message | None:
         """Like ``get()``, but the message comes in its envelope: a ``Message``."""
         entry = self._next_entry(block, timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     def __iter__(self) -> Iterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = self._next_entry(True, SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     async def aget(self, timeout: float | None = None) -> Any:
         """Waits, without blocking the event loop, for the next message; None on timeout."""
@@ -242,14 +248,14 @@ class Subscriber:
     async def areceive(self, timeout: float | None = None) -> Message | None:
         """Like ``aget()``, with the envelope: a ``Message``, or None on timeout."""
         entry = await self._anext_entry(timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = await self._anext_entry(SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     def _iteration_ends(self) -> bool:
         """True once closed, or once the switch is off (read at most every SWITCH_INTERVAL)."""
@@ -280,8 +286,11 @@ class Subscriber:
         deadline = None if timeout is None else time.monotonic() + timeout
         receive = self._receiver.receive
         take = self._decoder.take
+        grouped = self.group is not None
         with handover:
             while not handover.closed:  # seen here, a close() from elsewhere left the socket to us
+                if grouped:  # a member takes its next share once done with the last
+                    self._receiver.settle(len(pending))
                 if deadline is None:
                     wait: float | None = WAIT_SLICE
                 else:
@@ -331,6 +340,8 @@ class Subscriber:
     def _hand(self, entry: Entry) -> Entry:
         if self._acknowledgements is not None:
             self._acknowledgements.handed += 1
+        if self.group is not None:  # credit goes back before the member runs dry
+            self._receiver.settle(len(self._pending))
         return entry
 
     # -- life cycle ---------------------------------------------------------------
@@ -340,7 +351,7 @@ class Subscriber:
         """``received`` messages, ``dropped`` bad input, ``missed`` gaps in sequences;
         for a durable subscriber, ``duplicates``: messages the server delivered again,
         which the program was not handed twice."""
-        return dict(self._decoder.counters)
+        return {**self._decoder.counters, **self._receiver.counters()}
 
     @property
     def closed(self) -> bool:
@@ -373,6 +384,8 @@ class Subscriber:
         self._handover.close(self._receiver.interrupt)
 
     def _free_receiver(self) -> None:
+        if self.group is not None:  # what it never handed counts as lost where it was sent
+            self._receiver.settle(len(self._pending))
         if self._forget:
             self._receiver.forget(FORGET_TIMEOUT)
         else:
@@ -397,6 +410,9 @@ class Subscriber:
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
 
 
-def _envelope(entry: Entry) -> Message:
-    topic, sender, sequence, message = entry
-    return Message(_codec.channel_of(topic), message, sender, sequence)
+def _envelope(entry: Entry, settings: BusSettings) -> Message:
+    if len(entry) == 4:
+        topic, sender, sequence, message = entry
+        return Message(_codec.channel_of(topic), message, sender, sequence)
+    topic, sender, sequence, message, reply_at = entry
+    return Message(_codec.channel_of(topic), message, sender, sequence, Replier(settings, reply_at))

@@ -96,8 +96,10 @@ class Subscriptions:
     def add(self, names: tuple[str, ...], pattern: bool) -> list[Key]:
         """Holds each of ``names`` once more; returns what the receiver subscribes to.
 
-        Raises ``ValueError`` for an invalid pattern, before holding any of them.
+        Raises ``ValueError`` for an invalid pattern or channel, before holding any of them.
         """
+        for name in names:
+            _codec.check_text(name)
         compiled = {
             name: compile_pattern(name)
             for name in names

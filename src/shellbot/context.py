@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+from . import _process
+
 __all__ = ["Context"]
+
+log = logging.getLogger("shellbot.context")
 
 _manager: SyncManager | None = None
 _manager_pid: int | None = None
 _manager_lock = threading.Lock()
+_inherited_temp: str | None = None  # a forked child's: its parent's multiprocessing folder
 PARENT_WATCH_INTERVAL = 0.25  # how often the manager process looks whether its program lives
 
 
@@ -33,14 +40,16 @@ def _shared_manager() -> SyncManager:
     with _manager_lock:
         if _manager is None or _manager_pid != os.getpid():
             manager = SyncManager(ctx=multiprocessing.get_context())
-            manager.start(_end_with_program, (os.getpid(),))
+            manager.start(_end_with_program, (os.getpid(), _own_temp_folder()))
             _manager, _manager_pid = manager, os.getpid()
         return _manager
 
 
-def _end_with_program(program: int) -> None:
+def _end_with_program(program: int, program_temp: str | None) -> None:
     """In the manager process: ends it once the program that started it is gone, however
     it ended (a program killed by a signal runs no exit handler to stop its manager).
+    On its way out it removes the program's own multiprocessing folder (``pymp-*``,
+    ``program_temp``), which a killed program leaves behind.
 
     Under fork and spawn the program is the manager's parent, and a new parent (init, a
     subreaper) tells at once. Under forkserver the parent is the fork server, which
@@ -52,9 +61,31 @@ def _end_with_program(program: int) -> None:
     def watch() -> None:
         while os.getppid() == parent and _exists(program):
             time.sleep(PARENT_WATCH_INTERVAL)
+        if program_temp is not None:  # the manager's own is the same: it inherits it
+            shutil.rmtree(program_temp, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="shellbot-context-watch", daemon=True).start()
+
+
+def _own_temp_folder() -> str | None:
+    """multiprocessing's temporary folder of this process (made now if need be) when it
+    is its own; None when it may be one a parent made and keeps using: a process
+    started by multiprocessing, forked or spawned, and a bare forked child, inherit it."""
+    before = _temp_folder()
+    folder = multiprocessing.util.get_temp_dir()
+    if before is None:
+        return folder  # made just now, by this process
+    if multiprocessing.parent_process() is not None or before == _inherited_temp:
+        return None
+    return folder
+
+
+def _temp_folder() -> str | None:
+    """multiprocessing's temporary folder of this process, if it has one yet (kept in its
+    private config, which a forked child inherits)."""
+    config: dict[str, Any] = getattr(multiprocessing.process.current_process(), "_config", {})
+    return config.get("tempdir")
 
 
 def _exists(pid: int) -> bool:
@@ -63,6 +94,15 @@ def _exists(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):  # gone, or reused by another user
         return False
     return True
+
+
+@_process.after_fork
+def _forget_manager_lock() -> None:
+    """A forked child makes its own manager on first use, under a lock no thread of the
+    parent can hold."""
+    global _manager_lock, _inherited_temp
+    _manager_lock = threading.Lock()
+    _inherited_temp = _temp_folder()
 
 
 class Context:
@@ -115,10 +155,18 @@ class Context:
         root.handlers = [handler]
         root.setLevel(level)
 
-    def apply(self, settings: Mapping[str, Any]) -> None:
-        """Merges nested dicts: ``{'bus': {'address': x}}`` sets ``bus.address``."""
+    def apply(self, settings: Mapping[str, Any] | None = None) -> None:
+        """Merges nested dicts: ``{'bus': {'address': x}}`` sets ``bus.address``, at any
+        depth. A top-level key that is neither dotted nor a dict lands under
+        ``general``, as in the original: ``{'DEBUG': True}`` sets ``general.DEBUG``."""
         flat: dict[str, Any] = {}
-        _flatten(settings, "", flat)
+        for key, value in (settings or {}).items():
+            if isinstance(value, Mapping):
+                _flatten(value, f"{key}.", flat)
+            elif "." in key:
+                flat[key] = value
+            else:
+                flat[f"general.{key}"] = value
         with self._lock:
             self._values.update(flat)
 
@@ -142,29 +190,44 @@ class Context:
     ) -> None:
         """Checks one setting, and updates the context accordingly, as the original does.
 
+        A key that holds settings below it (``db.conn`` when ``db.conn.host`` is set)
+        is present, its value the dict that ``get()`` gives.
+
         - with a ``default``, a key missing or None is set to it, even if ``is_mandatory``;
-        - without one, a missing key raises ``KeyError`` when ``is_mandatory``, and else
-          reads None: nothing is checked, nothing is stored, no error;
+        - without one, a missing key raises ``KeyError`` when ``is_mandatory`` or
+          ``validate`` is given, and else reads None: nothing is stored, no error;
         - ``validate(value) is False`` raises ``ValueError``;
         - with ``filter``, the value is replaced by ``filter(value, default)`` (see
-          ``Context(filter=...)``); the default filter replaces ``'$NAME'`` by the
-          environment variable ``NAME``, or ``default`` when it is not set, and raises
-          ``KeyError`` when neither is.
+          ``Context(filter=...)``), missing or None values too. The default filter
+          replaces ``'$NAME'`` by the environment variable ``NAME``; when it is not
+          set, by ``default`` (itself read from the environment when it is a
+          ``'$NAME'``), and else by None, with a warning: a placeholder is never
+          taken for the secret it names.
         """
         with self._lock:
-            value = self._values.get(key)
+            value = self._lookup(key)
             if value is None:
-                if default is None:
-                    if is_mandatory:
-                        raise KeyError(f"Missing mandatory setting '{key}': set it in the context")
-                    return
-                value = default
-                self._values[key] = value
+                if default is not None:
+                    value = default
+                    self._values[key] = value
+                elif is_mandatory or validate is not None:
+                    raise KeyError(f"Missing mandatory setting '{key}': set it in the context")
             # The original's order: the value is validated as written, then filtered.
             if validate is not None and validate(value) is False:
                 raise ValueError(f"Invalid value for setting '{key}': {value!r}")
             if filter:
-                self._values[key] = self._filtered(key, value, default)
+                filtered = self._filtered(key, value, default)
+                if filtered is not None or key in self._values:
+                    self._values[key] = filtered
+
+    def _lookup(self, key: str) -> Any:
+        """The value of ``key``; for a key with settings below it, the dict of them."""
+        value = self._values.get(key)
+        if value is not None:
+            return value
+        prefix = key + "."
+        below = {k[len(prefix) :]: v for k, v in self._values.items() if k.startswith(prefix)}
+        return below or None
 
     def _filtered(self, key: str, value: Any, default: Any) -> Any:
         if self._filter is not None:
@@ -174,23 +237,30 @@ class Context:
                 f"check('{key}', filter=True): the filter given to Context() stayed in the "
                 f"process that made it: {self._filter_lost}; define it at module level"
             )
-        if not isinstance(value, str) or not value.startswith("$"):
+        if value is None:
+            log.warning("check('%s', filter=True): the setting is not set", key)
+            return None
+        if not _names_variable(value):
             return value
         name = value[1:]
         if name in os.environ:
             return os.environ[name]
-        if default is not None:
-            return default
-        raise KeyError(f"Setting '{key}' names the environment variable '{name}', which is not set")
+        if default is not None and default != value:
+            if not _names_variable(default):
+                return default
+            if default[1:] in os.environ:
+                return os.environ[default[1:]]
+        log.warning(
+            "check('%s', filter=True): the environment variable %s is not set; the setting is None",
+            key,
+            name,
+        )
+        return None
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``; for a prefix such as ``'bus'``, a dict of the keys below it."""
-        value = self._values.get(key)
-        if value is not None:
-            return value
-        prefix = key + "."
-        below = {k[len(prefix) :]: v for k, v in self._values.items() if k.startswith(prefix)}
-        return below if below else default
+        value = self._lookup(key)
+        return default if value is None else value
 
     def is_switched_off(self) -> bool:
         """True when ``general.switch`` is ``'off'``: one round trip, for loops that ask often.
@@ -208,15 +278,14 @@ class Context:
         self._values[key] = value
 
     def increment(self, key: str, delta: int | float = 1) -> int | float:
-        """Adds ``delta`` to a counter, atomically, and returns the result (an int, unless
-        the counter or ``delta`` is a float).
+        """Adds ``delta`` to a counter, atomically, and returns the result.
 
-        A counter missing, or holding something that is not a number, starts from 0,
-        as in the original.
+        A counter missing, or holding something that is not an integer (a float too),
+        starts from 0, as in the original.
         """
         with self._lock:  # the manager's lock: atomic across processes
             value: int | float = self._values.get(key, 0)
-            if not isinstance(value, (int, float)):
+            if not isinstance(value, int) or isinstance(value, bool):
                 value = 0
             value += delta
             self._values[key] = value
@@ -227,15 +296,17 @@ class Context:
         return self.increment(key, -delta)
 
     def has(self, prefix: str) -> bool:
-        """True when ``prefix`` is a key, or the start of a dotted key."""
-        if prefix in self._values:
-            return True
-        dotted = prefix + "."
+        """True when a key starts with ``prefix``, as in the original: a plain prefix,
+        so ``has('spa')`` sees ``spark.room``; ``has('spark.')`` asks for a section."""
         keys = self._values.keys()  # one round trip to the manager, not one per key
-        return any(key.startswith(dotted) for key in keys)
+        return any(key.startswith(prefix) for key in keys)
 
     def __repr__(self) -> str:
         return f"Context({dict(self._values)!r})"
+
+
+def _names_variable(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("$") and len(value) > 1
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> None:

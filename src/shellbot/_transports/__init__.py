@@ -8,9 +8,9 @@ own on first use.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 
+from .. import _process
 from .._settings import BusSettings
 from .base import Hub, Receiver, Sender, Transport
 
@@ -42,10 +42,8 @@ def transport_for(settings: BusSettings) -> Transport:
     return transport
 
 
+@_process.after_fork
 def _forget_after_fork() -> None:
     global _lock
     _transports.clear()
     _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

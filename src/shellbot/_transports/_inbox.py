@@ -30,6 +30,7 @@ class Inbox:
         self._waiters: list[_Waiter] = []  # event loops waiting in wait_async()
         self._closed = False
         self._interrupted = False
+        self._report: Exception | None = None  # raised once, by receive() on an empty queue
 
     def push(self, frames: Frames) -> bool:
         """Queues frames from any thread; False when they were dropped (queue full)."""
@@ -50,20 +51,39 @@ class Inbox:
         queue = self._queue
         if queue:
             return queue.popleft()
+        if self._report is not None:
+            self._raise_report()
         if timeout == 0:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._arrived:
             self._sleeping = True
             try:
-                while not queue and not self._closed and not self._interrupted:
+                while not queue and not self._closed and not self._interrupted and not self._report:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
                     self._arrived.wait(remaining)
             finally:
                 self._sleeping = False
+        if not queue and self._report is not None:
+            self._raise_report()
         return queue.popleft() if queue else None
+
+    def report(self, error: Exception) -> None:
+        """From any thread: the next ``receive()`` that finds no frame raises ``error``
+        (once), and a wait in progress ends."""
+        with self._arrived:
+            self._report = error
+            self._arrived.notify_all()
+            waiters, self._waiters = self._waiters, []
+        _wake(waiters)
+
+    def _raise_report(self) -> None:
+        with self._arrived:
+            error, self._report = self._report, None
+        if error is not None:
+            raise error
 
     def receive_more(self) -> Iterator[Frames]:
         queue = self._queue
@@ -74,7 +94,7 @@ class Inbox:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._arrived:
-            if self._queue or self._closed or self._interrupted:
+            if self._queue or self._closed or self._interrupted or self._report:
                 return True
             self._waiters.append((loop, future))
         try:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 # nats.py, which imports this module, has checked that nats-py is installed.
 from nats import errors as nats_errors
@@ -26,13 +24,14 @@ from .. import errors
 from .._codec import HEADER
 from .._settings import BusSettings, nats_servers, redacted
 from ._nats_naming import Naming
+from ._nats_options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
 from ._nats_stream import Stream
 
 log = logging.getLogger("shellbot.bus")
 
 RECONNECT_WAIT = 0.1  # seconds between attempts on one server: a node back is found at once
-CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
+CLOSED_WAIT_MAX = 5.0  # seconds, at most, before connecting anew a client closed again soon
 UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
 
 
@@ -89,12 +88,6 @@ class _OrderedClient(Client):
             raw(subject, reply, data, await self._process_headers(headers) if headers else None)
 
 
-def _server_key(url: Any) -> str:
-    """host:port of a server URL (a string or a parsed one), as the client names it."""
-    parts = urlsplit(url) if isinstance(url, str) else url
-    return f"{parts.hostname}:{parts.port or 4222}"
-
-
 class _Connection:
     """One NATS client of this process, driven by an event loop in a thread of its own."""
 
@@ -102,19 +95,26 @@ class _Connection:
         self.settings = settings
         self.naming = naming
         self.servers = nats_servers(settings.address)
-        self._probe_options = _connect_options(settings, self.servers)  # raises before a thread
+        self._probe_options = connect_options(settings, self.servers)  # raises before a thread
         self.loop = asyncio.new_event_loop()
         self.client = _OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
         self.last_error: str | None = None  # why the last attempt failed, for messages
+        self.last_closed: str | None = None  # why the server last closed the connection
         self.max_payload = 0  # the server's, once connected
         self.generation = 0  # connections made so far (see Receiver.generation)
         self._on_connect: list[Callable[[], None]] = []
+        # Told, in the loop, that the client was closed for good (the server's -ERR, which
+        # nats-py answers by closing) and is connecting anew: each party reports it once.
+        self._on_closed: dict[int, Callable[[errors.TransportError], None]] = {}
+        self._on_renewed: dict[int, Callable[[], None]] = {}
+        self._renewed_at = -CLOSED_WAIT_MAX  # when the client was last connected anew
+        self._closed_wait = RECONNECT_WAIT
         self._probes: dict[str, Client] = {}  # other servers' probe connections
         self._probe_ids: dict[str, int] = {}
         self._probes_failed: dict[str, float] = {}  # server -> when its probe connection failed
         self._probes_connecting: set[str] = set()
-        self._known = frozenset(_server_key(url) for url in self.servers)
+        self._known = frozenset(server_key(url) for url in self.servers)
         self._here: str | None = None  # the server this connection is on
         self.connected_once: asyncio.Event  # made in the loop, set at the first connection
         self.stream = Stream(settings, self.client, lambda: len(self._known))  # JetStream's
@@ -147,6 +147,22 @@ class _Connection:
         if self.client.is_connected:
             callback()
 
+    def when_closed(
+        self,
+        party: object,
+        closed: Callable[[errors.TransportError], None],
+        renewed: Callable[[], None] | None = None,
+    ) -> None:
+        """Calls ``closed(error)`` in the loop when the client was closed for good, and
+        ``renewed()`` once it is connected anew, subscriptions gone; until ``forget``."""
+        self._on_closed[id(party)] = closed
+        if renewed is not None:
+            self._on_renewed[id(party)] = renewed
+
+    def forget(self, party: object) -> None:
+        self._on_closed.pop(id(party), None)
+        self._on_renewed.pop(id(party), None)
+
     def _start_connecting(self) -> None:
         # nats-py keeps what is written before the first connection in a buffer that
         # connecting replaces: subscriptions wait for this (publishing waits anyway).
@@ -163,7 +179,7 @@ class _Connection:
             disconnected_cb=self._disconnected,
             reconnected_cb=self._connected,
             discovered_server_cb=self._discovered,
-            closed_cb=self._nothing,
+            closed_cb=self._closed,
         )
         try:
             await self.client.connect(self.servers, **options)
@@ -182,8 +198,41 @@ class _Connection:
             return
         await self._connected()
 
-    async def _nothing(self) -> None:
-        pass
+    async def _closed(self) -> None:
+        """nats-py closed the client for good: on the server's -ERR (a limit of the
+        server's passed, as a protocol line over its max_control_line), or having given
+        up. Every party says so, with the server's reason, at its next call; the
+        client connects anew, unless this program was refused (``_fail``)."""
+        if self.failure is not None:
+            return
+        if isinstance(self.client.last_error, nats_errors.AuthorizationError):
+            await self._error(self.client.last_error)  # refused: final, as at connecting
+            return
+        reason = str(self.client.last_error or self.last_error or "no reason given")
+        self.last_closed = reason
+        error = errors.TransportError(
+            f"The connection to the NATS server at {redacted(self.settings.address)} was "
+            f"closed ({reason}); the bus connects again, and what was on its way may be "
+            "lost (counted as missed by subscribers)"
+        )
+        error.__cause__ = self.client.last_error
+        log.warning("NATS: %s", error)
+        for closed in list(self._on_closed.values()):
+            closed(error)
+        self.loop.create_task(self._connect_anew())
+
+    async def _connect_anew(self) -> None:
+        # Closed again soon after the last time (a subscription the server refuses at
+        # every connection): each wait doubles, up to CLOSED_WAIT_MAX.
+        now = time.monotonic()
+        soon = now - self._renewed_at < CLOSED_WAIT_MAX
+        self._closed_wait = min(CLOSED_WAIT_MAX, self._closed_wait * 2) if soon else RECONNECT_WAIT
+        await asyncio.sleep(self._closed_wait)
+        await self._connect()
+        self._renewed_at = time.monotonic()
+        if self.client.is_connected:
+            for renewed in list(self._on_renewed.values()):
+                renewed()
 
     async def _disconnected(self) -> None:
         self._here = None
@@ -191,8 +240,8 @@ class _Connection:
     async def _discovered(self) -> None:
         """The servers configured and those the cluster announced, by host:port."""
         self._known = frozenset(
-            {_server_key(url) for url in self.client.servers}
-            | {_server_key(url) for url in self.servers}
+            {server_key(url) for url in self.client.servers}
+            | {server_key(url) for url in self.servers}
         )
 
     async def _connected(self) -> None:
@@ -202,7 +251,7 @@ class _Connection:
         self.last_error = None
         await self._discovered()
         here = self.client.connected_url
-        self._here = None if here is None else _server_key(here)
+        self._here = None if here is None else server_key(here)
         for callback in self._on_connect:
             callback()
 
@@ -291,7 +340,7 @@ class _Connection:
     async def _probe_connect(self, key: str, subject: str) -> None:
         client = Client()
         try:
-            url = _with_credentials(self.servers[0], key)
+            url = with_credentials(self.servers[0], key)
             await client.connect(
                 [url],
                 allow_reconnect=False,
@@ -326,54 +375,3 @@ class _Connection:
             self._probes.pop(key, None)
             with contextlib.suppress(Exception):
                 await client.close()
-
-
-def _connect_options(settings: BusSettings, servers: list[str]) -> dict[str, Any]:
-    """What every connection of this address passes to nats-py."""
-    options: dict[str, Any] = {
-        "name": "shellbot",
-        "connect_timeout": min(CONNECT_TIMEOUT, settings.start_timeout),
-    }
-    # nats-py reads these files inside connect(), where a missing one would only show
-    # as a server that never answers: they are checked here, where the error is seen.
-    for key in ("credentials", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
-        path = getattr(settings, f"nats_{key}")
-        if path and not os.access(path, os.R_OK):
-            raise errors.ConfigurationError(
-                f"bus.nats.{key} names {path!r}, which is not a file this program can read"
-            )
-    if settings.nats_tls_key and not settings.nats_tls_cert:
-        raise errors.ConfigurationError(
-            "bus.nats.tls_key is the key of bus.nats.tls_cert, which is not set: set both"
-        )
-    if settings.nats_credentials or settings.nats_nkey_seed:
-        try:
-            import nkeys  # noqa: F401 - nats-py signs the server's nonce with it
-        except ImportError as missing:
-            raise errors.ConfigurationError(
-                "bus.nats.credentials and bus.nats.nkey_seed need the nkeys package, which "
-                "is not installed: install shellbot's nats extra again (pip install "
-                "'.[nats]' from its checkout), which brings it"
-            ) from missing
-    if settings.nats_credentials:
-        options["user_credentials"] = settings.nats_credentials
-    if settings.nats_nkey_seed:
-        options["nkeys_seed"] = settings.nats_nkey_seed
-    if settings.nats_tls_ca or settings.nats_tls_cert:
-        try:
-            context = ssl.create_default_context(cafile=settings.nats_tls_ca or None)
-            if settings.nats_tls_cert:
-                context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key or None)
-        except (OSError, ssl.SSLError) as error:
-            raise errors.ConfigurationError(
-                f"bus.nats.tls_ca / tls_cert / tls_key: cannot load them ({error})"
-            ) from error
-        options["tls"] = context
-    return options
-
-
-def _with_credentials(template: str, key: str) -> str:
-    """The URL of server ``key`` (host:port) with the credentials of ``template``."""
-    parts = urlsplit(template)
-    credentials = parts.netloc.rpartition("@")[0]
-    return f"nats://{credentials + '@' if credentials else ''}{key}"

@@ -30,6 +30,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 from nats import errors as nats_errors
@@ -39,6 +40,7 @@ from .. import errors
 from .._codec import CONTROL_BYTE
 from ._nats_connection import _Connection
 from ._nats_consumer import HEARTBEAT, Consumer
+from ._nats_naming import CARRIED
 from ._nats_order import PublisherOrder, without_first
 from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
 
@@ -75,11 +77,13 @@ class DurableReceiver(ConnectionReceiver):
         # The changes asked for, in order, and what wakes the worker that does them.
         self._work: deque[tuple[str, Any]] = deque()
         self._wake: asyncio.Event | None = None
+        self._reconnection: asyncio.Event | None = None  # set as the connection comes back
         self._worker: asyncio.Task[None] | None = None
         self._interests: dict[str, int] = {}  # filter subject -> subscriptions to it
         self._subscription: Any = None  # the core subscription of the consumer's inbox
         self._incarnation = 0
         self._made = False
+        self._making = False  # a consumer is being made (its requests may be in flight)
         self._remaking = False
         # Frames delivered and not acknowledged, in order: (stream sequence, reply); the
         # reply of a consumer made anew since is None (its frames come again).
@@ -100,15 +104,15 @@ class DurableReceiver(ConnectionReceiver):
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, True))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, 1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
             self._connection.call_soon(self._enqueue, "signal", (prefix, False))
             return
-        subject = self._naming.interest(prefix, pattern)
-        self._connection.call_soon(self._enqueue, "filter", (subject, -1))
+        for subject in self._naming.interests(prefix, pattern):
+            self._connection.call_soon(self._enqueue, "filter", (subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         self._connection.call_soon(self._acknowledge, frames, partly)
@@ -117,6 +121,7 @@ class DurableReceiver(ConnectionReceiver):
         if self._closed:
             return
         self._closed = True
+        self._connection.forget(self)
         self._signals.close()
         self._inbox.close()
         # Acknowledgements asked before leave before the process may end.
@@ -141,6 +146,7 @@ class DurableReceiver(ConnectionReceiver):
     # -- in the loop
     def _start(self) -> None:
         self._wake = asyncio.Event()
+        self._reconnection = asyncio.Event()
         self._worker = self._connection.loop.create_task(self._run())
         self._connection.loop.create_task(self._watch())
         self._connection.when_connected(self._reconnected)
@@ -151,8 +157,16 @@ class DurableReceiver(ConnectionReceiver):
         self._wake.set()
 
     def _reconnected(self) -> None:
-        if self._made and not self._closed:
+        # A consumer being made as the connection went is made again too (what it delivered
+        # and the acknowledgements sent went with the connection): see _unless_reconnected.
+        if (self._made or self._making) and not self._closed:
             self._remake("reconnected")
+            if self._reconnection is not None:
+                self._reconnection.set()
+
+    def _renewed(self) -> None:
+        if not self._closed:
+            self._remake("the connection was made anew")
 
     def _remake(self, why: str) -> None:
         if not self._remaking:
@@ -218,7 +232,6 @@ class DurableReceiver(ConnectionReceiver):
     async def _make(self) -> None:
         """Makes the consumer, starting at the first frame not acknowledged; tried
         again until it is made (a cluster may have no leader for a while)."""
-        client = self._connection.client
         # From here on, what the consumer before delivers is ignored, and its frames not
         # acknowledged yet come again: their acknowledgements would reach no one.
         self._incarnation += 1
@@ -229,17 +242,17 @@ class DurableReceiver(ConnectionReceiver):
         self._outstanding = deque((stream, None) for stream, _ in self._outstanding)
         self._start_at = self._resume_point()
         self._order.forget_held()
+        self._making = True
+        try:
+            await self._make_at_resume_point(incarnation)
+        finally:
+            self._making = False
+
+    async def _make_at_resume_point(self, incarnation: int) -> None:
         while not self._closed:
-            self._drop_subscription()
             try:
-                await self._stream.ensure()
-                start = self._start_at or await self._start_sequence()
-                inbox = client.new_inbox()
-                self._last_delivery = 0
-                subscription = await client.subscribe(inbox)
-                client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
-                self._subscription = subscription
-                await self._consumer.make(inbox, start, sorted(self._interests))
+                if not await self._unless_reconnected(self._attempt(incarnation)):
+                    return  # the remake the reconnection asked for follows
                 self._made = True
                 self._heard = time.monotonic()
                 return
@@ -260,6 +273,43 @@ class DurableReceiver(ConnectionReceiver):
             except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError) as error:
                 log.debug("NATS: durable %s not made yet (%s)", self.name, error)
                 await asyncio.sleep(RETRY)
+
+    async def _attempt(self, incarnation: int) -> None:
+        client = self._connection.client
+        self._drop_subscription()
+        await self._stream.ensure()
+        start = self._start_at or await self._start_sequence()
+        inbox = client.new_inbox()
+        self._last_delivery = 0
+        subscription = await client.subscribe(inbox)
+        client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
+        self._subscription = subscription
+        await self._consumer.make(inbox, start, self._naming.filters(self._interests), self._skip)
+
+    async def _unless_reconnected(self, attempt: Coroutine[Any, Any, None]) -> bool:
+        """Runs ``attempt``; False, with it cancelled, if the connection came back
+        meanwhile: the answers to its requests went with the old connection (waiting
+        for them would hold the remake up for the whole request timeout)."""
+        reconnection = self._reconnection
+        assert reconnection is not None
+        reconnection.clear()
+        task = asyncio.ensure_future(attempt)
+        reconnected = asyncio.ensure_future(reconnection.wait())
+        try:
+            await asyncio.wait({task, reconnected}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            reconnected.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: the attempt is given up either way
+            return False
+        task.result()  # what it raised, raised here
+        return True
 
     def _fail(self, error: errors.ShellbotError) -> None:
         self._failure = error
@@ -308,6 +358,8 @@ class DurableReceiver(ConnectionReceiver):
         self._last_delivery = delivery
         self._last_stream = stream
         topic = self._naming.topic(subject)
+        if topic is CARRIED:  # a long channel's: the channel is in the payload
+            topic, data = self._naming.carried(subject, data)
         if topic is None:  # not a subject the bus writes: dropped (counted above) and done with
             self._inbox.push([data])
             self._reply(reply)

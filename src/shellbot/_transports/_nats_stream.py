@@ -199,9 +199,11 @@ class _Run:
 
     __slots__ = ("attempts", "body", "count", "deadline", "headers", "sent", "sequence", "subject")
 
-    def __init__(self, subject: str, body: bytes, count: int, deadline: float) -> None:
+    def __init__(
+        self, subject: str, body: bytes, count: int, deadline: float, carried: bytes
+    ) -> None:
         self.subject = subject
-        self.body = body
+        self.body = carried + body  # a long channel's topic first (see Naming)
         self.count = count
         identity, sequence = _unpack_header(body)
         self.sequence = sequence
@@ -260,8 +262,15 @@ class StoredPublishing:
         self._retrying = asyncio.get_running_loop().create_task(self._retry())
         self._inbox = inbox
 
-    async def publish(self, subject: str, body: bytes) -> None:
-        """Publishes one run and keeps it until acknowledged; waits while IN_FLIGHT are out."""
+    async def renew(self) -> None:
+        """The connection was made anew: acknowledgements come to the same inbox again."""
+        if self._inbox:
+            subscription = await self._client.subscribe(self._inbox + ".*")
+            self._client.take(subscription, self._acknowledged, raw=True)
+
+    async def publish(self, subject: str, body: bytes, carried: bytes = b"") -> None:
+        """Publishes one run and keeps it until acknowledged; waits while IN_FLIGHT are out.
+        ``carried``: the topic a long channel's message carries before its body."""
         count = body.count(BATCH_SEPARATOR, HEADER.size) + 1 if len(body) > HEADER.size else 1
         # Taken from the sender's queue, not yet kept here: unconfirmed all the same, so a
         # flush that finds the queue empty still waits for it.
@@ -273,7 +282,9 @@ class StoredPublishing:
             while len(self._runs) >= IN_FLIGHT:
                 self._room.clear()
                 await self._room.wait()
-            run = _Run(subject, body, count, time.monotonic() + self._settings.send_timeout)
+            run = _Run(
+                subject, body, count, time.monotonic() + self._settings.send_timeout, carried
+            )
             self._next += 1
             token = self._next
             self._runs[token] = run

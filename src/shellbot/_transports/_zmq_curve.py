@@ -8,8 +8,12 @@ Three settings (certificate files as ``shellbot-bus keygen`` writes them):
 - ``bus.curve.client_key``: this process's secret certificate; its sockets
   (PUSH to the inbound side, SUB to the subscriber side) are CURVE clients.
 - ``bus.curve.authorized``: a folder of public certificates; the hub accepts
-  these keys (and its own process's client key) and no other. Read again at a
-  handshake after it changed.
+  these keys (and its own process's client key) and no other. A file that is
+  not one is skipped with a warning; a key removed loses its connections
+  (``_zmq_curve_folder``).
+
+A secret certificate that others than its owner may read is refused, as
+OpenSSH refuses such a private key.
 
 None set: a plain bus, untouched. Only ``tcp://`` takes them: ``ipc://`` and
 ``inproc://`` rely on the machine's own permissions.
@@ -24,6 +28,7 @@ and what to check.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +37,10 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from .. import _process
 from .._settings import BusSettings
 from ..errors import ConfigurationError
+from ._zmq_curve_folder import Authorized, Guard
 
 # Handshake failures without a reason from the hub (it dropped the connection), in a
 # row, before they are reported: one alone may be a hub that went away meanwhile.
@@ -111,6 +118,14 @@ def _certificate(path: str, setting: str) -> tuple[bytes, bytes | None]:
             f"{setting} {path} is not a readable ZeroMQ certificate ({error}): make one "
             "with `shellbot-bus keygen NAME`"
         ) from None
+    if secret is not None:
+        # As OpenSSH does: a secret others may read is no longer a secret of this program.
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"{setting} {path} holds a secret key, and its permissions {mode:04o} let "
+                f"others than its owner read or change it: run `chmod 600 {path}`"
+            )
     return public, secret
 
 
@@ -146,39 +161,6 @@ def holding_refused(curve: Curve) -> str | None:
 # -- the hub's side --------------------------------------------------------------------
 
 
-class _Authorized:
-    """The keys of a folder of public certificates, read again once the folder changed."""
-
-    def __init__(self, folder: str, own: bytes | None) -> None:
-        self._folder = folder
-        self._own = own
-        self._seen: Any = None
-        self._keys: set[bytes] = set()
-        self._lock = threading.Lock()
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        with self._lock:
-            seen = self._signature()
-            if seen != self._seen:
-                self._seen = seen
-                try:
-                    self._keys = set(zmq.auth.load_certificates(self._folder))
-                except (OSError, ValueError):  # a folder being edited: accept none meanwhile
-                    self._keys = set()
-            return key in self._keys or (self._own is not None and key == self._own)
-
-    def _signature(self) -> Any:
-        try:
-            with os.scandir(self._folder) as entries:
-                return sorted(
-                    (entry.name, entry.stat().st_mtime_ns, entry.stat().st_size)
-                    for entry in entries
-                    if entry.name.endswith(".key")
-                )
-        except OSError:
-            return None
-
-
 class _Authenticators:
     """One ZAP handler per ZeroMQ context (libzmq binds one endpoint per context), shared
     by the hubs of this process, each with a domain of its own."""
@@ -187,7 +169,7 @@ class _Authenticators:
         self._lock = threading.Lock()
         self._running: dict[int, tuple[ThreadAuthenticator, set[str]]] = {}
 
-    def add(self, context: zmq.Context, domain: str, authorized: _Authorized) -> None:
+    def add(self, context: zmq.Context, domain: str, authorized: Authorized) -> None:
         with self._lock:
             entry = self._running.get(id(context))
             if entry is None:
@@ -222,21 +204,36 @@ def secure_hub(context: zmq.Context, sockets: list[zmq.Socket], curve: Curve, do
     """Makes the hub's sockets CURVE servers checked by a ZAP handler (before they bind);
     returns what ``release_hub`` takes once they are closed."""
     assert curve.server_secret is not None and curve.authorized is not None
-    _authenticators.add(context, domain, _Authorized(curve.authorized, curve.client_public))
+    authorized = Authorized(curve.authorized, curve.client_public)
+    guard = Guard(sockets, authorized)  # before they bind: it must see every connection
+    _authenticators.add(context, domain, authorized)
     for socket in sockets:
         socket.curve_server = True
         socket.curve_publickey = curve.server_public
         socket.curve_secretkey = curve.server_secret
         socket.zap_domain = domain.encode()
-    return (context, domain)
+    return (context, domain, guard)
+
+
+def subscriptions_reader(token: Any) -> Any:
+    """What the hub reads its subscriptions through on a secured hub (the guard learns
+    from them which key holds each subscriber's connection)."""
+    return token[2]
+
+
+def watch_inbound(token: Any, connections: Any) -> None:
+    """Gives the guard the hub's watch of its inbound connections (they share one
+    monitor: libzmq gives a socket only one)."""
+    token[2].inbound = connections
 
 
 def release_hub(token: Any) -> None:
-    context, domain = token
+    context, domain, guard = token
+    guard.stop()
     _authenticators.remove(context, domain)
 
 
-os.register_at_fork(after_in_child=_authenticators.forget)
+_process.after_fork(_authenticators.forget)
 
 
 # -- the clients' side -----------------------------------------------------------------

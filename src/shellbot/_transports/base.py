@@ -17,6 +17,7 @@ import abc
 import enum
 from collections.abc import Iterator, Sequence
 
+from .._codec import REPLY, request_body
 from .._settings import BusSettings
 from ..errors import ConfigurationError
 
@@ -46,6 +47,25 @@ class Sender(abc.ABC):
         """
         self.send([(topic, body)])
         return 1
+
+    def send_request(self, topic: bytes, body: bytes, reply_to: bytes) -> None:
+        """Sends a request on a channel's ``topic``, in order after what was sent: a
+        message whose answers go to ``reply_to`` (a ``ReplyInbox`` address). Receivers
+        get it as ``_codec.request_body(body, reply_at)``, where ``reply_at`` is what
+        ``send_reply`` takes (the same address here, a transport's own elsewhere). When
+        no receiver wants the channel, the hub (or broker) answers at once with an
+        empty body on ``REPLY + reply_to``."""
+        self.send([(topic, request_body(body, reply_to))])
+
+    def send_reply(self, reply_at: bytes, body: bytes) -> None:
+        """Sends an answer to the request that carried ``reply_at``. An answer that
+        finds no requester is dropped and counted by the hub, never raised here."""
+        self.send([(REPLY + reply_at, body)])
+
+    def replies_dropped(self) -> int:
+        """Answers this sender sent that the broker said found no requester (NATS); 0
+        where a hub of the bus's own counts them (``replies_dropped`` in its stats)."""
+        return 0
 
     def handshake_failure(self) -> str | None:
         """Why the hub refused this sender's latest handshake (a secured bus), or None.
@@ -123,6 +143,17 @@ class Receiver(abc.ABC):
         ``partly`` messages of the next frame: a durable receiver keeps that for the
         successor of its name."""
 
+    def settle(self, unhanded: int) -> None:  # noqa: B027 - queue groups only
+        """A member of a queue group: of the messages this receiver delivered, the
+        subscriber holds ``unhanded`` not yet handed to the program, and is done with
+        the others. Where the bus splits the stream itself, the receiver returns that
+        credit (the hub sends a member with room); a broker keeps its own account."""
+
+    def counters(self) -> dict[str, int]:
+        """What the receiver counted itself, shown in the subscriber's stats (a durable
+        group's member: ``redelivered``); else nothing."""
+        return {}
+
     def forget(self, timeout: float) -> None:
         """Closes, and deletes what the server keeps for a durable receiver (its position)."""
         self.close()
@@ -148,7 +179,12 @@ class Receiver(abc.ABC):
 # What a hub counts: users' messages forwarded, and of those, unrouted (no subscriber
 # wanted them); the bus's own signals forwarded (readiness probes, stop pills); messages
 # dropped (bad shape) and oversized; and, now, subscribers (receivers that asked for at
-# least one channel) and routes (channel or pattern, subscriber pairs).
+# least one channel) and routes (channel or pattern, subscriber pairs); queue groups'
+# members now, the messages waiting for a member with room, and those lost to a group
+# (in a member's hand when it left, or over a full group's backlog: ``_shares``);
+# requests it answered itself because no one subscribes to their channel
+# (no_responders), and answers it dropped because their requester was gone
+# (replies_dropped).
 HUB_COUNTERS = (
     "forwarded",
     "unrouted",
@@ -157,6 +193,11 @@ HUB_COUNTERS = (
     "oversized",
     "subscribers",
     "routes",
+    "group_members",
+    "group_waiting",
+    "group_lost",
+    "no_responders",
+    "replies_dropped",
 )
 
 
@@ -200,10 +241,11 @@ class Transport(abc.ABC):
         """A new sender; the bus keeps one per process."""
 
     @abc.abstractmethod
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         """A new receiver, subscribed to nothing; with ``durable``, one whose position the
         server keeps under that name (see ``stores_messages``; else ``check_storage``
-        refuses it)."""
+        refuses it); with ``group``, a member of that queue group for every channel it
+        subscribes to (signals stay its own): each message goes to one member."""
 
     @abc.abstractmethod
     def open_hub(self) -> Hub | None:
@@ -236,7 +278,8 @@ class Transport(abc.ABC):
 
     def not_a_hub(self) -> str | None:
         """Once ``open_hub()`` found the address held: why its holder cannot be a hub,
-        when the transport can tell at once (it does not speak the protocol); else None."""
+        when the transport can tell at once (it does not speak the protocol); else None.
+        Raises ``AuthenticationError`` when the hub is secured and this program is not."""
         return None
 
     def unreachable(self) -> str:

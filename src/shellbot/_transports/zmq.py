@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket as net
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -42,11 +41,16 @@ from zmq.backend import Socket as _BackendSocket
 from .. import errors
 from .._codec import CONTROL, ROUTE, ROUTE_REQUEST
 from .._settings import BusSettings
+from . import _zmtp
 from ._zmq_curve import HandshakeWatch, curve_of, holding_refused, secure_client
 from ._zmq_takeover import StoppedHolder
 from .base import Frames, Hub, Receiver, Sender, Transport
 
 RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
+# A hub that stops cleanly drops new connections' SYNs (see _zmq_handover): a sender's
+# connection attempt that meets it starts again after this, rather than at the kernel's
+# SYN retries (1 s, 3 s, 7 s...), and so reaches the next hub.
+CONNECT_TIMEOUT_MS = 1000
 # Heartbeats on every connection (ZMTP PING/PONG, answered by libzmq's own threads): a
 # peer silent for HEARTBEAT_TIMEOUT_MS after a ping (a stopped process, a machine gone,
 # a cut network) is dropped, within IVL + TIMEOUT = 2 s, and reconnected to.
@@ -54,8 +58,6 @@ HEARTBEAT_IVL_MS = 500
 HEARTBEAT_TIMEOUT_MS = 1500
 # What a ZeroMQ peer sends first (ZMTP 3: 0xFF, 8 bytes of padding, 0x7F), and how long
 # the holder of a taken tcp:// address has to send it before it is taken for another program.
-ZMTP_SIGNATURE = b"\xff" + bytes(8) + b"\x7f"
-GREETING_TIMEOUT = 1.0
 
 # The hot path calls the backend's methods: the sugar layer above them costs more per
 # call than sending a small frame (routing_id/group handling, RCVMORE through enums).
@@ -134,6 +136,7 @@ class ZmqSender(Sender):
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        self._socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         keep_alive(self._socket)
         self._watch = _secured(self._socket, settings, "inbound side", self._address)
         self._socket.connect(connect_address(self._address))
@@ -357,8 +360,12 @@ class ZmqTransport(Transport):
         self.check_storage()
         return ZmqSender(self._context, self.settings)
 
-    def open_receiver(self, durable: str | None = None) -> Receiver:
+    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
         self.check_storage(durable)
+        if group is not None:
+            from ._zmq_member import ZmqMemberReceiver  # which imports this module
+
+            return ZmqMemberReceiver(self._context, self.settings, group)
         return ZmqReceiver(self._context, self.settings)
 
     def check(self) -> None:
@@ -390,15 +397,45 @@ class ZmqTransport(Transport):
         )
 
     def not_a_hub(self) -> str | None:
-        """On tcp://: a holder that does not greet as ZeroMQ does is another program."""
+        """On tcp://: what holds the address when it is not a hub: another program, the
+        inbound side of another bus's hub, or some other ZeroMQ socket. A hub secured with
+        CURVE, where this program has no keys, is an ``AuthenticationError`` saying so."""
         if self.settings.scheme != "tcp":
             return None
-        host, _, port = connect_address(self.settings.address).split("://", 1)[1].rpartition(":")
-        if _greets_as_zeromq(host.strip("[]"), int(port)) is not False:
+        address = self.settings.address
+        host, _, port = connect_address(address).split("://", 1)[1].rpartition(":")
+        kind = _zmtp.socket_type(host.strip("[]"), int(port))
+        if kind == _zmtp.SECURED and curve_of(self.settings) is None:
+            raise errors.AuthenticationError(
+                f"The hub at {address} is secured with CURVE, and this program has no keys: "
+                "set bus.curve.server_key (the hub's public NAME.key) and "
+                "bus.curve.client_key (this program's NAME.key_secret, whose NAME.key the "
+                "hub's bus.curve.authorized folder holds); on the command line, "
+                "--curve-server-key and --curve-client-key"
+            )
+        if kind in (_zmtp.NOTHING, _zmtp.ZEROMQ, _zmtp.SECURED, "XPUB"):  # free, or a hub
             return None
+        held = _zmtp.holder(int(port))
+        if kind == _zmtp.FOREIGN:
+            return (
+                f"{address} is held by another program{held}, not a hub: it does not "
+                "answer as ZeroMQ does; stop that program, or use another port"
+            )
+        if kind == "PULL":
+            return (
+                f"{address} is the inbound side of another bus's hub{held}: a bus on port P "
+                f"takes P + 1 for its publishers; give this bus a port 2 or more away from "
+                "the other's, or set bus.inbound on both"
+            )
+        if kind == "PUB":
+            return (
+                f"{address} is held by a ZeroMQ PUB socket{held}, not a hub: the original "
+                "shellbot's publisher binds one there; give this bus another address, and "
+                "`shellbot-bus bridge --legacy` relays between the two"
+            )
         return (
-            f"{self.settings.address} is held by another program, not a hub: it does not "
-            "answer as ZeroMQ does; stop that program, or use another port"
+            f"{address} is held by a ZeroMQ {kind} socket{held}, not a hub; stop that "
+            "program, or use another port"
         )
 
     def open_hub(self) -> Hub | None:
@@ -414,22 +451,3 @@ class ZmqTransport(Transport):
             if self._stopped_holder.remove_if_stopped():
                 hub = open_hub(self._context, self.settings)
         return hub
-
-
-def _greets_as_zeromq(host: str, port: int) -> bool | None:
-    """True when what listens at ``host:port`` greets as ZeroMQ does, False when it does
-    not within GREETING_TIMEOUT, None when nothing listens there (any more)."""
-    received = b""
-    try:
-        with net.create_connection((host, port), GREETING_TIMEOUT) as peer:
-            peer.sendall(ZMTP_SIGNATURE)
-            while len(received) < len(ZMTP_SIGNATURE):
-                chunk = peer.recv(len(ZMTP_SIGNATURE) - len(received))
-                if not chunk:
-                    break
-                received += chunk
-    except ConnectionRefusedError:
-        return None
-    except OSError:  # a timeout, a reset: not a ZeroMQ peer
-        pass
-    return len(received) == len(ZMTP_SIGNATURE) and received[0] == 0xFF and received[9] & 1 == 1

@@ -18,6 +18,12 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T6 memory: 1,000,000 messages while one subscriber is stopped (SIGSTOP) and another
   keeps up; then the stopped one reads again and a last message shows it its gap.
 - T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
+- T8 request/reply: one requester and one responder, 10,000 sequential requests (p50,
+  p99, requests/s), then 8 requesters at once (requests/s); the anchor is a bare REQ/REP
+  pair on ZeroMQ, ``nc.request()`` and a callback responder on NATS (``_requests``).
+- T9 work queue: one publisher, a queue group of 8 member processes, 200,000 messages:
+  deliveries/s against our T1, the largest share over the smallest, lost and twice; the
+  anchor is a bare PUSH to 8 PULL sockets on ZeroMQ, queue subscriptions on NATS (``_groups``).
 - T1d (NATS only) durable T1: a publisher on a durable bus (``bus.durable``) and a durable
   subscriber, 200,000 messages, until all are received and the publisher's ``stop()``
   confirmed all stored; then the latency from ``put()`` to the server's acknowledgement
@@ -30,7 +36,9 @@ server and the anchor a bare nats-py program (``_nats``), both on the same
 server in the same run. T1, T3, T4 and T1d are judged at 0.9x the anchor or
 above, T2's p50 at 1.5x or below; T5 and T1d's latencies are shown against the
 anchor for information. The server the benchmark starts has JetStream on when
-T1d runs (a store in its temporary folder).
+T1d runs (a store in its temporary folder), with the server's default sync (its
+store written to disk every 2 minutes), or ``--nats-sync always`` (each write
+synced before it is acknowledged) or another interval.
 
 With ``--curve`` (ZeroMQ only), T1 and T2 also run on a bus secured with CURVE
 (``bus.curve.*``, keys made for the run in a temporary folder), in the same rounds,
@@ -70,7 +78,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _durable, _nats, _runs
+from . import _durable, _groups, _nats, _requests, _runs
 from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
@@ -91,12 +99,15 @@ class Sizes:
     durable: int  # T1d messages
     paced: int  # T1d messages of the latency run, one each PACE seconds
     paced_warmup: int  # T1d messages put before those, not counted
+    work: int = 200_000  # T9 messages
 
 
 FULL = Sizes(
     500_000, 10_000, 500, 100_000, 500_000, 500_000, 10_000, 1_000_000, 10.0, 3, 200_000, 2_000, 100
 )
-QUICK = Sizes(20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1, 2_000, 100, 10)
+QUICK = Sizes(
+    20_000, 300, 50, 5_000, 20_000, 20_000, 10_000, 50_000, 1.0, 1, 2_000, 100, 10, 20_000
+)
 PACE = 0.001  # seconds between two puts of T1d's latency run
 
 FANS = 8  # subscribers of T3, publishers of T4
@@ -147,6 +158,14 @@ def _t7(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     return _runs.idle(side, sizes.idle, network)
 
 
+def _t8(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _requests.request_reply(side, sizes.round_trips, sizes.warmup, network)
+
+
+def _t9(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _groups.work_queue(side, sizes.work, network)
+
+
 def _t1d(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     result = _durable.flow(side, sizes.durable, 0.0, network)
     paced = _durable.flow(side, sizes.paced_warmup + sizes.paced, PACE, network)
@@ -178,6 +197,8 @@ WORKLOADS = {
         Workload("T5", "many channels, 1 subscriber of 10,000", _t5, True),
         Workload("T6", "memory, 1 stalled + 1 live subscriber", _t6, False),
         Workload("T7", "idle cost, no traffic", _t7, False),
+        Workload("T8", "request/reply, 1 -> 1, then 8 requesters", _t8, True),
+        Workload("T9", f"work queue, 1 -> a group of {_groups.MEMBERS}", _t9, True),
         Workload("T1d", "durable T1, 1 -> 1, stored and acknowledged", _t1d, True, True),
     )
 }
@@ -272,6 +293,10 @@ def _summarize(
 ) -> list:
     """The rows of one workload; ``nats``: a run on NATS, judged by its own targets
     (against bare nats-py on the same server: a broker's hops are the anchor's too)."""
+    if key == "T8":
+        return _requests.rows(ours, anchor, nats, _row)
+    if key == "T9":
+        return _groups.rows(ours, anchor, t1, _row)
     if nats and key in NATS_TARGETS:
         return _summarize_nats(key, ours, anchor, t1)
     if key == "T2":
@@ -555,10 +580,12 @@ def _summarize_durable(ours: dict[str, Any], anchor: dict[str, Any]) -> list[dic
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("msgs/s", "deliveries/s", "msgs"):
+    if unit in ("msgs/s", "deliveries/s", "requests/s", "msgs"):
         return f"{value:,.0f}"
     if unit == "% core":
         return f"{value:.2f}"
+    if unit == "x":
+        return f"{value:.3f}"
     return f"{value:,.1f}"
 
 
@@ -688,6 +715,21 @@ def _curve_network(folder: str) -> Network:
 TRANSPORTS = ("zmq", "nats")
 
 
+def _unwritable(path: str) -> str | None:
+    """Why the report could not be written at ``path``, or None."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "is a folder; name a file"
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK) or (
+        os.path.exists(target) and not os.access(target, os.W_OK)
+    ):
+        return "cannot be written here"
+    return None
+
+
 def run(
     quick: bool = False,
     json_file: str | None = None,
@@ -695,6 +737,7 @@ def run(
     transport: str | None = None,
     nats_url: str | None = None,
     curve: bool = False,
+    nats_sync: str | None = None,
 ) -> int:
     """Runs the benchmark, prints the table; returns the exit code (0: every run finished,
     1: a run failed or the NATS server could not be had, 2: bad options).
@@ -702,6 +745,7 @@ def run(
     ``transport``: ``zmq`` (the default) or ``nats``; on NATS, the benchmark starts a
     nats-server of its own on free loopback ports, or uses the one at ``nats_url``.
     ``curve``: T1 and T2 also on a bus secured with CURVE (ZeroMQ only).
+    ``nats_sync``: JetStream's ``sync_interval`` on the benchmark's own server (T1d).
     """
     console = Console(width=None if sys.stdout.isatty() else 120)
     spelled = {key.upper(): key for key in WORKLOADS}  # t1, T1D: any case
@@ -727,8 +771,17 @@ def run(
     if nats_url and transport != "nats":
         console.print("[red]--nats-url names a NATS server: it goes with --transport nats")
         return 2
+    if nats_sync and (nats_url or not only_on_nats):
+        console.print(
+            "[red]--nats-sync sets the store of the benchmark's own nats-server: it goes "
+            "with T1d and without --nats-url"
+        )
+        return 2
     if curve and transport != "zmq":
         console.print("[red]--curve secures the ZeroMQ bus: it goes with --transport zmq")
+        return 2
+    if json_file and (unwritable := _unwritable(json_file)):
+        console.print(f"[red]--json {json_file}: {unwritable}")  # told now, not after the run
         return 2
     if transport == "zmq" and curve:
         import tempfile
@@ -752,7 +805,7 @@ def run(
     server = None
     try:
         if nats_url is None:
-            server = _nats.NatsServer(jetstream=bool(only_on_nats))
+            server = _nats.NatsServer(jetstream=bool(only_on_nats), sync=nats_sync)
             server.start()
             url = server.url
         else:
@@ -763,6 +816,7 @@ def run(
             "nats_url": _nats.shown(url),
             "nats_server_started": server is not None,
             "nats_server_pid": None if server is None else server.pid,
+            "nats_sync": nats_sync if server is not None else None,
         }
         return _run(console, quick, json_file, keys, Network(url, server), versions | where)
     except _nats.ServerError as error:
@@ -851,6 +905,8 @@ def _run(
             ours, anchor = _latency(runs[OURS]), _latency(runs[ANCHOR])
         elif key == "T1d":
             ours, anchor = _durable_summary(runs[OURS]), _durable_summary(runs[ANCHOR])
+        elif key == "T8":
+            ours, anchor = _requests.summary(runs[OURS]), _requests.summary(runs[ANCHOR])
         elif key in ("T6", "T7"):
             ours, anchor = runs[OURS][0], runs[ANCHOR][0]
         else:
@@ -884,7 +940,8 @@ def _run(
     if nats:
         stack = (
             f"nats-server {about['nats_server']} "
-            f"({'started by the benchmark' if about['nats_server_started'] else about['nats_url']})"
+            f"({'started by the benchmark' if about['nats_server_started'] else about['nats_url']}"
+            f"{', sync_interval ' + about['nats_sync'] if about.get('nats_sync') else ''})"
             f", nats-py {about['nats_py']}"
         )
     else:

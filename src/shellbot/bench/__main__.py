@@ -21,7 +21,7 @@ def bench(
         None,
         "--only",
         metavar="T1,T2",
-        help="Run only these workloads (T1 to T7; T1d, durable T1, on NATS).",
+        help="Run only these workloads (T1 to T9; T1d, durable T1, on NATS).",
     ),
     transport: str = typer.Option(
         None,
@@ -37,6 +37,14 @@ def bench(
         metavar="nats://HOST:PORT",
         help="Run on NATS, on this server rather than one of the benchmark's own (one "
         "server; subjects go under shellbot-bench.*).",
+    ),
+    nats_sync: str = typer.Option(
+        None,
+        "--nats-sync",
+        metavar="always|DURATION",
+        help="T1d on a server of the benchmark's own whose JetStream syncs its store to "
+        "disk at this interval (the server's sync_interval; its default is 2m), or "
+        "always: before each acknowledgement.",
     ),
     curve: bool = typer.Option(
         False,
@@ -59,6 +67,7 @@ def bench(
             transport=transport,
             nats_url=nats_url,
             curve=curve,
+            nats_sync=nats_sync,
         )
     )
 

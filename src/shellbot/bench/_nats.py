@@ -70,10 +70,13 @@ def _end_with_parent() -> None:
 
 class NatsServer:
     """A nats-server on free loopback ports (client and monitoring), default settings;
-    with ``jetstream``, JetStream on too, storing in the server's temporary folder."""
+    with ``jetstream``, JetStream on too, storing in the server's temporary folder, and
+    with ``sync``, JetStream's ``sync_interval`` set to it (``always``: every write
+    is flushed to disk before it is acknowledged)."""
 
-    def __init__(self, jetstream: bool = False) -> None:
+    def __init__(self, jetstream: bool = False, sync: str | None = None) -> None:
         self.jetstream = jetstream
+        self.sync = sync
         self.port = _free_port()
         self.monitor_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -98,7 +101,8 @@ class NatsServer:
         config = directory / "server.conf"
         lines = [f"host: 127.0.0.1\nport: {self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"]
         if self.jetstream:
-            lines.append(f'jetstream {{ store_dir: "{directory / "store"}" }}\n')
+            sync = f'\n  sync_interval: "{self.sync}"' if self.sync else ""
+            lines.append(f'jetstream {{\n  store_dir: "{directory / "store"}"{sync}\n}}\n')
         config.write_text("".join(lines))
         log_path = directory / "server.log"
         with open(log_path, "ab") as log:

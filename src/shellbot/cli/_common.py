@@ -58,7 +58,7 @@ Address = Annotated[
     ),
 ]
 
-# bus.curve.* from the command line (or the environment), for hub and vote.
+# bus.curve.* from the command line (or the environment), for every command on a bus.
 CurveServerKey = Annotated[
     str | None,
     typer.Option(
@@ -179,9 +179,10 @@ def nats_settings() -> dict[str, str]:
     return {key: os.environ[name] for key, name in ENV_NATS.items() if os.environ.get(name)}
 
 
-def bus_settings(address: str) -> dict[str, Any]:
-    """What a command puts under ``bus`` in its context."""
-    return {"address": address, "nats": nats_settings()}
+def bus_settings(address: str, curve: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a command puts under ``bus`` in its context: the address, the bus.nats.*
+    files of the environment, and the bus.curve.* options given."""
+    return {"address": address, "nats": nats_settings(), "curve": curve or {}}
 
 
 def checked(address: str, option: str = "--address") -> str:

@@ -16,8 +16,12 @@ from ._common import (
     EXIT_USAGE,
     Address,
     CommandError,
+    CurveAuthorized,
+    CurveClientKey,
+    CurveServerKey,
     bus_settings,
     checked,
+    curve_options,
     epilog,
     err,
     fail,
@@ -47,6 +51,9 @@ def publish(
         ),
     ] = None,
     address: Address = DEFAULT_ADDRESS,
+    curve_server_key: CurveServerKey = None,
+    curve_client_key: CurveClientKey = None,
+    curve_authorized: CurveAuthorized = None,
 ) -> None:
     """Publish one JSON message on a channel, or one message per line of standard input.
 
@@ -59,7 +66,8 @@ def publish(
     if not channel:
         fail("a channel is a non-empty string", EXIT_USAGE)
     first = None if message is None else _parse(message, "MESSAGE")
-    context = Context({"bus": bus_settings(checked(address))})
+    curve = curve_options(curve_server_key, curve_client_key, curve_authorized)
+    context = Context({"bus": bus_settings(checked(address), curve)})
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()

@@ -89,6 +89,7 @@ class HostScreen:
             self.line(
                 f"Waiting up to {vote.settings.wait:g} s for more voters: "
                 f"shellbot-bus vote --join {_reachable(vote.settings.address)} --voters 5"
+                f"{_join_keys(vote.settings.curve)}"
             )
         self.progress.update(self.ready_task, total=len(vote.tally.registered))
         self.live.start()
@@ -294,3 +295,13 @@ class JoinScreen:
                 f" ({closed.counted} of {closed.asked} voted)",
             )
         )
+
+
+def _join_keys(curve: dict[str, str]) -> str:
+    """The CURVE options a joiner of a secured vote needs: the hub's public certificate
+    (NAME.key beside the host's NAME.key_secret) and a secret key of its own."""
+    server_key = curve.get("server_key")
+    if not server_key:
+        return ""
+    public = server_key.removesuffix("_secret")
+    return f" --curve-server-key {public} --curve-client-key YOURS.key_secret"
