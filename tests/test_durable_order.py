@@ -8,7 +8,6 @@ import asyncio
 
 import nats
 import orjson
-import pytest
 from _durable import durable_bus
 from _nats import NatsNode
 
@@ -31,12 +30,6 @@ def _store(url: str, channel: str, sender: int, sequences: list[int]) -> None:
     asyncio.run(store())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hole: the first message a durable subscriber takes of a sender is where "
-    "that sender begins for it, so sequence 1 stored after sequence 2 is dropped as a "
-    "duplicate (docs/faults.md, finding 1)",
-)
 def test_a_senders_first_message_stored_after_its_second_is_handed(jetstream: NatsNode) -> None:
     subscriber = durable_bus(jetstream.url).subscribe("late", durable="late")
     assert subscriber.wait_ready(15.0)
