@@ -241,7 +241,8 @@ def test_a_bad_pattern_says_what_is_wrong(pattern: str, says: str) -> None:
 def test_a_durable_subscribers_record_of_a_sender_takes_a_late_earlier_message_once() -> None:
     from shellbot._durable import Seen
 
-    seen = Seen(5)  # the first it took of this sender: number 5
+    seen = Seen(5)  # the first it takes of this sender: number 5
+    assert seen.record(5) == 0
     assert seen.record(6) == 0
     assert seen.record(3) == 0  # stored late (its run was sent again): handed, no gap
     assert seen.record(3) is None  # and known again
