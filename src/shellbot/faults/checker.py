@@ -79,16 +79,21 @@ def read_publisher(path: Path, name: str, life: int) -> PublisherLife:
     return result
 
 
-HUB_COUNTERS = ("group_lost", "group_waiting", "group_members", "unrouted", "dropped")
+HUB_COUNTS = ("group_lost", "unrouted", "dropped")  # the last while it held the hub
+HUB_ROOM = ("group_waiting", "group_members")  # the highest while it held the hub
 
 
 def _read_hub(result: PublisherLife, stats: dict[str, Any], final: bool = True) -> None:
-    """The hub's counters in a stats line: kept at their highest, since a publisher's
-    stats are zeros once it no longer holds the hub."""
-    for key in HUB_COUNTERS:
-        result.hub[key] = max(result.hub[key], int(stats.get(key, 0)))
+    """The hub's counters in a stats line of its holder (a publisher's stats are zeros
+    once it holds no hub). Counts are kept as last written, since ``group_lost`` goes
+    down again when a member that left comes back for what it had in flight."""
+    holds = bool(stats.get("holds_hub")) if final else result.holds_hub_at_end
+    if holds:
+        for key in HUB_COUNTS:
+            result.hub[key] = int(stats.get(key, 0))
+        for key in HUB_ROOM:
+            result.hub[key] = max(result.hub[key], int(stats.get(key, 0)))
     if final:
-        holds = bool(stats.get("holds_hub"))
         result.held_hub = result.held_hub or holds
         result.holds_hub_at_end = holds
 

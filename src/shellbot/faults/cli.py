@@ -58,6 +58,12 @@ def _print_run(result: dict[str, Any]) -> None:
     figures = result["figures"]
     caught_up = figures.get("catch_up_seconds")
     late = f", caught up in {caught_up} s" if caught_up is not None else ""
+    if "published_to_group" in figures:
+        late += (
+            f"; group: {figures.get('group_handed', 0)} handed, "
+            f"{figures.get('group_lost_given_witness', 0)} lost that the witness got, "
+            f"{figures.get('group_lost_counted', 0)} counted lost by the hubs"
+        )
     verdict = "ok" if result["ok"] else f"FAILED ({len(result['violations'])} violations)"
     print(
         f"seed {result['seed']} mode {result['mode']}: {verdict} in {result['seconds']} s; "
