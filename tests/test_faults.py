@@ -192,7 +192,16 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
                 strict=False,
             ),
         ),
-        "queue",
+        pytest.param(
+            "queue",
+            marks=pytest.mark.xfail(
+                reason="holes found: a live group member that was, or whose hub was, stopped "
+                "by SIGSTOP may get nothing more, its share lost without a count; what is put "
+                "while no member is live reaches no member and no count (docs/faults.md, "
+                "findings 9 and 10)",
+                strict=False,
+            ),
+        ),
     ],
 )
 def test_seeded_fault_schedules_lose_nothing_without_a_count(mode: str, tmp_path: Path) -> None:
