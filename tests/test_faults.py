@@ -40,6 +40,13 @@ def test_cluster_faults_never_overlap_and_witnesses_are_never_killed() -> None:
         assert ("kill", "subscriber:0") not in {(f.action, f.target) for f in faults}
 
 
+def test_queue_schedules_kill_every_member_and_the_hub_but_never_the_witness() -> None:
+    pairs = set(schedule.choices("queue", schedule.Shape()))
+    members = {("kill", f"subscriber:{index}") for index in (1, 2, 3)}
+    assert members | {("kill", "hub"), ("stop", "hub")} <= pairs
+    assert ("kill", "subscriber:0") not in pairs and ("stop", "subscriber:0") in pairs
+
+
 def test_the_cli_prints_the_seed_and_replays_the_schedule() -> None:
     command = [sys.executable, "-m", "shellbot.faults", "--mode", "cluster", "--seed", "42",
                "--duration", "10", "--schedule-only"]  # fmt: skip
