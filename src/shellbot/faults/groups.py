@@ -12,7 +12,9 @@ ZeroMQ hub, and the witness, outside the group, gets everything as in the core m
   for a group all of whose members left) and ``unrouted``/``dropped``; a hub that died
   or was taken over took with it what it had not yet counted: at most what waited
   (``group_waiting``) and each member's window (``WINDOW`` + ``PIECE``). So, summed
-  over the publisher lives that held a hub, each counter at its highest::
+  over the publisher lives that held a hub, the counts as last written while it held
+  it (``group_lost`` goes down as a member that left joins again), ``group_waiting``
+  and ``group_members`` at their highest::
 
       given the witness, lost to the group  <=  group_lost + unrouted + dropped
           + sum over hubs ended other than by stop() of
