@@ -114,8 +114,10 @@ class ZmqTransport(Transport):
             )
         if kind in (zmtp.NOTHING, zmtp.ZEROMQ, zmtp.SECURED, "XPUB"):  # free, or a hub
             return None
+        if kind == zmtp.SILENT and zmtp.paused(int(port)):
+            return None  # a stopped holder: it goes on, or a publisher takes over from it
         held = zmtp.holder(int(port))
-        if kind == zmtp.FOREIGN:
+        if kind in (zmtp.FOREIGN, zmtp.SILENT):
             return (
                 f"{address} is held by another program{held}, not a hub: it does not "
                 "answer as ZeroMQ does; stop that program, or use another port"
