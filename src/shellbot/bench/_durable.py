@@ -17,7 +17,7 @@ acknowledges each message.
 
 The latency from ``put()`` to the server's acknowledgement is measured in a
 paced run of its own (one message each ``interval`` seconds, the subscriber
-receiving): ours through ``_nats_stream.acknowledgement_times``, which the
+receiving): ours through ``nats.jetstream.stream.acknowledgement_times``, which the
 publishing process sets for that run only; the anchor from ``publish_async()``
 to its future's done callback.
 """
@@ -76,7 +76,7 @@ def ours_publisher(
     name: str, settings: dict[str, Any], count: int, interval: float, go: Any, results: Any
 ) -> None:
     """Puts ``count`` messages (paced when ``interval``), then ``stop()``: every one stored."""
-    from shellbot._transports import _nats_stream
+    from shellbot._transports.nats.jetstream import stream as _nats_stream
 
     recorded: list[tuple[int, int, float]] = []
     if interval:
@@ -152,7 +152,7 @@ def _stream_config(run_prefix: str) -> Any:
     from nats.js import api
 
     from shellbot._settings import BusSettings
-    from shellbot._transports._nats_stream import DUPLICATE_WINDOW, stream_name
+    from shellbot._transports.nats.jetstream.stream import DUPLICATE_WINDOW, stream_name
 
     defaults = BusSettings()
     return api.StreamConfig(
@@ -284,7 +284,7 @@ def delete_stream(url: str, run_prefix: str) -> None:
     """Deletes the run's stream, so that no run's messages stay on the server."""
     from nats.js import errors as js_errors
 
-    from shellbot._transports._nats_stream import stream_name
+    from shellbot._transports.nats.jetstream.stream import stream_name
 
     async def delete() -> None:
         client = await _nats._connect(url)

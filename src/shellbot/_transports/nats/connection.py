@@ -20,12 +20,12 @@ from typing import Any
 from nats import errors as nats_errors
 from nats.aio.client import Client
 
-from .. import errors
-from .._codec import HEADER
-from .._settings import BusSettings, nats_servers, redacted
-from ._nats_naming import Naming
-from ._nats_options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
-from ._nats_stream import Stream
+from ... import errors
+from ..._codec import HEADER
+from ..._settings import BusSettings, nats_servers, redacted
+from .jetstream.stream import Stream
+from .naming import Naming
+from .options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
 
 log = logging.getLogger("shellbot.bus")
 

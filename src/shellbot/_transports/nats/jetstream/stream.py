@@ -30,9 +30,9 @@ from nats import errors as nats_errors
 from nats.js import api
 from nats.js import errors as js_errors
 
-from .. import errors
-from .._codec import BATCH_SEPARATOR, HEADER
-from .._settings import BusSettings, redacted
+from .... import errors
+from ...._codec import BATCH_SEPARATOR, HEADER
+from ...._settings import BusSettings, redacted
 
 log = logging.getLogger("shellbot.bus")
 

@@ -9,8 +9,8 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import errors
-from .._settings import BusSettings
+from ... import errors
+from ..._settings import BusSettings
 
 CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 

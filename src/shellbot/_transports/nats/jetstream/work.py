@@ -27,12 +27,12 @@ from nats import errors as nats_errors
 from nats.js import api
 from nats.js import errors as js_errors
 
-from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL
-from ._nats_connection import _Connection
-from ._nats_consumer import check_name
-from ._nats_naming import CARRIED
-from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .... import errors
+from ...._codec import BATCH_SEPARATOR, CONTROL
+from ..connection import _Connection
+from ..naming import CARRIED
+from ..receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .consumer import check_name
 
 log = logging.getLogger("shellbot.bus")
 

@@ -4,7 +4,7 @@
 subscriber's filters, reads where a new process of the same name begins (the
 acknowledgement floor, and how much of a run a predecessor closing in the
 middle of it was handed), writes that, and deletes it. The delivery it pushes
-is the receiver's (``_nats_durable``).
+is the receiver's (``jetstream.durable``).
 
 A consumer's position cannot be moved, so making it anew at another sequence
 means a new consumer. It is made before the one it replaces is deleted, so
@@ -29,15 +29,15 @@ from nats import errors as nats_errors
 from nats.js import api
 from nats.js import errors as js_errors
 
-from .. import errors
-from ._nats_stream import Stream
+from .... import errors
+from .stream import Stream
 
 log = logging.getLogger("shellbot.bus")
 
 ACK_WAIT = 30.0  # seconds the server waits for an acknowledgement before it delivers again
 HEARTBEAT = 1.0  # seconds between the server's heartbeats while nothing is delivered
 # NATS messages delivered and not yet acknowledged, at most: room for a few seconds of
-# traffic held back behind a run the stream stored late (see _nats_order).
+# traffic held back behind a run the stream stored late (see order).
 MAX_ACK_PENDING = 10_000
 # The metadata key where a subscriber closing in the middle of a run leaves how many of
 # its messages the program was handed: "<stream sequence>:<count>".

@@ -1,6 +1,6 @@
 """The receivers of ``nats://``: what every receiver on a process's connection shares
 (``ConnectionReceiver``), and the core receiver of channels and signals
-(``NatsReceiver``); the durable one is in ``_nats_durable``."""
+(``NatsReceiver``); the durable one is in ``jetstream.durable``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from .. import errors
-from .._codec import CONTROL, request_body
-from ._inbox import Inbox
-from ._nats_connection import _Connection
-from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
-from .base import Frames, Receiver
+from ... import errors
+from ..._codec import CONTROL, request_body
+from .._inbox import Inbox
+from ..base import Frames, Receiver
+from .connection import _Connection
+from .naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
 
 
 class ConnectionReceiver(Receiver):

@@ -31,10 +31,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
-from .._settings import BusSettings, redacted
-from .base import Hub, HubKind, Receiver, Sender, Transport
+from ... import errors
+from ..._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
+from ..._settings import BusSettings, redacted
+from ..base import Hub, HubKind, Receiver, Sender, Transport
 
 try:  # first, so that a missing extra is said before anything else fails
     from nats import errors as nats_errors
@@ -45,16 +45,16 @@ except ImportError as missing:  # the optional extra
     ) from missing
 
 # After the extra's check:
-from ._nats_connection import UNKNOWN_NODES, _Connection
-from ._nats_durable import DurableReceiver
-from ._nats_naming import (
+from .connection import UNKNOWN_NODES, _Connection
+from .jetstream.durable import DurableReceiver
+from .jetstream.stream import StoredPublishing
+from .jetstream.work import WorkReceiver
+from .naming import (
     Naming,
     decode_token,
     encode_token,
 )
-from ._nats_receiver import NatsReceiver
-from ._nats_stream import StoredPublishing
-from ._nats_work import WorkReceiver
+from .receiver import NatsReceiver
 
 log = logging.getLogger("shellbot.bus")
 

@@ -36,13 +36,13 @@ from typing import Any
 from nats import errors as nats_errors
 from nats.js import errors as js_errors
 
-from .. import errors
-from .._codec import CONTROL_BYTE
-from ._nats_connection import _Connection
-from ._nats_consumer import HEARTBEAT, Consumer
-from ._nats_naming import CARRIED
-from ._nats_order import PublisherOrder, without_first
-from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .... import errors
+from ...._codec import CONTROL_BYTE
+from ..connection import _Connection
+from ..naming import CARRIED
+from ..receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .consumer import HEARTBEAT, Consumer
+from .order import PublisherOrder, without_first
 
 log = logging.getLogger("shellbot.bus")
 
