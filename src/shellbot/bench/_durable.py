@@ -17,9 +17,9 @@ acknowledges each message.
 
 The latency from ``put()`` to the server's acknowledgement is measured in a
 paced run of its own (one message each ``interval`` seconds, the subscriber
-receiving): ours through ``nats.jetstream.stream.acknowledgement_times``, which the
-publishing process sets for that run only; the anchor from ``publish_async()``
-to its future's done callback.
+receiving): ours through ``record_acknowledgements()`` of the transport's
+``jetstream.publishing``, which the publishing process calls for that run only;
+the anchor from ``publish_async()`` to its future's done callback.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ def ours_publisher(
     name: str, settings: dict[str, Any], count: int, interval: float, go: Any, results: Any
 ) -> None:
     """Puts ``count`` messages (paced when ``interval``), then ``stop()``: every one stored."""
-    from shellbot._transports.nats.jetstream import stream as _nats_stream
+    from shellbot._transports.nats.jetstream.publishing import record_acknowledgements
 
     recorded: list[tuple[int, int, float]] = []
     if interval:
-        _nats_stream.acknowledgement_times = recorded
+        record_acknowledgements(recorded)
     bus = _bus(settings)
     publisher = bus.publish()
     publisher.start()
@@ -105,7 +105,7 @@ def ours_publisher(
     stored = publisher.stop(timeout=WAIT)
     confirmed = time.perf_counter()
     stats = publisher.stats
-    _nats_stream.acknowledgement_times = None
+    record_acknowledgements(None)
     acks_ns = [UNACKNOWLEDGED] * len(put_times)  # in the order put
     for first, messages, acknowledged in recorded:  # sequence numbers count from 1
         for sequence in range(first, min(first + messages, len(put_times) + 1)):
