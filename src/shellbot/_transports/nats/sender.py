@@ -15,14 +15,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
-from nats import errors as nats_errors
+from nats.aio.msg import Msg
 
 from ... import errors
 from ..._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
 from ..._settings import redacted
 from ..base import Sender
+from . import errors as mapped
 from .connection import UNKNOWN_NODES, _Connection
 from .jetstream.publishing import StoredPublishing
 
@@ -141,7 +141,7 @@ class NatsSender(Sender):
             # back as the server's no-responders status: counted, never raised.
             await client.publish(item[len(_REPLY_ITEM) :].decode(), body, reply=self._bounces)
 
-    async def _bounced(self, message: Any) -> None:
+    async def _bounced(self, message: Msg) -> None:
         if not message.data:
             self._replies_dropped += 1
 
@@ -325,16 +325,16 @@ class NatsSender(Sender):
                     log.warning("NATS: %s", error)
                     queue.clear()
                     break
-                except nats_errors.MaxPayloadError:
+                except mapped.TOO_LARGE:
                     # Put before the server's max_payload was known: this one alone is lost.
                     self._oversized(topic, body)
                 if taken >= 4096:  # let the loop read and ping between long bursts
                     taken = 0
                     self._make_room()
                     await asyncio.sleep(0)
-        except nats_errors.OutboundBufferLimitError:
+        except mapped.BUFFER_FULL:
             pass  # disconnected meanwhile: the reconnection wakes us again
-        except nats_errors.ConnectionClosedError as error:
+        except mapped.CLOSED as error:
             log.warning("NATS: a message could not be published (%s)", error)
         finally:
             self._make_room()

@@ -15,13 +15,13 @@ import contextlib
 import hashlib
 import logging
 import time
-from typing import Any
 
 import orjson
-from nats import errors as nats_errors
 
 from ...._codec import BATCH_SEPARATOR, HEADER
 from ...._settings import BusSettings
+from .. import errors as mapped
+from .._client import Headers, OrderedClient
 from .stream import Stream
 
 log = logging.getLogger("shellbot.bus")
@@ -69,7 +69,11 @@ class StoredPublishing:
     """The acknowledgements of one sender's runs, in its connection's loop."""
 
     def __init__(
-        self, settings: BusSettings, client: Any, stream: Stream, connected: asyncio.Event
+        self,
+        settings: BusSettings,
+        client: OrderedClient,
+        stream: Stream,
+        connected: asyncio.Event,
     ) -> None:
         self._connected = connected
         self._settings = settings
@@ -108,7 +112,7 @@ class StoredPublishing:
             raise
         inbox = self._client.new_inbox()
         subscription = await self._client.subscribe(inbox + ".*")
-        self._client.take(subscription, self._acknowledged, raw=True)
+        self._client.take_raw(subscription, self._acknowledged)
         self._retrying = asyncio.get_running_loop().create_task(self._retry())
         self._inbox = inbox
 
@@ -116,7 +120,7 @@ class StoredPublishing:
         """The connection was made anew: acknowledgements come to the same inbox again."""
         if self._inbox:
             subscription = await self._client.subscribe(self._inbox + ".*")
-            self._client.take(subscription, self._acknowledged, raw=True)
+            self._client.take_raw(subscription, self._acknowledged)
 
     async def publish(self, subject: str, body: bytes, carried: bytes = b"") -> None:
         """Publishes one run and keeps it until acknowledged; waits while IN_FLIGHT are out.
@@ -147,14 +151,12 @@ class StoredPublishing:
         run.sent = time.monotonic()
         run.attempts += 1
         # Not sent (disconnected): kept, and sent again once connected.
-        with contextlib.suppress(
-            nats_errors.OutboundBufferLimitError, nats_errors.ConnectionClosedError
-        ):
+        with contextlib.suppress(*mapped.NOT_SENT):
             await self._client.publish(
                 run.subject, run.body, reply=f"{self._inbox}.{token}", headers=run.headers
             )
 
-    def _acknowledged(self, subject: bytes, reply: bytes, data: bytes, headers: Any) -> None:
+    def _acknowledged(self, subject: bytes, reply: bytes, data: bytes, headers: Headers) -> None:
         token = int(subject.rpartition(b".")[2] or 0)
         run = self._runs.get(token)
         if run is None:

@@ -16,18 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nats import errors as nats_errors
-from nats.js import api
-from nats.js import errors as js_errors
+from nats.js import JetStreamContext, api
 
 from .... import errors
-from ...._settings import BusSettings, redacted
+from ...._settings import BusSettings
+from .. import errors as mapped
+from .._client import OrderedClient
 
 log = logging.getLogger("shellbot.bus")
 
 API_TIMEOUT = 5.0  # seconds for one JetStream API request
 DUPLICATE_WINDOW = 120.0  # seconds: a retry within it is stored once (the server's default)
-STREAM_NAME_IN_USE = 10058  # JetStream's error code
 
 
 def stream_name(prefix: str) -> str:
@@ -39,7 +38,9 @@ def stream_name(prefix: str) -> str:
 class Stream:
     """Where the bus's messages are stored: found or made once per connection."""
 
-    def __init__(self, settings: BusSettings, client: Any, servers: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: BusSettings, client: OrderedClient, servers: Callable[[], int]
+    ) -> None:
         self.settings = settings
         self.name = stream_name(settings.nats_prefix)
         self.subjects = [settings.nats_prefix + ".c.>"]
@@ -48,7 +49,7 @@ class Stream:
         self._ready: asyncio.Future[None] | None = None
 
     @property
-    def jetstream(self) -> Any:
+    def jetstream(self) -> JetStreamContext:
         return self._client.jetstream(timeout=API_TIMEOUT)
 
     async def ensure(self) -> None:
@@ -72,16 +73,11 @@ class Stream:
             try:
                 info = await self._find_or_make_once()
                 break
-            except (js_errors.ServiceUnavailableError, nats_errors.TimeoutError) as error:
+            except mapped.NO_JETSTREAM_YET as error:
                 if time.monotonic() < deadline:
                     await asyncio.sleep(0.25)
                     continue
-                raise errors.TransportError(
-                    f"The NATS server at {redacted(self.settings.address)} gave no JetStream "
-                    f"within {self.settings.start_timeout:g} s (bus.start_timeout), which "
-                    "durable subscribers and bus.durable need: start nats-server with -js "
-                    "(or jetstream {} in its configuration)"
-                ) from error
+                raise mapped.no_jetstream(self.settings, error) from error
         if info is not None:
             self._check(info.config)
 
@@ -89,20 +85,17 @@ class Stream:
         jetstream = self.jetstream
         try:
             return await jetstream.stream_info(self.name)
-        except js_errors.NotFoundError:
+        except mapped.NotFound:
             try:
                 await jetstream.add_stream(self._config())
                 log.info("NATS: made the stream %s for %s", self.name, self.subjects[0])
                 return None
-            except js_errors.ServiceUnavailableError:
+            except mapped.UNAVAILABLE:
                 raise
-            except js_errors.APIError as error:
-                if error.err_code == STREAM_NAME_IN_USE:  # made meanwhile by another process
+            except mapped.APIError as error:
+                if error.err_code == mapped.STREAM_NAME_IN_USE:  # made meanwhile elsewhere
                     return await jetstream.stream_info(self.name)
-                raise errors.ConfigurationError(
-                    f"The NATS server refused to make the stream {self.name} "
-                    f"({error.description}): check bus.stream.*"
-                ) from error
+                raise mapped.stream_refused(self.name, error) from error
 
     def _config(self) -> api.StreamConfig:
         settings = self.settings
