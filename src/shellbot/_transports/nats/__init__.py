@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import threading
 
-from ... import errors
 from ..._settings import BusSettings, redacted
+from ...errors import ConfigurationError  # the name errors is this package's map (.errors)
 from ..base import Hub, HubKind, Receiver, Sender, Transport
 
 try:  # first, so that a missing extra is said before anything else fails
     import nats  # noqa: F401
 except ImportError as missing:  # the optional extra
-    raise errors.ConfigurationError(
+    raise ConfigurationError(
         "A nats:// bus.address needs the NATS client, nats-py, which is not installed: "
         "install shellbot's nats extra (from its checkout: pip install '.[nats]')"
     ) from missing
