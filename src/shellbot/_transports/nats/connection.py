@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 # nats.py, which imports this module, has checked that nats-py is installed.
 from nats.aio.client import Client
@@ -28,6 +28,8 @@ from .naming import Naming
 from .options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
 
 log = logging.getLogger("shellbot.bus")
+
+T = TypeVar("T")
 
 RECONNECT_WAIT = 0.1  # seconds between attempts on one server: a node back is found at once
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
@@ -74,7 +76,7 @@ class _Connection:
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self.loop.call_soon_threadsafe(callback, *args)
 
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Runs ``coroutine`` on the loop and waits at most ``timeout`` for its result."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
