@@ -12,8 +12,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from ..receiver import NatsReceiver
+from typing import Protocol
 
 FILTERS_SETTLE = 0.05  # seconds without a change before filters asked for are applied
 
@@ -42,6 +41,14 @@ class Remake:
 Command = Filter | Signal | Remake
 
 
+class Signals(Protocol):
+    """Where signals' subscriptions go: the core receiver sharing the inbox."""
+
+    def subscribe(self, prefix: bytes) -> None: ...
+
+    def unsubscribe(self, prefix: bytes) -> None: ...
+
+
 class Commands:
     """The commands asked for and not done yet, in the loop."""
 
@@ -61,7 +68,7 @@ class Commands:
     async def run(
         self,
         counts: dict[str, int],
-        signals: NatsReceiver,
+        signals: Signals,
         apply: Callable[[], Awaitable[None]],
         closed: Callable[[], bool],
         failed: Callable[[], bool],
