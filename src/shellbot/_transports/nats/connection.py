@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-# nats.py, which imports this module, has checked that nats-py is installed.
+# The package (__init__), which imports this module, has checked that nats-py is installed.
 from nats.aio.client import Client
 
 from ... import errors
