@@ -19,16 +19,15 @@ from collections.abc import Sequence
 from nats.aio.msg import Msg
 
 from ... import errors
-from ..._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
+from ..._codec import CONTROL_BYTE, HEADER, HEADER_SIZE
 from ..._settings import redacted
+from .._runs import joined, run_limit
 from ..base import Sender
 from . import errors as mapped
 from .connection import UNKNOWN_NODES, _Connection
 from .jetstream.publishing import StoredPublishing
 
 log = logging.getLogger("shellbot.bus")
-
-RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 
 _unpack_header = HEADER.unpack_from
 # Requests and answers wait in the sender's queue as these control topics (never a
@@ -281,7 +280,7 @@ class NatsSender(Sender):
         subject_of = self._naming.subject
         publish = client.publish
         stored = self._stored.publish if self._stored is not None else None
-        limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
+        limit = run_limit(self._settings.max_message_size)  # the rule of every transport
         if client.max_payload:  # a run is one NATS message: the server's limit holds too
             limit = min(limit, client.max_payload)
         carries, short = self._naming.carries, self._naming.short_topic
@@ -296,6 +295,8 @@ class NatsSender(Sender):
                     identity, sequence = _unpack_header(body)
                     parts: list[bytes] | None = None
                     size = len(body) + (len(topic) if carried else 0)
+                    # ``Run.takes``'s rule (``_runs``), inline as on the hub: a call per
+                    # message would cost throughput here too.
                     while queue:
                         next_topic, next_body = queue[0]
                         if (
@@ -312,7 +313,7 @@ class NatsSender(Sender):
                         sequence += 1
                         size += len(next_body) - HEADER_SIZE + 1
                     if parts is not None:
-                        body = BATCH_SEPARATOR.join(parts)
+                        body = joined(parts)
                 try:
                     if topic[0] == CONTROL_BYTE and topic[1:2] == _EXCHANGE:
                         await self._publish_exchange(topic, body)
