@@ -47,9 +47,15 @@ class Bus:
     DEFAULT_ADDRESS = _DEFAULT_ADDRESS
 
     def __init__(self, context: Context | str | None) -> None:
-        """Args:
+        """A bus on the settings of ``context``.
+
+        Args:
             context: the settings (``bus.address`` and the other keys under ``bus``): a
                 ``Context``, a ``bus.address`` alone, or None for a ``Context`` of its own.
+
+        Raises:
+            ConfigurationError: an address the bus cannot use.
+            TypeError: ``context`` is none of these.
         """
         self.context = _as_context(context, "Bus()")
 
