@@ -22,6 +22,7 @@ RUN_HERE = {  # each example, by name, and the test that runs it
     "on_nats.py": "test_on_nats",
     "durable.py": "test_durable",
     "test_my_bot.py": "test_my_bot",
+    "vote.console": "test_vote_transcript",
 }
 
 
@@ -87,7 +88,7 @@ def test_my_bot(tmp_path: Path) -> None:
 
 
 def test_every_example_is_run_here_by_name() -> None:
-    files = {path.name for path in EXAMPLES.iterdir() if path.suffix == ".py"}
+    files = {path.name for path in EXAMPLES.iterdir() if path.suffix in (".py", ".console")}
     assert files == set(RUN_HERE)
     for test in RUN_HERE.values():
         assert callable(globals()[test])
@@ -102,3 +103,27 @@ def test_every_example_is_in_a_page_and_every_page_example_is_a_file() -> None:
         for block in re.findall(r"```python\n(.*?)```", text, re.S):
             assert block.strip().startswith('--8<-- "'), f"{page}: an example not in a file"
     assert included >= set(RUN_HERE)
+
+
+def test_vote_transcript(tcp_address: str) -> None:
+    """The vote's transcript is what a run with its seed prints, but for what differs
+    from run to run: the vote's id, the address, the clock and how long voters took."""
+    transcript = (EXAMPLES / "vote.console").read_text(encoding="utf-8").splitlines()
+    command = transcript[0].removeprefix("$ ").split()
+    assert command[:2] == ["shellbot-bus", "vote"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "shellbot.cli", *command[1:], "--address", tcp_address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # the command of this Python's installation: shellbot-bus
+    assert completed.returncode == 0, completed.stderr
+
+    def varying(line: str) -> str:
+        line = re.sub(r"Vote [0-9a-f]{6} on \S+", "Vote ID on ADDRESS", line)
+        line = re.sub(r"\d\d:\d\d:\d\d\.\d{3}", "TIME", line)
+        return re.sub(r"ready after \d+\.\d\d s", "ready after SECONDS", line)
+
+    assert [varying(line) for line in completed.stdout.splitlines()] == [
+        varying(line) for line in transcript[1:]
+    ]
