@@ -115,6 +115,20 @@ def test_a_section_is_present_for_check_and_get() -> None:
     assert context.get("db.other") == {}
 
 
+def test_the_default_filter_is_a_class_method_as_in_the_original(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SHELLBOT_TEST_SET", "hello")
+    monkeypatch.delenv("SHELLBOT_TEST_UNSET", raising=False)
+    assert Context._filter(None) is None
+    assert Context._filter("") == ""
+    assert Context._filter("ZLOGQ0OVGlZWU1NmYtyY") == "ZLOGQ0OVGlZWU1NmYtyY"
+    assert Context._filter("$SHELLBOT_TEST_SET") == "hello"
+    with caplog.at_level(logging.WARNING, logger="shellbot.context"):
+        assert Context._filter("$SHELLBOT_TEST_UNSET") is None  # a warning, no error
+    assert "SHELLBOT_TEST_UNSET is not set" in caplog.text
+
+
 def test_apply_flattens_as_the_original() -> None:
     context = Context()
     context.apply()  # no argument: nothing to apply
@@ -128,7 +142,7 @@ def test_apply_flattens_as_the_original() -> None:
             "bot.store": {"planets": ["Uranus", "Mercury"]},
         }
     )
-    assert context.get("general.DEBUG") is True
+    assert context.get("DEBUG") is True
     assert context.get("spark.CISCO_SPARK_BTTN_BOT") == "who_knows"
     assert context.get("spark.room") == "title"
     assert context.get("server.port") == 80

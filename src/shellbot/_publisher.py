@@ -202,6 +202,11 @@ class Publisher(multiprocessing.Process):
                 left,
                 timeout,
             )
+        # Given up earlier (bus.send_timeout passed): not confirmed stored either.
+        given_up = outbox.counters().get("not_stored", 0) if outbox is not None else 0
+        if given_up:
+            stored = False
+            log.warning("stop(): %d messages put were given up, not stored", given_up)
         timeout = max(0.5, deadline - time.monotonic())
         stopped = self._stop_process(timeout)
         self._write_counter()

@@ -7,6 +7,8 @@ import os
 import socket
 from pathlib import Path
 
+from ._nats_server import free_port, hand_out
+
 __all__ = ["SCHEMES", "free_port_pair", "unique_address"]
 
 SCHEMES = ("memory", "inproc", "ipc", "tcp", "nats")
@@ -17,23 +19,22 @@ _names = itertools.count()
 
 def free_port_pair() -> int:
     """A loopback TCP port ``p`` such that ``p`` and ``p + 1`` (the hub's inbound side)
-    are both free now.
+    are both free now, and neither handed out before by this process (``free_port()``).
 
     Raises:
         RuntimeError: no such pair was found in 100 tries.
     """
     for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            if port >= 65534:
+        port = free_port()
+        if port >= 65534:
+            continue
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
                 continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
+        hand_out(port + 1)
+        return port
     raise RuntimeError("no pair of free TCP ports found")
 
 

@@ -78,6 +78,11 @@ def free_port() -> int:
             return port
 
 
+def hand_out(port: int) -> None:
+    """Counts ``port`` as handed out: ``free_port()`` gives it to no one else."""
+    _handed_out.add(port)
+
+
 class NatsNode:
     """One nats-server process; ``start()`` again after ``kill()`` brings it back."""
 
