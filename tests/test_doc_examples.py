@@ -19,6 +19,7 @@ RUN_HERE = {  # each example, by name, and the test that runs it
     "quickstart.py": "test_quickstart",
     "patterns.py": "test_patterns",
     "workers.py": "test_workers",
+    "requests.py": "test_requests",
     "on_nats.py": "test_on_nats",
     "durable.py": "test_durable",
     "test_my_bot.py": "test_my_bot",
@@ -60,6 +61,11 @@ def test_patterns(tcp_address: str) -> None:
 def test_workers(tcp_address: str) -> None:
     output = run_example("workers.py", BUS_ADDRESS=tcp_address)
     assert output.splitlines() == ["resized: 30 images, each once: True", "lost: 0"]
+
+
+def test_requests(tcp_address: str) -> None:
+    output = run_example("requests.py", BUS_ADDRESS=tcp_address)
+    assert output.splitlines() == ["answer: 42 answers: [8]", "nobody: NoResponders"]
 
 
 def test_on_nats(nats_server: NatsNode) -> None:
