@@ -316,3 +316,24 @@ def test_the_publisher_logs_its_start_and_stop(
     assert f"Starting publisher at {tcp_bus.context.get('bus.address')}" in messages
     assert "Publisher has been stopped" in messages
     assert tcp_bus.context.get("publisher.counter") == 1
+
+
+def test_the_publisher_counter_counts_from_the_publishers_making(tcp_bus: Bus) -> None:
+    first = tcp_bus.publish()
+    for value in range(3):
+        first.put("channel_A", value)
+    first.stop()
+    second = tcp_bus.publish()  # as the original's static test: a new one, nothing put
+    second.fan.put(None)
+    second.start()
+    second.join(10.0)
+    assert tcp_bus.context.get("publisher.counter") == 0
+
+
+def test_the_socket_attributes_of_the_original_are_there(tcp_bus: Bus) -> None:
+    assert tcp_bus.publish().socket is None
+    subscriber = tcp_bus.subscribe("channel")
+    try:
+        assert subscriber.socket is None
+    finally:
+        subscriber.close()
