@@ -1,5 +1,9 @@
 """Fixtures: every test gets its own bus address, on a port or name nobody else uses.
 
+They build on the pieces of the ``shellbot.testing`` plugin (addresses, the
+nats-server launcher); the names here are the suite's own (``bus`` is one Bus per
+transport of the ``address`` parameter, ``nats_server`` runs no JetStream).
+
 Tests that need a hub the bus holds itself (ZeroMQ, memory) are marked
 ``embedded_hub``: on a broker's address (nats://) they are skipped, and
 ``-m "not embedded_hub"`` runs the rest alone.
@@ -7,9 +11,6 @@ Tests that need a hub the bus holds itself (ZeroMQ, memory) are marked
 
 from __future__ import annotations
 
-import itertools
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,34 +21,13 @@ from _nats import NatsNode
 
 from shellbot import Context
 from shellbot.bus import Bus, Publisher, Subscriber
-
-_names = itertools.count()
-
-
-def free_port_pair() -> int:
-    """A TCP port p such that p and p + 1 (the hub's inbound side) are both free now."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65534:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no pair of free TCP ports found")
+from shellbot.testing import free_port_pair  # noqa: F401 - tests import it from here
+from shellbot.testing import unique_address as _unique_address
 
 
 def unique_address(scheme: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    name = f"shellbot-test-{os.getpid()}-{next(_names)}"
-    if scheme == "tcp":
-        return f"tcp://127.0.0.1:{free_port_pair()}"
-    if scheme == "ipc":
-        return f"ipc://{tmp_path_factory.mktemp('ipc')}/{name}"
-    return f"{scheme}://{name}"
+    """A fresh address of ``scheme``: the plugin's, with a folder of its own for ipc://."""
+    return _unique_address(scheme, tmp_path_factory.mktemp("ipc") if scheme == "ipc" else Path())
 
 
 @pytest.fixture

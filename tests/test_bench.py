@@ -171,7 +171,7 @@ def test_the_distribution_has_a_name_of_its_own_and_every_hint_installs_this_pro
     root = Path(__file__).resolve().parent.parent
     pyproject = (root / "pyproject.toml").read_text()
     assert re.search(r'^name = "shellbot-bus"$', pyproject, re.M)
-    texts = [root / "README.md", *root.glob("docs/*.md"), *root.glob("src/shellbot/**/*.py")]
+    texts = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("src/shellbot/**/*.py")]
     for path in texts:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"pip install (-U |--upgrade )?'?shellbot\b(?!-bus)", text), path

@@ -140,11 +140,11 @@ def test_every_command_has_help_with_an_example_and_the_exit_codes() -> None:
     assert "vote" in run("--help").stdout
 
 
-def test_every_command_is_in_the_readme_table() -> None:
+def test_every_command_is_in_the_command_line_page_table() -> None:
     from shellbot.cli import app
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = [line for line in readme.splitlines() if line.startswith("| `shellbot-bus ")]
+    page = Path(__file__).resolve().parent.parent / "docs" / "guide" / "cli.md"
+    table = [line for line in page.read_text().splitlines() if line.startswith("| `shellbot-bus ")]
     for command in app.registered_commands:
         name = command.name or command.callback.__name__  # type: ignore[union-attr]
         assert any(line.startswith(f"| `shellbot-bus {name}") for line in table), name
@@ -315,7 +315,8 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
     assert run("publish", "news", "[1]", "--address", tcp_address).returncode == 0
     spy.wait_for("news [1]")
     hub.wait_for("connected subscriber")
-    # The spy's publisher connects to the hub's inbound side: the README shows those lines.
+    # The spy's publisher connects to the hub's inbound side: the command line page shows
+    # those lines.
     if not any("connected publisher from 127.0.0.1:" in line for line in hub.seen):
         hub.wait_for("connected publisher from 127.0.0.1:")
     hub.wait_for("forwarded")
@@ -330,7 +331,7 @@ def test_hub_logs_counters_and_stops_cleanly_on_sigterm(tcp_address: str, backgr
 
 @pytest.mark.embedded_hub
 def test_what_the_hub_needs_to_log_connections_comes_with_the_install() -> None:
-    """`pip install .` alone gives the `connected publisher from ...` lines of the README."""
+    """`pip install .` alone gives the `connected publisher from ...` lines of the docs."""
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     core = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert re.search(r'"psutil\b', core), core

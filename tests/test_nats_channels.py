@@ -188,7 +188,7 @@ def test_patterns_are_matched_by_the_server(
 def test_a_plain_nats_client_reads_a_channel(
     nats_server: NatsNode, nats_bus: Bus, nats_publisher: Publisher
 ) -> None:
-    """What the README tells a program that speaks NATS but not the bus."""
+    """What the On NATS page tells a program that speaks NATS but not the bus."""
 
     async def read_one() -> bytes:
         client = await nats.connect(nats_server.url)

@@ -1,63 +1,49 @@
-"""The README's first API example runs as written (on a free port instead of 5555)."""
+"""The README fits on a screen and shows what runs: its example and the vote's output
+are the files of docs/examples/ that tests/test_doc_examples.py runs, and every link
+leads to a page of the documentation."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EXAMPLES = ROOT / "docs" / "examples"
 
 
-def test_the_readme_api_example_runs(tcp_address: str) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    assert blocks, "the README shows no Python example"
-    example = blocks[0].replace("tcp://127.0.0.1:5555'}}", f"{tcp_address}'}}}}")
-    assert tcp_address in example
-    namespace: dict = {}
-    exec(example, namespace)
-    publisher = namespace["publisher"]
-    publisher.join(timeout=5.0)  # the example ends by turning the switch off
-    assert not publisher.is_alive()
-    subscriber = namespace["subscriber"]
-    assert subscriber.stats["received"] == 2
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
-def test_the_readme_pattern_example_runs_and_keeps_the_directions_apart(
-    tcp_address: str,
-) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) >= 2, "the README shows no example of the patterns"
-    example = blocks[1].replace("'tcp://127.0.0.1:5555'", f"'{tcp_address}'")
-    assert tcp_address in example
-    namespace: dict = {}
-    exec(example, namespace)
-    assert namespace["instruction"] == {"question": "lunch?"}
-    assert namespace["report"] == {"ballot": "pizza"}  # the group's own instruction never came
-    assert namespace["reports"].get() is None
-    for name in ("group", "outbox"):
-        assert not namespace[name].is_alive()
-    namespace["reports"].close()
-    namespace["inbox"].close()
+def test_the_readme_is_at_most_8_kb() -> None:
+    assert len(README.read_bytes()) <= 8 * 1024
 
 
-def test_the_readme_request_example_runs(tcp_address: str) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    example = next(block for block in blocks if "bus.request(" in block)
-    example = example.replace("'tcp://127.0.0.1:5555'", f"'{tcp_address}'")
-    assert tcp_address in example
-    namespace: dict = {}
-    exec(example, namespace)
-    assert namespace["answer"] == 42
-    assert [answer.message for answer in namespace["answers"]] == [8]
-    assert not namespace["publisher"].is_alive()
+def test_the_readme_example_is_the_quickstart_the_tests_run() -> None:
+    [example] = blocks("python")
+    assert example == (EXAMPLES / "quickstart.py").read_text(encoding="utf-8")
 
 
-def test_the_readme_worker_pool_example_runs(tcp_address: str) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    [example] = [block for block in blocks if "group='resizers'" in block]
-    example = example.replace("tcp://127.0.0.1:5555'}}", f"{tcp_address}'}}}}")
-    assert tcp_address in example
-    namespace: dict = {}
-    exec(example, namespace)
-    assert namespace["resized"] == sorted(f"{n}.png" for n in range(30))
-    assert namespace["publisher"].stats["group_lost"] == 0
+def test_the_readme_vote_is_the_transcript_checked_against_a_run() -> None:
+    transcript = (EXAMPLES / "vote.console").read_text(encoding="utf-8")
+    assert transcript in blocks("console")
+
+
+def test_the_two_commands_and_how_to_read_the_docs() -> None:
+    text = README.read_text(encoding="utf-8")
+    # .ci/run reads the test command from the line that starts so
+    assert re.search(r"^pip install -e '\.\[test\]' && python -m pytest", text, re.M)
+    assert re.search(r"^pip install \. && shellbot-bus vote", text, re.M)
+    assert "pip install -e '.[docs]' && mkdocs serve" in text
+    assert "python3 -m venv .venv" in text
+
+
+def test_every_link_of_the_readme_leads_to_a_file() -> None:
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10
+    for link in local:
+        assert (ROOT / link).is_file(), link
+    for page in ("guide/api.md", "guide/nats.md", "guide/testing.md"):  # the bar's three
+        assert f"docs/{page}" in local

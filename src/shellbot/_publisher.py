@@ -114,6 +114,17 @@ class Publisher(multiprocessing.Process):
         ``start()``, it waits in this process. A subclass that overrides
         ``process()`` has it called here, in the caller, once per channel with the
         original's item ``'channel json'``.
+
+        Args:
+            channels: a channel, or a list of them: published once on each.
+            message: any JSON value but ``None``.
+
+        Raises:
+            ValueError: no channel, a ``None`` message, NaN or infinities
+                (``MessageError``), or one over ``bus.max_message_size`` (``MessageTooLarge``).
+            TypeError: a channel that is not a str, or a value JSON cannot encode.
+            TimeoutError: no hub took the messages held (``bus.send_high_water_mark``)
+                within ``bus.send_timeout``.
         """
         if self._process_overridden:
             names = _codec.check_channels(channels)
@@ -131,7 +142,15 @@ class Publisher(multiprocessing.Process):
         _outbox.outbox_for(self.settings).put(channel, message)
 
     def start(self) -> None:
-        """Starts the process and returns once it holds or reaches the hub."""
+        """Starts the process and returns once it holds or reaches the hub.
+
+        Raises:
+            RuntimeError: it was started before.
+            TimeoutError: no hub held or reached within ``bus.start_timeout``.
+            TransportError: the address cannot be held or reached (``AddressInUse``: held
+                by a program that is not a hub).
+            AuthenticationError: a secured hub refused this process.
+        """
         if self._started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
         transport = transport_for(self.settings)
@@ -163,7 +182,14 @@ class Publisher(multiprocessing.Process):
         server stored every message this process put: False, with a warning saying
         how many, when some were not confirmed stored (``stats['unconfirmed']``,
         ``stats['not_stored']``). On NATS, raises ``TransportError`` (once the process
-        stopped) when the server closed the connection since the last put()."""
+        stopped) when the server closed the connection since the last put().
+
+        Args:
+            timeout: seconds to wait, at most, for what was put to leave and be stored.
+
+        Returns:
+            True once the process is gone (and, on a durable bus, everything was stored).
+        """
         stored = True
         deadline = time.monotonic() + timeout
         outbox = _outbox.existing_outbox(self.settings)
@@ -233,9 +259,12 @@ class Publisher(multiprocessing.Process):
         return stats
 
     def is_alive(self) -> bool:
+        """True while the started process (or thread, on ``memory://`` and ``inproc://``) runs."""
         return self._runner is not None and self._runner.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
+        """Waits until the process ends, at most ``timeout`` seconds when given; then
+        writes ``publisher.counter`` in the context, as the original did."""
         if self._runner is not None:
             self._runner.join(timeout)
             if not self._runner.is_alive():
@@ -251,6 +280,8 @@ class Publisher(multiprocessing.Process):
             self.context.set("publisher.counter", max(0, sent))
 
     def terminate(self) -> None:
+        """SIGTERM to the started process, which stops as on a pill (a thread, on
+        ``memory://`` and ``inproc://``, ends only on a pill or the switch)."""
         if self._runner is not None:
             self._runner.terminate()
 

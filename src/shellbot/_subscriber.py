@@ -149,6 +149,11 @@ class Subscriber:
 
         Raises ``ValueError`` for an invalid pattern, before adding any of ``channels``.
         An empty list adds nothing, and leaves readiness as it was.
+
+        Raises:
+            ValueError: an invalid pattern or channel.
+            TypeError: a channel that is not a str.
+            ClosedError: the subscriber is closed.
         """
         self._check_open()
         names = _codec.check_subscription(channels)
@@ -163,6 +168,10 @@ class Subscriber:
 
         Raises ``ValueError`` for one this subscriber does not have, before removing
         any of ``channels``.
+
+        Raises:
+            ValueError: a channel or pattern this subscriber does not have.
+            ClosedError: the subscriber is closed.
         """
         self._check_open()
         names = _codec.check_subscription(channels)
@@ -185,6 +194,16 @@ class Subscriber:
         anew: after a hub restart or takeover, it waits for the new hub.
         On a secured bus (``bus.curve.*``), raises ``AuthenticationError`` as soon as
         the hub refused this process's handshake, saying which side and what to check.
+
+        Args:
+            timeout: seconds to wait, at most.
+
+        Returns:
+            True once the subscriptions are live, False on timeout.
+
+        Raises:
+            AuthenticationError: a secured hub refused this process.
+            ClosedError: the subscriber is closed.
         """
         self._check_open()
         readiness = self._readiness
@@ -225,6 +244,17 @@ class Subscriber:
 
         With ``block=True``, waits until a message arrives, or at most
         ``timeout`` seconds when given.
+
+        Args:
+            block: wait for a message when none is there.
+            timeout: with ``block``, seconds to wait at most; None waits for as long as
+                it takes.
+
+        Returns:
+            The message (a JSON value), or None.
+
+        Raises:
+            ClosedError: the subscriber is closed.
         """
         pending = self._pending
         if pending and not self._handover.closed and self._plain:
@@ -233,7 +263,14 @@ class Subscriber:
         return None if entry is None else entry[3]
 
     def receive(self, block: bool = False, timeout: float | None = None) -> Message | None:
-        """Like ``get()``, but the message comes in its envelope: a ``Message``."""
+        """Like ``get()``, but the message comes in its envelope: a ``Message``.
+
+        Returns:
+            A ``Message`` (channel, message, sender, sequence), or None.
+
+        Raises:
+            ClosedError: the subscriber is closed.
+        """
         entry = self._next_entry(block, timeout)
         return None if entry is None else _envelope(entry, self.settings)
 
@@ -359,6 +396,7 @@ class Subscriber:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called."""
         return self._handover.closed
 
     def close(self, forget: bool = False) -> None:
@@ -373,6 +411,13 @@ class Subscriber:
         than the one waiting, it only marks the subscriber closed and wakes an
         ``aget()``; the waiting thread sees it within a fraction of a second and
         frees the socket itself.
+
+        Args:
+            forget: a durable subscriber's position is deleted on the server.
+
+        Raises:
+            ValueError: ``forget=True`` for a subscriber that is not durable.
+            TransportError: the server could not delete the position.
         """
         if forget and self._acknowledgements is None:
             raise ValueError("close(forget=True) is for a durable subscriber (durable=...)")

@@ -50,18 +50,36 @@ class Bus:
     DEFAULT_ADDRESS = _DEFAULT_ADDRESS
 
     def __init__(self, context: Context | str | None) -> None:
+        """A bus on the settings of ``context``.
+
+        Args:
+            context: the settings (``bus.address`` and the other keys under ``bus``): a
+                ``Context``, a ``bus.address`` alone, or None for a ``Context`` of its own.
+
+        Raises:
+            ConfigurationError: an address the bus cannot use.
+            TypeError: ``context`` is none of these.
+        """
         self.context = _as_context(context, "Bus()")
         self._settings: _BusSettings | None = None  # read at the first request
 
     def check(self) -> None:
         """Checks the settings under ``bus``: sets ``bus.address`` to the default when
         it is missing, and raises ``ConfigurationError`` (a ``ValueError``) for an
-        address the bus cannot use."""
+        address the bus cannot use.
+
+        Raises:
+            ConfigurationError: ``bus.address`` is not an address the bus can use.
+        """
         self.context.check("bus.address", self.DEFAULT_ADDRESS)
         _check_address(self.context.get("bus.address"))
 
     def publish(self) -> Publisher:
-        """A publisher on this bus; ``start()`` it to keep the bus up."""
+        """A publisher on this bus; ``start()`` it to keep the bus up.
+
+        Returns:
+            A ``Publisher``, not started: ``put()`` works at once, in any process.
+        """
         return Publisher(self.context)
 
     def subscribe(
@@ -89,6 +107,20 @@ class Bus:
         outside it, and other groups, get their own copy). A member's ``missed`` stays
         0, since it sees its share alone: what a group loses is counted where the stream
         is split (``stats['group_lost']`` of the publisher holding the hub).
+
+        Args:
+            channels: a channel, or a list of them; ``''`` is every channel.
+            pattern: the channels are NATS-style patterns.
+            durable: the name under which a JetStream server keeps the position.
+            group: the name of the queue group the subscriber joins.
+
+        Returns:
+            A ``Subscriber``; ``wait_ready()`` says when its subscriptions are live.
+
+        Raises:
+            ValueError: no channel, an invalid pattern, or ``durable`` / ``group`` where
+                the bus cannot keep them (``ConfigurationError``).
+            TypeError: a channel that is not a str.
         """
         return Subscriber(self.context, channels, pattern=pattern, durable=durable, group=group)
 

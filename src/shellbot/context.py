@@ -121,7 +121,13 @@ class Context:
         filter: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """``filter(value, default)``, when given, replaces the default filter of
-        ``check(key, filter=True)``, which reads ``'$NAME'`` from the environment."""
+        ``check(key, filter=True)``, which reads ``'$NAME'`` from the environment.
+
+        Args:
+            settings: nested dicts, applied as ``apply()`` does: ``{'bus': {'address':
+                x}}`` sets ``bus.address``.
+            filter: the filter of ``check(key, filter=True)``.
+        """
         manager = _shared_manager()
         self._values = manager.dict()
         self._lock = manager.RLock()
@@ -196,6 +202,18 @@ class Context:
           set, by ``default`` (itself read from the environment when it is a
           ``'$NAME'``), and else by None, with a warning: a placeholder is never
           taken for the secret it names.
+
+        Args:
+            key: the dotted key, such as ``'bus.address'``.
+            default: the value a missing or None key takes.
+            is_mandatory: without a default, a missing key is an error.
+            validate: a function of the value; ``False`` from it is an error.
+            filter: the value is replaced by ``filter(value, default)``.
+
+        Raises:
+            KeyError: a missing key without a default, when ``is_mandatory`` or
+                ``validate`` is given.
+            ValueError: ``validate(value)`` returned False.
         """
         with self._lock:
             value = self._lookup(key)

@@ -29,7 +29,7 @@ def keygen(
     (secret, readable by its owner only); never overwrites.
 
     Use them as bus.curve.server_key, bus.curve.client_key and bus.curve.authorized
-    (see the README's "Secured with CURVE").
+    (see "Secured with CURVE" in the documentation, docs/guide/curve.md).
     """
     from .._keys import keygen as make_pair
 

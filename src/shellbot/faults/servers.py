@@ -10,38 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sysconfig
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# One registry of the ports handed out in a process, shared with the test fixtures.
+from ..testing import free_port, free_port_pair, server_binary
 
-def server_binary() -> str | None:
-    """The venv's nats-server, else the first on PATH, else None."""
-    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    return shutil.which("nats-server")
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port free now, and not handed out before by this process."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+__all__ = ["NatsServer", "free_port", "free_port_pair", "server_binary"]
 
 
 class NatsServer:
@@ -191,19 +171,3 @@ def wait_routes(nodes: Sequence[NatsServer], timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError("the cluster's routes did not form in time")
-
-
-def free_port_pair() -> int:
-    """A loopback port p such that p and p + 1 (a ZeroMQ hub's inbound side) are free now."""
-    for _ in range(100):
-        port = free_port()
-        if port >= 65534:
-            continue
-        with socket.socket() as second:
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        _handed_out.add(port + 1)
-        return port
-    raise RuntimeError("no pair of free TCP ports found")
