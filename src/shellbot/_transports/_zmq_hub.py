@@ -38,7 +38,15 @@ from .._codec import (
     TERMINATOR,
 )
 from .._settings import BusSettings
-from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub, subscriptions_reader
+from ._zmq_curve import (
+    curve_of,
+    holding_refused,
+    release_hub,
+    secure_hub,
+    subscriptions_reader,
+    watch_inbound,
+)
+from ._zmq_handover import InboundConnections, watched
 from ._zmq_requests import inbox_of, reply_addresses
 from ._zmq_shares import HubShares
 from .base import Hub
@@ -63,7 +71,7 @@ from .zmq import (
 WARM_UP_MIN = 0.1
 WARM_UP_QUIET = 0.05
 WARM_UP_MAX = 0.5
-DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
+DRAIN_QUIET_MS = 50  # inproc://: a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
 # Under a backlog the hub joins consecutive messages of one sender on one channel into
 # one body of at most RUN_BYTES (or bus.max_message_size when smaller), and the
@@ -128,9 +136,15 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
         routes.reader = subscriptions_reader(secured)
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
+    # Watched from before it binds: a clean stop ends every connection (_zmq_handover).
+    connections = InboundConnections(pull, inbound) if watched(settings.scheme) else None
+    if secured is not None:
+        watch_inbound(secured, connections)  # a removed key's publishers are cut through it
     try:
         pull.bind(inbound)
     except zmq.ZMQError as error:
+        if connections is not None:
+            connections.close()
         pull.close(linger=0)
         xpub.close(linger=0)
         if secured is not None:
@@ -141,7 +155,7 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
             f"The hub bound {settings.address} but not its inbound side {inbound} "
             f"({error}); free it, or set bus.inbound to a free address"
         ) from error
-    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured)
+    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured, connections)
 
 
 class _Routes:
@@ -289,6 +303,7 @@ class ZmqHub(Hub):
         lock_file: int | None,
         routes: _Routes,
         secured: Any = None,
+        connections: InboundConnections | None = None,
     ) -> None:
         self._secured = secured  # the ZAP handler's share of a CURVE hub, released at the end
         self._settings = settings
@@ -313,6 +328,7 @@ class ZmqHub(Hub):
         self._wake_out.connect(wake_address)
         self._drain = 0.0
         self._closed = False
+        self._connections = connections  # tcp://, ipc://: a clean stop then loses nothing
         self._thread = threading.Thread(target=self._run, name="shellbot-hub", daemon=True)
         self._thread.start()
 
@@ -340,6 +356,9 @@ class ZmqHub(Hub):
         try:
             items = [(self._pull, _POLLIN), (self._xpub, _POLLIN), (self._wake_in, _POLLIN)]
             pull, xpub, wake = self._pull, self._xpub, self._wake_in
+            connections = self._connections
+            if connections is not None:
+                items.append((connections.monitor, _POLLIN))
             while True:
                 ready = [socket for socket, _ in _poll(items, -1)]
                 if xpub in ready:
@@ -347,10 +366,17 @@ class ZmqHub(Hub):
                     self._batches.flush()  # what a member that left had waiting goes on
                 if pull in ready:
                     self._forward_available()
+                if connections is not None and connections.monitor in ready:
+                    connections.take_events()
                 if wake in ready:
                     break
-            self._drain_then_close()
+            if connections is None:
+                self._drain_then_close()
+            else:
+                self._end_connections_then_close(connections)
         finally:
+            if self._connections is not None:
+                self._connections.close()
             for socket in (self._pull, self._wake_in):
                 socket.close(linger=0)
             self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
@@ -476,6 +502,26 @@ class ZmqHub(Hub):
             self._batches.add(run[0], run[1])
         runs.clear()
         self._batches.flush()
+
+    def _end_connections_then_close(self, connections: InboundConnections) -> None:
+        """Ends every publisher's connection and forwards all it sent, then returns: once
+        none is left, at the latest after ``drain`` seconds."""
+        deadline = time.monotonic() + self._drain
+        connections.end_all()
+        items = [(self._pull, _POLLIN), (connections.monitor, _POLLIN)]
+        while True:
+            connections.take_events()
+            if not connections.open:
+                while self._pull.poll(0):  # what the last ones sent, queued already
+                    self._forward_available()
+                connections.take_events()  # one accepted meanwhile is waited for too
+                if not connections.open:
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # what is still on its way is lost: publishers count it missed
+                return
+            if _poll(items, int(remaining * 1000) + 1):
+                self._forward_available()
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""
