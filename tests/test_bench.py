@@ -17,7 +17,7 @@ import pytest
 from _nats import NatsNode
 from rich.console import Console
 
-from shellbot.bench import WORKLOADS, _plan, _summarize, _table, _targets
+from shellbot.bench import TARGETS, WORKLOADS, NatsServer, Plan, Rule, summarize, table, verdicts
 
 
 def quick_bench(
@@ -104,7 +104,8 @@ def test_unknown_workload_is_refused() -> None:
 def test_rounds_go_round_by_round() -> None:
     """T4 is judged against T1 and T5 shown against it: their rounds interleave, so machine
     drift weighs on both."""
-    plan = [(workload.key, round_, side) for workload, round_, side in _plan(["T1", "T5", "T7"], 3)]
+    runs = Plan(("T1", "T5", "T7")).runs()  # a full run: 3 rounds
+    plan = [(workload.key, round_, side) for workload, round_, side in runs]
     assert plan == [
         (key, round_, side)
         for round_ in range(3)
@@ -115,29 +116,29 @@ def test_rounds_go_round_by_round() -> None:
 
 def test_t5_is_judged_against_the_anchor_not_our_t1() -> None:
     """T5 against our T1 falls when put() gets faster: it is shown, not judged."""
-    fast_put = _summarize("T5", {"rate": 260.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 400.0)
-    slow_hub = _summarize("T5", {"rate": 220.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 230.0)
-    lossy = _summarize("T5", {"rate": 300.0, "lost": 1}, {"rate": 200.0, "lost": 0}, 300.0)
-    assert _targets(fast_put)["T5"]["throughput"] == {
+    fast_put = summarize("T5", {"rate": 260.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 400.0)
+    slow_hub = summarize("T5", {"rate": 220.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 230.0)
+    lossy = summarize("T5", {"rate": 300.0, "lost": 1}, {"rate": 200.0, "lost": 0}, 300.0)
+    assert verdicts(fast_put)["T5"]["throughput"] == {
         "target": ">= 1.2x anchor",
         "value": pytest.approx(1.3),
         "unit": "x",
         "met": True,
     }
-    assert _targets(slow_hub)["T5"]["throughput"]["met"] is False  # 0.96x of T1, 1.1x the anchor
-    assert _targets(lossy)["T5"]["throughput"]["met"] is False
+    assert verdicts(slow_hub)["T5"]["throughput"]["met"] is False  # 0.96x of T1, 1.1x the anchor
+    assert verdicts(lossy)["T5"]["throughput"]["met"] is False
     for rows in (fast_put, slow_hub, lossy):
         (share,) = [row for row in rows if row["measure"] == "ours vs ours T1"]
         assert share["met"] is None and share["target"] == "(information)"
-        assert set(_targets(rows)["T5"]) == {"throughput", "lost"}
+        assert set(verdicts(rows)["T5"]) == {"throughput", "lost"}
     (share,) = [row for row in fast_put if row["measure"] == "ours vs ours T1"]
     assert share["ratio"] == pytest.approx(0.65)
 
 
 def test_quick_table_shows_verdicts() -> None:
-    rows = _summarize("T5", {"rate": 260.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 400.0)
+    rows = summarize("T5", {"rate": 260.0, "lost": 0}, {"rate": 200.0, "lost": 0}, 400.0)
     console = Console(width=160, record=True)
-    console.print(_table(rows, quick=True))
+    console.print(table(rows, quick=True))
     text = console.export_text()
     assert "smoke run" in text
     cells = [line.split("│") for line in text.splitlines() if line.startswith("│ T5")]
@@ -256,23 +257,21 @@ def test_a_benchmark_killed_on_nats_leaves_no_server() -> None:
 
 
 def test_nats_targets_are_judged_against_bare_nats_py() -> None:
-    def verdicts(key: str, ours: dict, anchor: dict) -> dict:
-        return _targets(_summarize(key, ours, anchor, 100.0, nats=True))[key]
+    def judged(key: str, ours: dict, anchor: dict) -> dict:
+        return verdicts(summarize(key, ours, anchor, 100.0, transport="nats"))[key]
 
-    assert verdicts("T1", {"rate": 91.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"][
+    assert judged("T1", {"rate": 91.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"]["met"]
+    assert not judged("T1", {"rate": 89.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"][
         "met"
     ]
-    assert not verdicts("T1", {"rate": 89.0, "lost": 0}, {"rate": 100.0, "lost": 0})["throughput"][
-        "met"
-    ]
-    assert not verdicts("T3", {"rate": 95.0, "lost": 1}, {"rate": 100.0, "lost": 0})[
+    assert not judged("T3", {"rate": 95.0, "lost": 1}, {"rate": 100.0, "lost": 0})[
         "aggregate deliveries"
     ]["met"]
-    t4 = verdicts("T4", {"rate": 90.0, "lost": 0}, {"rate": 100.0, "lost": 0})
+    t4 = judged("T4", {"rate": 90.0, "lost": 0}, {"rate": 100.0, "lost": 0})
     assert t4["throughput"]["met"] and "ours vs ours T1" not in t4
-    assert set(verdicts("T5", {"rate": 10.0, "lost": 0}, {"rate": 100.0, "lost": 0})) == {"lost"}
+    assert set(judged("T5", {"rate": 10.0, "lost": 0}, {"rate": 100.0, "lost": 0})) == {"lost"}
     latency = {"p50_us": 140.0, "p99_us": 900.0}
-    t2 = verdicts("T2", latency, {"p50_us": 100.0, "p99_us": 200.0})
+    t2 = judged("T2", latency, {"p50_us": 100.0, "p99_us": 200.0})
     assert t2["round trip p50"] == {
         "target": "<= 1.5x anchor",
         "value": pytest.approx(1.4),
@@ -280,9 +279,9 @@ def test_nats_targets_are_judged_against_bare_nats_py() -> None:
         "met": True,
     }
     assert set(t2) == {"round trip p50"}  # p99: information
-    assert not verdicts("T2", latency, {"p50_us": 90.0, "p99_us": 200.0})["round trip p50"]["met"]
+    assert not judged("T2", latency, {"p50_us": 90.0, "p99_us": 200.0})["round trip p50"]["met"]
     # ZeroMQ keeps its own targets.
-    zmq_t1 = _targets(_summarize("T1", {"rate": 95.0, "lost": 0}, {"rate": 100.0, "lost": 0}, None))
+    zmq_t1 = verdicts(summarize("T1", {"rate": 95.0, "lost": 0}, {"rate": 100.0, "lost": 0}, None))
     assert zmq_t1["T1"]["throughput"]["target"] == ">= 1.0x anchor"
     assert not zmq_t1["T1"]["throughput"]["met"]
 
@@ -312,8 +311,6 @@ def test_bad_nats_options_are_usage_errors() -> None:
 def test_the_benchmarks_server_syncs_its_store_as_asked(
     sync: str | None, always: bool | None, interval: int
 ) -> None:
-    from shellbot.bench._nats import NatsServer
-
     server = NatsServer(jetstream=True, sync=sync)
     server.start()
     try:
@@ -359,7 +356,8 @@ def test_curve_adds_secured_rows_for_t1_and_t2_beside_the_plain_ones(tmp_path: P
 
 
 def test_curve_runs_in_the_same_rounds_and_only_on_zeromq() -> None:
-    plan = [(workload.key, side) for workload, _, side in _plan(["T1", "T3"], 1, curve=True)]
+    runs = Plan(("T1", "T3"), quick=True, curve=True).runs()  # 1 round
+    plan = [(workload.key, side) for workload, _, side in runs]
     assert plan == [
         ("T1", "anchor"),
         ("T1", "ours"),
@@ -408,13 +406,13 @@ def test_durable_t1_on_nats_stores_and_delivers_every_message_on_both_sides(
 
 
 def test_durable_t1_is_judged_on_what_was_stored_and_runs_on_nats_only() -> None:
-    def verdicts(ours: dict, anchor: dict) -> dict:
-        return _targets(_summarize("T1d", ours, anchor, None, nats=True))["T1d"]
+    def judged(ours: dict, anchor: dict) -> dict:
+        return verdicts(summarize("T1d", ours, anchor, None, transport="nats"))["T1d"]
 
     anchor = {"rate": 100.0, "lost": 0, "not_stored": 0, "ack_p50_us": 1.0, "ack_p99_us": 2.0}
-    assert verdicts(anchor | {"rate": 91.0}, anchor)["throughput, stored"]["met"]
-    assert not verdicts(anchor | {"rate": 89.0}, anchor)["throughput, stored"]["met"]
-    unstored = verdicts(anchor | {"rate": 200.0, "not_stored": 1}, anchor)
+    assert judged(anchor | {"rate": 91.0}, anchor)["throughput, stored"]["met"]
+    assert not judged(anchor | {"rate": 89.0}, anchor)["throughput, stored"]["met"]
+    unstored = judged(anchor | {"rate": 200.0, "not_stored": 1}, anchor)
     assert not unstored["throughput, stored"]["met"] and not unstored["lost"]["met"]
     completed = subprocess.run(
         [sys.executable, "-m", "shellbot.bench", "--only", "T1d"],
@@ -429,17 +427,17 @@ def test_durable_t1_is_judged_on_what_was_stored_and_runs_on_nats_only() -> None
 def test_t8_is_judged_on_its_p50_and_on_eight_requesters_per_transport() -> None:
     ours = {"p50_us": 200.0, "p99_us": 900.0, "rate": 5000.0, "concurrent_rate": 8000.0}
     anchor = {"p50_us": 100.0, "p99_us": 300.0, "rate": 9000.0, "concurrent_rate": 8000.0}
-    on_zmq = _targets(_summarize("T8", ours, anchor, None))["T8"]
+    on_zmq = verdicts(summarize("T8", ours, anchor, None))["T8"]
     assert (
         on_zmq["round trip p50"]["target"] == "<= 2.2x anchor" and on_zmq["round trip p50"]["met"]
     )
     assert on_zmq["requests/s, 8 requesters"]["met"]  # 1.0x
     assert set(on_zmq) == {"round trip p50", "requests/s, 8 requesters"}  # the rest: information
-    on_nats = _targets(_summarize("T8", ours, anchor, None, nats=True))["T8"]
+    on_nats = verdicts(summarize("T8", ours, anchor, None, transport="nats"))["T8"]
     assert on_nats["round trip p50"]["target"] == "<= 1.2x anchor"
     assert not on_nats["round trip p50"]["met"]
     slower = {**ours, "concurrent_rate": 7000.0}
-    assert not _targets(_summarize("T8", slower, anchor, None))["T8"]["requests/s, 8 requesters"][
+    assert not verdicts(summarize("T8", slower, anchor, None))["T8"]["requests/s, 8 requesters"][
         "met"
     ]
 
@@ -492,3 +490,23 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_run(tmp_path: Pat
         assert completed.returncode == 2
         assert reason in completed.stdout and "Traceback" not in completed.stderr
         assert time.monotonic() - started < 20.0  # before any workload ran
+
+
+def test_every_target_is_one_row_of_the_table_and_every_workload_has_its_rows() -> None:
+    """The targets are data: one row per (workload, measure) and transport, a threshold
+    for every rule that needs one, and rows for each transport a workload runs on."""
+    seen: set[tuple[str, str, str]] = set()
+    for target in TARGETS:
+        assert target.workload in WORKLOADS, target
+        for transport in [target.transport] if target.transport else ["zmq", "nats"]:
+            key = (target.workload, target.measure, transport)
+            assert key not in seen, key
+            seen.add(key)
+        ratio_rule = target.rule in (Rule.AT_LEAST, Rule.AT_MOST)
+        assert (target.threshold is not None) == (
+            ratio_rule or target.rule in (Rule.BELOW, Rule.UP_TO)
+        )
+        assert (target.rule.judged == "ratio") == ratio_rule, target
+    for key, workload in WORKLOADS.items():
+        for transport in ["nats"] if workload.nats_only else ["zmq", "nats"]:
+            assert any(w == key and t == transport for w, _, t in seen), (key, transport)

@@ -17,8 +17,11 @@ from typing import Any
 import orjson
 import zmq
 
-from . import _nats, _workers
-from ._runs import OURS, Crew, Network, RunFailed, free_ports
+from ..harness import IDLE_END, OURS, WAIT, Crew, RunFailed
+from ..network import Network, free_ports, prefix, subject
+from ..payload import message
+from ..sides import nats as bare_nats
+from ..sides import ours
 
 MEMBERS = 8
 CHANNEL = "jobs"
@@ -32,7 +35,7 @@ def work_queue(side: str, total: int, network: Network) -> dict[str, Any]:
         if side == OURS:
             settings = network.bus()
             crew.spawn(
-                _workers.ours_publisher,
+                ours.publisher,
                 "publisher",
                 settings,
                 [CHANNEL],
@@ -46,12 +49,12 @@ def work_queue(side: str, total: int, network: Network) -> dict[str, Any]:
             for name in members:
                 crew.spawn(ours_member, name, settings, total, crew.results)
         elif network.on_nats:
-            subject = _nats.subject(_nats.prefix(), CHANNEL)
+            jobs = subject(prefix(), CHANNEL)
             crew.spawn(
-                _nats.anchor_publisher,
+                bare_nats.publisher,
                 "publisher",
                 network.url,
-                [subject],
+                [jobs],
                 total,
                 go,
                 done,
@@ -59,7 +62,7 @@ def work_queue(side: str, total: int, network: Network) -> dict[str, Any]:
             )
             crew.collect("up", 1)
             for name in members:
-                crew.spawn(nats_member, name, network.url, subject, total, crew.results)
+                crew.spawn(nats_member, name, network.url, jobs, total, crew.results)
         else:
             port = free_ports(1)[0]
             crew.spawn(zmq_publisher, "publisher", port, total, go, done, crew.results)
@@ -73,8 +76,8 @@ def work_queue(side: str, total: int, network: Network) -> dict[str, Any]:
             if not up["publisher"]["ready"]:
                 raise RunFailed("the anchor's publisher did not see every member")
         go.set()
-        sent = crew.collect("sent", 1, timeout=_workers.WAIT * 5)["publisher"]
-        results = crew.collect("result", MEMBERS, timeout=_workers.WAIT * 5)
+        sent = crew.collect("sent", 1, timeout=WAIT * 5)["publisher"]
+        results = crew.collect("result", MEMBERS, timeout=WAIT * 5)
         done.set()
         hub = crew.collect("hub", 1, timeout=15.0) if side == OURS and not network.on_nats else {}
     finally:
@@ -122,17 +125,17 @@ def _report(results: Any, name: str, counts: bytearray, ended: float, stats: Any
 
 def ours_member(name: str, settings: dict[str, Any], total: int, results: Any) -> None:
     """Takes its share until none came for IDLE_END seconds."""
-    subscriber = _workers._bus(settings).subscribe(CHANNEL, group="bench")
-    ready = subscriber.wait_ready(timeout=_workers.WAIT)
+    subscriber = ours.bus(settings).subscribe(CHANNEL, group="bench")
+    ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
     counts = bytearray(total)
     get = subscriber.get
     ended = time.perf_counter()
-    wait = _workers.WAIT  # for the first: the run begins once every member is ready
-    while (message := get(True, wait)) is not None:
-        _count(counts, message["counter"])
+    wait = WAIT  # for the first: the run begins once every member is ready
+    while (received := get(True, wait)) is not None:
+        _count(counts, received["counter"])
         ended = time.perf_counter()
-        wait = _workers.IDLE_END
+        wait = IDLE_END
     _report(results, name, counts, ended, subscriber.stats)
     subscriber.close()
 
@@ -144,19 +147,19 @@ def zmq_publisher(name: str, port: int, total: int, go: Any, done: Any, results:
     push.setsockopt(zmq.SNDHWM, 0)
     monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     push.bind(f"tcp://127.0.0.1:{port}")
-    joined, deadline = 0, time.monotonic() + _workers.WAIT
+    joined, deadline = 0, time.monotonic() + WAIT
     while joined < MEMBERS and time.monotonic() < deadline:
         if monitor.poll(100):
             monitor.recv_multipart()
             joined += 1
     results.put(("up", name, {"pid": os.getpid(), "ready": joined == MEMBERS}))
-    if go.wait(_workers.WAIT):
-        send, dumps = push.send, orjson.dumps
+    if go.wait(WAIT):
+        send, dumps, body = push.send, orjson.dumps, message
         started = time.perf_counter()
         for counter in range(total):
-            send(dumps(_workers.message(counter)))
+            send(dumps(body(counter)))
         results.put(("sent", name, {"started": started, "ended": time.perf_counter()}))
-        done.wait(_workers.WAIT)
+        done.wait(WAIT)
     push.disable_monitor()
     monitor.close(linger=0)
     push.close(linger=5000)
@@ -172,21 +175,17 @@ def zmq_member(name: str, port: int, total: int, results: Any) -> None:
     counts = bytearray(total)
     loads = orjson.loads
     ended = time.perf_counter()
-    wait = int(_workers.WAIT * 1000)  # for the first: the run begins once all are ready
+    wait = int(WAIT * 1000)  # for the first: the run begins once all are ready
     while pull.poll(wait):
         _count(counts, loads(pull.recv())["counter"])
         ended = time.perf_counter()
-        wait = int(_workers.IDLE_END * 1000)
+        wait = int(IDLE_END * 1000)
     _report(results, name, counts, ended)
     pull.close(linger=0)
     context.term()
 
 
-def nats_member(name: str, url: str, subject: str, total: int, results: Any) -> None:
-    asyncio.run(_nats_member(name, url, subject, total, results))
-
-
-async def _nats_member(name: str, url: str, subject: str, total: int, results: Any) -> None:
+async def nats_member(name: str, url: str, jobs: str, total: int, results: Any) -> None:
     import nats
 
     client = await nats.connect(url, name="shellbot-bench-anchor")
@@ -195,16 +194,16 @@ async def _nats_member(name: str, url: str, subject: str, total: int, results: A
     received = 0
     ended = time.perf_counter()
 
-    async def on_message(message: Any) -> None:
+    async def on_message(msg: Any) -> None:
         nonlocal received, ended
-        _count(counts, loads(message.data)["counter"])
+        _count(counts, loads(msg.data)["counter"])
         received += 1
         ended = time.perf_counter()
 
     await client.subscribe(
-        subject, queue="bench", cb=on_message, pending_msgs_limit=0, pending_bytes_limit=0
+        jobs, queue="bench", cb=on_message, pending_msgs_limit=0, pending_bytes_limit=0
     )
-    await client.flush(int(_workers.WAIT))
+    await client.flush(int(WAIT))
     results.put(("ready", name, {"pid": os.getpid(), "ready": True}))
     began = time.perf_counter()
     # Until none came for IDLE_END seconds, once the first came (the run begins when
@@ -212,42 +211,9 @@ async def _nats_member(name: str, url: str, subject: str, total: int, results: A
     while True:
         await asyncio.sleep(0.1)
         now = time.perf_counter()
-        if received and now - ended >= _workers.IDLE_END:
+        if received and now - ended >= IDLE_END:
             break
-        if not received and now - began >= _workers.WAIT:
+        if not received and now - began >= WAIT:
             break
     _report(results, name, counts, ended)
     await client.close()
-
-
-def rows(ours: dict[str, Any], anchor: dict[str, Any], t1: float | None, row: Any) -> list:
-    """T9's rows: deliveries against our T1 of the same run, the spread of the shares,
-    and what was lost or came twice (ours and the anchor's)."""
-    key = "T9"
-    share = ours["rate"] / t1 if t1 else None
-    spread = ours["spread"]
-    return [
-        row(key, "deliveries", ours["rate"], anchor["rate"], "", None, "deliveries/s"),
-        row(
-            key,
-            "ours vs ours T1",
-            ours["rate"],
-            t1,
-            ">= 0.8x T1",
-            None if share is None else share >= 0.8,
-            "deliveries/s",
-            ratio=share,
-            judged="ratio",
-        ),
-        row(
-            key,
-            "largest share / smallest",
-            spread,
-            anchor["spread"],
-            "<= 1.10",
-            spread is not None and spread <= 1.10,
-            "x",
-        ),
-        row(key, "lost", ours["lost"], anchor["lost"], "0", ours["lost"] == 0, "msgs"),
-        row(key, "delivered twice", ours["twice"], anchor["twice"], "0", not ours["twice"], "msgs"),
-    ]

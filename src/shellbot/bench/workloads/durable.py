@@ -32,17 +32,15 @@ from typing import Any
 
 import orjson
 
-from . import _nats
-from ._runs import OURS, Crew, Network, RunFailed
-from ._workers import IDLE_END, WAIT, _bus
+from ..harness import IDLE_END, OURS, WAIT, Crew, RunFailed
+from ..network import Network, prefix, subject
+from ..payload import message
+from ..sides import nats as bare_nats
+from ..sides.ours import bus
 
 CHANNEL = "bench"
 DURABLE = "bench-t1d"
 UNACKNOWLEDGED = -1  # the latency of a message whose acknowledgement never came
-
-
-def _body(counter: int) -> dict[str, Any]:
-    return {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter}
 
 
 def _paced(count: int, interval: float) -> Any:
@@ -81,26 +79,22 @@ def ours_publisher(
     recorded: list[tuple[int, int, float]] = []
     if interval:
         record_acknowledgements(recorded)
-    bus = _bus(settings)
-    publisher = bus.publish()
+    publisher = bus(settings).publish()
     publisher.start()
     results.put(("up", name, {"pid": os.getpid()}))
     if not go.wait(WAIT):
         return
-    put = publisher.put
+    put, body = publisher.put, message
     put_times: list[float] = []
     started = time.perf_counter()
     if interval:
         clock = time.perf_counter
         for counter in _paced(count, interval):
             put_times.append(clock())
-            put(CHANNEL, _body(counter))
+            put(CHANNEL, body(counter))
     else:
         for counter in range(count):
-            put(
-                CHANNEL,
-                {"from": "direct-42", "input": {"key": "vote", "value": "yes"}, "counter": counter},
-            )
+            put(CHANNEL, body(counter))
     ended = time.perf_counter()
     stored = publisher.stop(timeout=WAIT)
     confirmed = time.perf_counter()
@@ -123,8 +117,7 @@ def ours_publisher(
 
 def ours_subscriber(name: str, settings: dict[str, Any], expected: int, results: Any) -> None:
     """A durable subscriber: receives until ``expected`` came (or none came for a while)."""
-    bus = _bus(settings)
-    subscriber = bus.subscribe(CHANNEL, durable=DURABLE)
+    subscriber = bus(settings).subscribe(CHANNEL, durable=DURABLE)
     ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
     get = subscriber.get
@@ -167,21 +160,15 @@ def _stream_config(run_prefix: str) -> Any:
     )
 
 
-def anchor_publisher(
+async def anchor_publisher(
     name: str, url: str, run_prefix: str, count: int, interval: float, go: Any, results: Any
 ) -> None:
-    asyncio.run(_publisher(name, url, run_prefix, count, interval, go, results))
-
-
-async def _publisher(
-    name: str, url: str, run_prefix: str, count: int, interval: float, go: Any, results: Any
-) -> None:
-    client = await _nats._connect(url)
+    client = await bare_nats.connect(url)
     jetstream = client.jetstream()
-    subject = _nats.subject(run_prefix, CHANNEL)
+    channel = subject(run_prefix, CHANNEL)
     results.put(("up", name, {"pid": os.getpid()}))
-    if await _nats._wait(go, WAIT):
-        publish, dumps = jetstream.publish_async, orjson.dumps
+    if await bare_nats.wait(go, WAIT):
+        publish, dumps, body = jetstream.publish_async, orjson.dumps, message
         futures = []
         acks_ns = [UNACKNOWLEDGED] * count if interval else []  # in the order published
         started = time.perf_counter()
@@ -195,7 +182,7 @@ async def _publisher(
                 slot += interval
                 put_at = clock()
                 future = await publish(
-                    subject, dumps(_body(counter)), headers={"Nats-Msg-Id": f"{name}-{counter}"}
+                    channel, dumps(body(counter)), headers={"Nats-Msg-Id": f"{name}-{counter}"}
                 )
                 future.add_done_callback(
                     lambda _, counter=counter, put_at=put_at: acks_ns.__setitem__(
@@ -207,14 +194,8 @@ async def _publisher(
             for counter in range(count):
                 futures.append(
                     await publish(
-                        subject,
-                        dumps(
-                            {
-                                "from": "direct-42",
-                                "input": {"key": "vote", "value": "yes"},
-                                "counter": counter,
-                            }
-                        ),
+                        channel,
+                        dumps(body(counter)),
                         headers={"Nats-Msg-Id": f"{name}-{counter}"},
                     )
                 )
@@ -235,12 +216,10 @@ async def _publisher(
     await client.close()
 
 
-def anchor_subscriber(name: str, url: str, run_prefix: str, expected: int, results: Any) -> None:
-    asyncio.run(_subscriber(name, url, run_prefix, expected, results))
-
-
-async def _subscriber(name: str, url: str, run_prefix: str, expected: int, results: Any) -> None:
-    client = await _nats._connect(url)
+async def anchor_subscriber(
+    name: str, url: str, run_prefix: str, expected: int, results: Any
+) -> None:
+    client = await bare_nats.connect(url)
     jetstream = client.jetstream()
     config = _stream_config(run_prefix)
     await jetstream.add_stream(config)
@@ -260,14 +239,14 @@ async def _subscriber(name: str, url: str, run_prefix: str, expected: int, resul
             finished.set()
 
     await jetstream.subscribe(
-        _nats.subject(run_prefix, CHANNEL),
+        subject(run_prefix, CHANNEL),
         durable=DURABLE,
         cb=on_message,
         manual_ack=True,
         stream=config.name,
     )
     results.put(("ready", name, {"pid": os.getpid(), "ready": True}))
-    last_seen = await _nats._until_done(finished, lambda: state["received"])
+    last_seen = await bare_nats.until_done(finished, lambda: state["received"])
     if last_seen is not None:
         ended = last_seen
     with contextlib.suppress(Exception):
@@ -287,7 +266,7 @@ def delete_stream(url: str, run_prefix: str) -> None:
     from shellbot._transports.nats.jetstream.stream import stream_name
 
     async def delete() -> None:
-        client = await _nats._connect(url)
+        client = await bare_nats.connect(url)
         try:
             with contextlib.suppress(js_errors.NotFoundError):
                 await client.jetstream().delete_stream(stream_name(run_prefix))
@@ -304,7 +283,7 @@ def flow(side: str, count: int, interval: float, network: Network) -> dict[str, 
     latencies from put to the server's acknowledgement."""
     crew = Crew()
     go = crew.event()
-    run_prefix = _nats.prefix()
+    run_prefix = prefix()
     url = network.url
     try:
         if side == OURS:
@@ -347,3 +326,36 @@ def flow(side: str, count: int, interval: float, network: Network) -> dict[str, 
     if counted is not None and after is not None:
         result["server"] = {key: after[key] - counted[key] for key in after}
     return result
+
+
+def measure(
+    side: str, count: int, paced: int, paced_warmup: int, interval: float, network: Network
+) -> dict[str, Any]:
+    """T1d on one side: a run as fast as put() goes, then a paced run of ``paced_warmup``
+    and ``paced`` messages, one each ``interval`` seconds, for the latencies."""
+    result = flow(side, count, 0.0, network)
+    paced_run = flow(side, paced_warmup + paced, interval, network)
+    latencies = paced_run.pop("acks_ns")
+    # The first puts of a process wait for its first look at the stream (a JetStream API
+    # request, on ours): shown apart, and left out of p50 and p99 as T2's warm-up is.
+    paced_run["first_ack_us"] = latencies[0] / 1000 if latencies else None
+    result["acks_ns"] = [latency for latency in latencies[paced_warmup:] if latency >= 0]
+    result["paced"] = paced_run
+    return result
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best run's rate, and the latencies to the server's acknowledgement of every
+    round's paced run, pooled."""
+    pooled = sorted(latency for result in runs for latency in result["acks_ns"])
+    best = max(runs, key=lambda result: result["rate"])
+    pooled_summary = {key: value for key, value in best.items() if key != "acks_ns"}
+    count = len(pooled)
+    pooled_summary["acknowledged"] = count
+    firsts = [result["paced"]["first_ack_us"] for result in runs]
+    pooled_summary["first_ack_us"] = max(
+        (first for first in firsts if first is not None), default=None
+    )
+    pooled_summary["ack_p50_us"] = pooled[count // 2] / 1000 if count else None
+    pooled_summary["ack_p99_us"] = pooled[int(count * 0.99)] / 1000 if count else None
+    return pooled_summary

@@ -10,7 +10,6 @@ Every side decodes and encodes each message with orjson.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -20,15 +19,14 @@ from typing import Any
 import orjson
 import zmq
 
-from . import _nats
-from ._runs import OURS, Crew, Network, RunFailed, free_ports
-from ._workers import WAIT, _bus, message
+from ..harness import OURS, WAIT, Crew, RunFailed
+from ..network import Network, free_ports, prefix
+from ..payload import message
+from ..sides import nats as bare_nats
+from ..sides.ours import bus
 
 CHANNEL = "bench.ask"
 FANS = 8  # requesters at once in the second part
-LATENCY_TARGET = 2.2  # p50 at most this times the anchor's on ZeroMQ (the hub's two hops)
-NATS_LATENCY_TARGET = 1.2  # on NATS, where both sides go through the server
-CONCURRENT_TARGET = 1.0  # FANS requesters: requests/s at least this times the anchor's
 
 
 def request_reply(side: str, rounds: int, warmup: int, network: Network) -> dict[str, Any]:
@@ -39,10 +37,10 @@ def request_reply(side: str, rounds: int, warmup: int, network: Network) -> dict
     try:
         if side == OURS:
             settings = network.bus()
-            responder: tuple[Callable[..., None], Any] = (ours_responder, settings)
-            requester: tuple[Callable[..., None], Any] = (ours_requester, settings)
+            responder: tuple[Callable[..., Any], Any] = (ours_responder, settings)
+            requester: tuple[Callable[..., Any], Any] = (ours_requester, settings)
         elif network.on_nats:
-            subject = f"{_nats.prefix()}.r.{CHANNEL}"
+            subject = f"{prefix()}.r.{CHANNEL}"
             responder = (nats_responder, (network.url, subject))
             requester = (nats_requester, (network.url, subject))
         else:
@@ -92,47 +90,6 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def rows(
-    ours: dict[str, Any], anchor: dict[str, Any], nats: bool, row: Callable[..., dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """T8's lines of the table (``row`` is the table's own maker)."""
-    target = NATS_LATENCY_TARGET if nats else LATENCY_TARGET
-    ratio = ours["p50_us"] / anchor["p50_us"]
-    concurrent = ours["concurrent_rate"] / anchor["concurrent_rate"]
-    return [
-        row(
-            "T8",
-            "round trip p50",
-            ours["p50_us"],
-            anchor["p50_us"],
-            f"<= {target}x anchor",
-            ratio <= target,
-            "µs",
-            judged="ratio",
-        ),
-        row("T8", "round trip p99", ours["p99_us"], anchor["p99_us"], "(information)", None, "µs"),
-        row(
-            "T8",
-            "requests/s, 1 requester",
-            ours["rate"],
-            anchor["rate"],
-            "(information)",
-            None,
-            "requests/s",
-        ),
-        row(
-            "T8",
-            f"requests/s, {FANS} requesters",
-            ours["concurrent_rate"],
-            anchor["concurrent_rate"],
-            f">= {CONCURRENT_TARGET}x anchor",
-            concurrent >= CONCURRENT_TARGET,
-            "requests/s",
-            judged="ratio",
-        ),
-    ]
-
-
 def _report(results: Any, name: str, rtts: list[int], warmup: int, elapsed: int) -> None:
     results.put(("rtts", name, {"rtts": rtts[warmup:], "elapsed_ns": elapsed}))
 
@@ -142,10 +99,10 @@ def _report(results: Any, name: str, rtts: list[int], warmup: int, elapsed: int)
 
 def ours_responder(name: str, settings: dict[str, Any], done: Any, results: Any) -> None:
     """Answers every request with what it asked; its publisher keeps the bus up."""
-    bus = _bus(settings)
-    keeper = bus.publish()
+    bus_ = bus(settings)
+    keeper = bus_.publish()
     keeper.start()
-    subscriber = bus.subscribe(CHANNEL)
+    subscriber = bus_.subscribe(CHANNEL)
     ready = subscriber.wait_ready(timeout=WAIT)
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
     receive = subscriber.receive
@@ -160,16 +117,16 @@ def ours_responder(name: str, settings: dict[str, Any], done: Any, results: Any)
 def ours_requester(
     name: str, settings: dict[str, Any], rounds: int, warmup: int, go: Any, results: Any
 ) -> None:
-    bus = _bus(settings)
+    bus_ = bus(settings)
     try:
-        bus.request(CHANNEL, message(-1), timeout=WAIT)  # the inbox made live
+        bus_.request(CHANNEL, message(-1), timeout=WAIT)  # the inbox made live
         ready = True
     except Exception:
         ready = False
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
     if not ready or not go.wait(WAIT):
         return
-    request, clock = bus.request, time.perf_counter_ns
+    request, clock = bus_.request, time.perf_counter_ns
     rtts = []
     begun = clock()
     with contextlib.suppress(Exception):
@@ -228,12 +185,9 @@ def zmq_requester(name: str, port: int, rounds: int, warmup: int, go: Any, resul
 # -- the anchor on NATS: nc.request() and a callback responder --------------------------
 
 
-def nats_responder(name: str, where: tuple[str, str], done: Any, results: Any) -> None:
-    asyncio.run(_nats_responder(name, *where, done, results))
-
-
-async def _nats_responder(name: str, url: str, subject: str, done: Any, results: Any) -> None:
-    client = await _nats._connect(url)
+async def nats_responder(name: str, where: tuple[str, str], done: Any, results: Any) -> None:
+    url, subject = where
+    client = await bare_nats.connect(url)
     loads, dumps = orjson.loads, orjson.dumps
 
     async def on_request(msg: Any) -> None:
@@ -242,20 +196,15 @@ async def _nats_responder(name: str, url: str, subject: str, done: Any, results:
     await client.subscribe(subject, cb=on_request)
     await client.flush(int(WAIT))
     results.put(("ready", name, {"pid": os.getpid(), "ready": True}))
-    await _nats._wait(done, WAIT * 10)
+    await bare_nats.wait(done, WAIT * 10)
     await client.close()
 
 
-def nats_requester(
+async def nats_requester(
     name: str, where: tuple[str, str], rounds: int, warmup: int, go: Any, results: Any
 ) -> None:
-    asyncio.run(_nats_requester(name, *where, rounds, warmup, go, results))
-
-
-async def _nats_requester(
-    name: str, url: str, subject: str, rounds: int, warmup: int, go: Any, results: Any
-) -> None:
-    client = await _nats._connect(url)
+    url, subject = where
+    client = await bare_nats.connect(url)
     loads, dumps, clock = orjson.loads, orjson.dumps, time.perf_counter_ns
     try:
         loads((await client.request(subject, dumps(message(-1)), timeout=WAIT)).data)
@@ -263,7 +212,7 @@ async def _nats_requester(
     except Exception:
         ready = False
     results.put(("ready", name, {"pid": os.getpid(), "ready": ready}))
-    if ready and await _nats._wait(go, WAIT):
+    if ready and await bare_nats.wait(go, WAIT):
         rtts = []
         begun = clock()
         with contextlib.suppress(Exception):
