@@ -12,6 +12,7 @@ import pytest
 from conftest import Subscribers
 
 from shellbot import Context, errors
+from shellbot._publishing.state import Phase
 from shellbot.bus import Bus, Publisher, Subscriber
 
 VALUES = [
@@ -365,7 +366,7 @@ def test_run_called_directly_uses_the_hub_that_holds_the_address(
     runner = threading.Thread(target=foreground.run, daemon=True)
     runner.start()
     deadline = time.monotonic() + 5.0
-    while not foreground._running_here and time.monotonic() < deadline:
+    while foreground._life.phase is not Phase.RUNNING_HERE and time.monotonic() < deadline:
         runner.join(0.01)
     foreground.put("through", "while running")
     foreground.fan.put(None)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import typing
 
 from ._message import Message
-from ._publisher import Publisher
+from ._publishing import Publisher
 from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
 from ._settings import as_context as _as_context
 from ._settings import check_address as _check_address
