@@ -61,6 +61,12 @@ def read_setting(context: Any, go: Any, results: Any) -> None:
     results.put(("value", context.get("shared.value")))
 
 
+def brief_requester(address: str, channel: str) -> None:
+    """Asks once, gives up at once, and leaves: its answer finds no one."""
+    bus = Bus(Context({"bus": {"address": address}}))
+    bus.request_all(channel, "anyone?", timeout=0.05)
+
+
 def group_member(address: str, group: str, path: str, stall_after: int | None, ready: Any) -> None:
     """A queue group's member: writes each message it takes to ``path`` (one per line, at
     once), and stops taking after ``stall_after`` (holding its share) or when idle 2 s."""

@@ -426,6 +426,34 @@ def test_durable_t1_is_judged_on_what_was_stored_and_runs_on_nats_only() -> None
     assert "--transport nats" in completed.stdout
 
 
+def test_t8_is_judged_on_its_p50_and_on_eight_requesters_per_transport() -> None:
+    ours = {"p50_us": 200.0, "p99_us": 900.0, "rate": 5000.0, "concurrent_rate": 8000.0}
+    anchor = {"p50_us": 100.0, "p99_us": 300.0, "rate": 9000.0, "concurrent_rate": 8000.0}
+    on_zmq = _targets(_summarize("T8", ours, anchor, None))["T8"]
+    assert (
+        on_zmq["round trip p50"]["target"] == "<= 2.2x anchor" and on_zmq["round trip p50"]["met"]
+    )
+    assert on_zmq["requests/s, 8 requesters"]["met"]  # 1.0x
+    assert set(on_zmq) == {"round trip p50", "requests/s, 8 requesters"}  # the rest: information
+    on_nats = _targets(_summarize("T8", ours, anchor, None, nats=True))["T8"]
+    assert on_nats["round trip p50"]["target"] == "<= 1.2x anchor"
+    assert not on_nats["round trip p50"]["met"]
+    slower = {**ours, "concurrent_rate": 7000.0}
+    assert not _targets(_summarize("T8", slower, anchor, None))["T8"]["requests/s, 8 requesters"][
+        "met"
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_quick_t8_on_nats_answers_every_request_on_both_sides(tmp_path: Path) -> None:
+    completed, report = quick_bench(tmp_path, "--transport", "nats", "--only", "T8", timeout=140)
+    assert report["errors"] == []
+    t8 = report["workloads"]["T8"]
+    for side in ("ours", "anchor"):
+        assert t8[side]["round_trips"] >= 300 and t8[side]["concurrent_rate"] > 0, side
+    assert "requests/s, 8 requesters" in completed.stdout
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("transport", ["zmq", "nats"])
 def test_work_queue_deals_each_message_once_to_eight_members_on_both_sides(

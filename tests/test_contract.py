@@ -3,17 +3,22 @@ nats)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import threading
 import time
+from collections.abc import Callable
+from threading import Thread
+from typing import Any
 
 import pytest
-from conftest import Subscribers
+from conftest import Subscribers, eventually
 
 from shellbot import Context, errors
 from shellbot._publishing.state import Phase
-from shellbot.bus import Bus, Publisher, Subscriber
+from shellbot.bus import Bus, Message, Publisher, Subscriber
+from shellbot.errors import ClosedError, NoResponders
 
 VALUES = [
     {"from": "direct-1", "input": {"key": "vote", "value": "yes"}},
@@ -427,3 +432,270 @@ def test_another_publisher_takes_over_the_hub(
         assert subscriber.get(block=True, timeout=5.0) == "through the new hub"
     finally:
         second.stop()
+
+
+# -- requests and answers -------------------------------------------------------------
+
+
+def _respond(subscriber: Subscriber, answer: Callable[[Message], Any], times: int = 0) -> Thread:
+    """Answers the requests that come to ``subscriber``, in a thread, until it is closed
+    (or after ``times`` requests)."""
+
+    def serve() -> None:
+        served = 0
+        for message in subscriber:
+            if message.is_request:
+                message.reply(answer(message))
+                served += 1
+                if served == times:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_request_returns_the_first_answer(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    _respond(subscribers(bus, "double"), lambda request: {"twice": request.message * 2})
+    assert bus.request("double", 21, timeout=5.0) == {"twice": 42}
+    assert [bus.request("double", n, timeout=5.0)["twice"] for n in range(20)] == [
+        2 * n for n in range(20)
+    ]
+    assert bus.request_stats["answers"] == 21
+
+
+def test_a_request_no_one_subscribes_to_raises_no_responders_at_once(
+    bus: Bus, publisher: Publisher
+) -> None:
+    with pytest.raises(NoResponders, match="'nobody'"):
+        bus.request("nobody", 1, timeout=10.0)  # the first one also makes the inbox live
+    started = time.monotonic()
+    with pytest.raises(NoResponders):
+        bus.request("nobody.else", 1, timeout=10.0)
+    assert time.monotonic() - started < 0.05
+    with pytest.raises(NoResponders):
+        bus.request_all("nobody", 1, timeout=10.0)
+    assert bus.request_stats["no_responders"] == 3
+
+
+def test_a_request_no_one_answers_raises_timeout_naming_channel_and_timeout(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    subscribers(bus, "silent")  # subscribes, never answers
+    started = time.monotonic()
+    with pytest.raises(errors.TimeoutError, match=r"'silent' within 0\.3 s"):
+        bus.request("silent", "anyone?", timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert bus.request_all("silent", "anyone?", timeout=0.2) == []
+
+
+def test_a_late_answer_never_satisfies_a_later_request(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    responder = subscribers(bus, "slow")
+    with pytest.raises(errors.TimeoutError):
+        bus.request("slow", "first", timeout=0.2)
+    first = responder.receive(block=True, timeout=5.0)
+    assert first is not None and first.message == "first"
+    first.reply("answer to first")  # its requester gave up: late
+    _respond(responder, lambda request: f"answer to {request.message}")
+    assert bus.request("slow", "second", timeout=5.0) == "answer to second"
+    assert eventually(lambda: bus.request_stats["late"] == 1)
+
+
+def test_request_all_gathers_the_answers_with_their_senders(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    for name in ("a", "b", "c"):
+        _respond(subscribers(bus, "vote"), lambda request, name=name: name)
+    started = time.monotonic()
+    answers = bus.request_all("vote", "who?", timeout=1.0)
+    assert time.monotonic() - started >= 1.0  # no count: everything within the timeout
+    assert sorted(answer.message for answer in answers) == ["a", "b", "c"]
+    assert {(answer.channel, answer.sequence) for answer in answers} == {("vote", 0)}
+    sender = publisher_sender_of(bus)
+    assert {answer.sender for answer in answers} == {sender}  # one process answered
+    started = time.monotonic()
+    assert len(bus.request_all("vote", "who?", timeout=10.0, count=2)) == 2
+    assert time.monotonic() - started < 5.0  # returned once two came
+
+
+def publisher_sender_of(bus: Bus) -> int:
+    """The sender id of this process's messages (and answers) on the bus."""
+    from shellbot._publishing import outbox as _outbox
+    from shellbot._settings import BusSettings
+
+    return _outbox.outbox_for(BusSettings.from_context(bus.context)).sender_id
+
+
+def test_a_request_comes_as_a_message_a_put_does_not(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    responder = subscribers(bus, "mixed")
+    publisher.put("mixed", "plain")
+    plain = responder.receive(block=True, timeout=5.0)
+    assert plain is not None and not plain.is_request
+    with pytest.raises(ValueError, match="not a request"):
+        plain.reply("no")
+    # get() hands the payload alone: a requester it cannot answer times out.
+    with pytest.raises(errors.TimeoutError):
+        bus.request("mixed", {"q": 1}, timeout=0.2)
+    assert responder.get(block=True, timeout=5.0) == {"q": 1}
+
+
+def test_a_reply_that_cannot_be_sent_raises_in_the_responder(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    responder = subscribers(bus, "picky")
+    outcome: list[Any] = []
+
+    def ask() -> None:
+        outcome.append(bus.request("picky", "q", timeout=5.0))
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    request = responder.receive(block=True, timeout=5.0)
+    assert request is not None and request.is_request
+    with pytest.raises(TypeError, match="JSON"):
+        request.reply({1, 2})
+    with pytest.raises(ValueError):
+        request.reply(math.nan)
+    request.reply("fine")  # nothing was sent before: the requester gets this one
+    asking.join(5.0)
+    assert outcome == ["fine"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "message", "error"),
+    [
+        ("", 1, errors.MessageError),
+        (None, 1, TypeError),
+        (["a", "b"], 1, TypeError),
+        (7, 1, TypeError),
+        ("fine", None, errors.MessageError),
+        ("fine", {1, 2}, TypeError),
+        ("fine", math.inf, errors.MessageError),
+    ],
+)
+def test_a_request_the_bus_refuses_raises_as_put_does(
+    bus: Bus, publisher: Publisher, channel: Any, message: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        bus.request(channel, message, timeout=1.0)
+    with pytest.raises(error):
+        bus.request_all(channel, message, timeout=1.0)
+    assert bus.request_stats.get("requests", 0) == 0
+
+
+def test_requests_take_timeouts_and_counts_that_make_sense(bus: Bus) -> None:
+    for timeout in (0, -1, math.inf, math.nan):
+        with pytest.raises(ValueError):
+            bus.request("x", 1, timeout=timeout)
+    with pytest.raises(TypeError):
+        bus.request("x", 1, timeout="1")  # type: ignore[arg-type]
+    for count in (0, -2, 1.5):
+        with pytest.raises(ValueError):
+            bus.request_all("x", 1, count=count)  # type: ignore[arg-type]
+
+
+def test_requests_and_answers_on_asyncio(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    responder = subscribers(bus, "async")
+
+    async def main() -> tuple[Any, list[Message], Any]:
+        async def serve() -> None:
+            async for message in responder:
+                message.reply(message.message + 1)
+
+        serving = asyncio.get_running_loop().create_task(serve())
+        try:
+            asked = (bus.arequest("async", n, timeout=5.0) for n in range(8))
+            answers = await asyncio.gather(*asked)
+            every = await bus.arequest_all("async", 100, timeout=5.0, count=1)
+            with pytest.raises(NoResponders):
+                await bus.arequest("nobody", 1, timeout=5.0)
+            return answers, every, None
+        finally:
+            serving.cancel()
+
+    answers, every, _ = asyncio.run(asyncio.wait_for(main(), 30.0))
+    assert answers == [n + 1 for n in range(8)]
+    assert [answer.message for answer in every] == [101]
+
+
+def test_a_pending_request_ends_with_closed_error_when_the_inbox_closes(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    from shellbot import _requests
+    from shellbot._settings import BusSettings
+
+    subscribers(bus, "never")
+    bus.request_all("never", "warm up", timeout=0.05)
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            bus.request("never", "q", timeout=30.0)
+        except BaseException as error:
+            outcome.append(error)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    requester = _requests.existing_requester(BusSettings.from_context(bus.context))
+    assert requester is not None
+    assert eventually(lambda: len(requester.pending) == 1)
+    started = time.monotonic()
+    requester.close()  # what the exit of the process does
+    asking.join(5.0)
+    assert time.monotonic() - started < 2.0
+    assert len(outcome) == 1 and isinstance(outcome[0], ClosedError)
+    with pytest.raises(ClosedError):
+        requester.send("never", "again", 1.0, 1)
+    _requests._requesters.clear()  # the next test's bus makes a new one
+
+
+def test_a_request_can_be_answered_from_a_copy_of_it(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    import pickle
+
+    responder = subscribers(bus, "handed.on")
+    outcome: list[Any] = []
+    asking = threading.Thread(
+        target=lambda: outcome.append(bus.request("handed.on", "q", timeout=5.0))
+    )
+    asking.start()
+    request = responder.receive(block=True, timeout=5.0)
+    assert request is not None
+    copy = pickle.loads(pickle.dumps(request))  # as a worker process would get it
+    assert copy == request and copy.is_request
+    copy.reply("from the copy")
+    asking.join(5.0)
+    assert outcome == ["from the copy"]
+
+
+def test_a_request_to_a_group_goes_to_exactly_one_member(
+    bus: Bus, publisher: Publisher, subscribers: Subscribers
+) -> None:
+    members = [bus.subscribe("jobs", group="pool") for _ in range(3)]
+    try:
+        for index, member in enumerate(members):
+            assert member.wait_ready(timeout=5.0)
+            _respond(member, lambda request, index=index: index)
+        # Only the group subscribes: its members are responders, not "no one".
+        assert bus.request("jobs", "first", timeout=5.0) in (0, 1, 2)
+        watcher = subscribers(bus, "jobs")  # outside the group: sees every request
+        answered = []
+        for number in range(12):
+            answers = bus.request_all("jobs", number, timeout=0.3)
+            assert len(answers) == 1, answers  # one member took it, and only one
+            answered.append(answers[0].message)
+        seen = [watcher.receive(block=True, timeout=5.0) for _ in range(12)]
+        assert [message.message for message in seen if message] == list(range(12))
+        assert set(answered) <= {0, 1, 2}
+    finally:
+        for member in members:
+            member.close()

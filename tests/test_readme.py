@@ -40,6 +40,18 @@ def test_the_readme_pattern_example_runs_and_keeps_the_directions_apart(
     namespace["inbox"].close()
 
 
+def test_the_readme_request_example_runs(tcp_address: str) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    example = next(block for block in blocks if "bus.request(" in block)
+    example = example.replace("'tcp://127.0.0.1:5555'", f"'{tcp_address}'")
+    assert tcp_address in example
+    namespace: dict = {}
+    exec(example, namespace)
+    assert namespace["answer"] == 42
+    assert [answer.message for answer in namespace["answers"]] == [8]
+    assert not namespace["publisher"].is_alive()
+
+
 def test_the_readme_worker_pool_example_runs(tcp_address: str) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     [example] = [block for block in blocks if "group='resizers'" in block]

@@ -62,6 +62,14 @@ ROUTE = CONTROL + b"to:"
 ROUTE_REQUEST = CONTROL + b"route:"
 RECORD = struct.Struct("<III")
 RECORD_SIZE = RECORD.size
+# Requests and their answers (see ``_requests``). A request is a message on its channel
+# whose JSON text is preceded by REQUEST_MARK, the request's reply address and a space:
+# JSON text never starts with 0xFF, and a reply address holds no space or newline, so
+# a request may share a joined run with messages. An answer travels on REPLY + that
+# address; one with an empty body says that no one subscribes to the request's channel.
+REQUEST_MARK = b"\xff"
+REQUEST_MARK_BYTE = 0xFF
+REPLY = CONTROL + b"reply:"
 # Queue groups (``_transports/_shares.py``): a member asks for a topic prefix with
 # ``SHARE_REQUEST`` + its id + ``:`` + the group's UTF-8 name + ``TERMINATOR`` + the
 # prefix; the hub sends it its share on ``ROUTE`` + its id + ``SHARE_MARK`` + the count
@@ -105,6 +113,29 @@ def _not_text(channel: str, error: UnicodeEncodeError) -> str:
 def channel_of(topic: bytes) -> str:
     """The channel named by a topic frame; ``UnicodeDecodeError`` when it is not one."""
     return topic[:-1].decode("utf-8")
+
+
+def request_body(body: bytes, reply_to: bytes) -> bytes:
+    """A request's body: a message's ``body`` (header, JSON) with its reply address."""
+    return body[:HEADER_SIZE] + REQUEST_MARK + reply_to + b" " + body[HEADER_SIZE:]
+
+
+def split_request(text: bytes | memoryview) -> tuple[bytes, bytes] | None:
+    """The reply address and the JSON text of a request's text (what follows the
+    header), or None when it is not one."""
+    text = bytes(text)
+    space = text.find(b" ")
+    if space <= 1 or text[0] != REQUEST_MARK_BYTE:
+        return None
+    return text[1:space], text[space + 1 :]
+
+
+def request_reply_to(body: bytes) -> bytes | None:
+    """The reply address of a request's body (or of a run that begins with one)."""
+    if len(body) <= HEADER_SIZE or body[HEADER_SIZE] != REQUEST_MARK_BYTE:
+        return None
+    space = body.find(b" ", HEADER_SIZE)
+    return body[HEADER_SIZE + 1 : space] if space > HEADER_SIZE + 1 else None
 
 
 def check_channels(channels: Any) -> tuple[str, ...]:

@@ -22,8 +22,8 @@ from . import _codec
 from ._durable import Acknowledgements, Seen
 from ._subscriptions import Subscriptions, Topic
 
-# (topic, sender, sequence, message)
-Entry = tuple[bytes, int, int, Any]
+# (topic, sender, sequence, message), and for a request its reply address last
+Entry = tuple[Any, ...]
 
 _unpack_header = _codec.HEADER.unpack_from
 _unpack_record = _codec.RECORD.unpack_from
@@ -31,6 +31,7 @@ _RECORD_SIZE = _codec.RECORD_SIZE
 _HEADER_SIZE = _codec.HEADER_SIZE
 _SEPARATOR = _codec.BATCH_SEPARATOR
 _CONTROL = _codec.CONTROL
+_REQUEST_MARK = _codec.REQUEST_MARK_BYTE
 _loads = orjson.loads
 _decode_wide = _codec.decode_wide
 
@@ -165,12 +166,13 @@ class Decoder:
                     continue
                 try:
                     append((topic, sender, sequence, _loads(data[split + _HEADER_SIZE : offset])))
-                except orjson.JSONDecodeError:
-                    try:
-                        text = data[split + _HEADER_SIZE : offset]
-                        append((topic, sender, sequence, _decode_wide(text)))
-                    except ValueError:  # it came, unreadable: dropped, not missed
-                        dropped += 1
+                except orjson.JSONDecodeError:  # a request, numbers orjson cannot hold, or bad
+                    text = data[split + _HEADER_SIZE : offset]
+                    if not self._take_request(topic, sender, sequence, text):
+                        try:
+                            append((topic, sender, sequence, _decode_wide(text)))
+                        except ValueError:  # it came, unreadable: dropped, not missed
+                            dropped += 1
                 # Topic.missed()'s first case, inline: the latest sender on this channel again
                 if sender == state.sender:
                     if sequence > state.last + 1:
@@ -236,13 +238,32 @@ class Decoder:
             try:
                 append((topic, sender, first + offset, _loads(part)))
             except orjson.JSONDecodeError:
-                try:
-                    append((topic, sender, first + offset, _decode_wide(part)))
-                except ValueError:
-                    counters["dropped"] += 1
+                if not self._take_request(topic, sender, first + offset, part):
+                    try:
+                        append((topic, sender, first + offset, _decode_wide(part)))
+                    except ValueError:
+                        counters["dropped"] += 1
         missed = state.missed(sender, first, first + len(parts) - 1)
         if self._gaps:
             counters["missed"] += missed
+
+    def _take_request(self, topic: bytes, sender: int, sequence: int, text: bytes) -> bool:
+        """Takes a request's text (its reply address, then JSON); False when it is not one."""
+        if not text or text[0] != _REQUEST_MARK:
+            return False
+        request = _codec.split_request(text)
+        if request is None:
+            return False
+        reply_at, json = request
+        try:
+            message = _loads(json)
+        except orjson.JSONDecodeError:
+            try:
+                message = _decode_wide(json)  # numbers orjson cannot hold
+            except ValueError:
+                return False
+        self.pending.append((topic, sender, sequence, message, reply_at))
+        return True
 
     def _take_stored(self, topic: bytes, sender: int, first: int, parts: list[bytes]) -> None:
         """A durable subscriber's: what was taken before is dropped (``duplicates``), and

@@ -23,6 +23,7 @@ from ._decoder import Decoder, Entry, Readiness
 from ._durable import Acknowledgements
 from ._message import Message
 from ._publishing import outbox as _outbox
+from ._requests import Replier
 from ._settings import BusSettings, as_context
 from ._subscriptions import Subscriptions
 from ._transports import transport_for
@@ -231,14 +232,14 @@ class Subscriber:
     def receive(self, block: bool = False, timeout: float | None = None) -> Message | None:
         """Like ``get()``, but the message comes in its envelope: a ``Message``."""
         entry = self._next_entry(block, timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     def __iter__(self) -> Iterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = self._next_entry(True, SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     async def aget(self, timeout: float | None = None) -> Any:
         """Waits, without blocking the event loop, for the next message; None on timeout."""
@@ -248,14 +249,14 @@ class Subscriber:
     async def areceive(self, timeout: float | None = None) -> Message | None:
         """Like ``aget()``, with the envelope: a ``Message``, or None on timeout."""
         entry = await self._anext_entry(timeout)
-        return None if entry is None else _envelope(entry)
+        return None if entry is None else _envelope(entry, self.settings)
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         """Yields messages as they arrive, until closed or ``general.switch`` is ``'off'``."""
         while not self._iteration_ends():
             entry = await self._anext_entry(SWITCH_INTERVAL, closing_ends=True)
             if entry is not None:
-                yield _envelope(entry)
+                yield _envelope(entry, self.settings)
 
     def _iteration_ends(self) -> bool:
         """True once closed, or once the switch is off (read at most every SWITCH_INTERVAL)."""
@@ -410,6 +411,9 @@ class Subscriber:
             raise ClosedError("This subscriber was closed; make a new one with bus.subscribe()")
 
 
-def _envelope(entry: Entry) -> Message:
-    topic, sender, sequence, message = entry
-    return Message(_codec.channel_of(topic), message, sender, sequence)
+def _envelope(entry: Entry, settings: BusSettings) -> Message:
+    if len(entry) == 4:
+        topic, sender, sequence, message = entry
+        return Message(_codec.channel_of(topic), message, sender, sequence)
+    topic, sender, sequence, message, reply_at = entry
+    return Message(_codec.channel_of(topic), message, sender, sequence, Replier(settings, reply_at))

@@ -23,10 +23,14 @@ Example::
 from __future__ import annotations
 
 import typing
+from typing import Any as _Any
 
+from . import _pending, _requests
 from ._message import Message
 from ._publishing import Publisher
+from ._publishing import outbox as _outbox
 from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+from ._settings import BusSettings as _BusSettings
 from ._settings import as_context as _as_context
 from ._settings import check_address as _check_address
 from ._subscriber import Subscriber
@@ -48,6 +52,7 @@ class Bus:
 
     def __init__(self, context: Context | str | None) -> None:
         self.context = _as_context(context, "Bus()")
+        self._settings: _BusSettings | None = None  # read at the first request
 
     def check(self) -> None:
         """Checks the settings under ``bus``: sets ``bus.address`` to the default when
@@ -87,3 +92,82 @@ class Bus:
         is split (``stats['group_lost']`` of the publisher holding the hub).
         """
         return Subscriber(self.context, channels, pattern=pattern, durable=durable, group=group)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def request(self, channel: str, message: _Any, timeout: float = 2.0) -> _Any:
+        """Sends ``message`` as a request on ``channel`` and returns the first answer
+        (its payload, as ``get()`` returns payloads).
+
+        A subscriber of the channel takes the request as a ``Message`` (``receive()``,
+        ``areceive()``, iteration) and answers with ``message.reply(answer)``; ``get()``
+        hands the payload only, which cannot be answered. Raises ``NoResponders`` at
+        once when no one subscribes to the channel, ``TimeoutError`` when no answer
+        came within ``timeout`` seconds, and for a channel or message ``put()``
+        refuses, what ``put()`` raises.
+        """
+        return self._ask(channel, message, timeout, 1)[0].message
+
+    async def arequest(self, channel: str, message: _Any, timeout: float = 2.0) -> _Any:
+        """``request()`` without blocking the event loop."""
+        return (await self._aask(channel, message, timeout, 1))[0].message
+
+    def request_all(
+        self, channel: str, message: _Any, timeout: float = 2.0, count: int | None = None
+    ) -> list[Message]:
+        """Sends a request and returns the answers (each a ``Message``, with the responders'
+        ``sender``) that came within ``timeout`` seconds, or as soon as ``count`` came:
+        a scatter-gather. Raises ``NoResponders`` when no one subscribes to the
+        channel; no answer at all is an empty list."""
+        return self._ask(channel, message, timeout, _pending.check_count(count), False)
+
+    async def arequest_all(
+        self, channel: str, message: _Any, timeout: float = 2.0, count: int | None = None
+    ) -> list[Message]:
+        """``request_all()`` without blocking the event loop."""
+        count = _pending.check_count(count)
+        return await self._aask(channel, message, timeout, count, False)
+
+    @property
+    def request_stats(self) -> dict[str, int]:
+        """This process's requests on this bus: ``requests`` sent, ``answers`` taken,
+        ``late`` answers (their request had ended: dropped), ``no_responders``,
+        ``timeouts`` and ``dropped`` (answers that did not read); on NATS, also
+        ``replies_dropped``: answers this process sent that found no requester (a hub
+        of the bus's own counts those in its ``publisher.stats``)."""
+        settings = self._bus_settings()
+        requester = _requests.existing_requester(settings)
+        stats = {} if requester is None else requester.counters
+        outbox = _outbox.existing_outbox(settings)
+        if outbox is not None and outbox.replies_dropped():
+            stats["replies_dropped"] = outbox.replies_dropped()
+        return stats
+
+    def _bus_settings(self) -> _BusSettings:
+        if self._settings is None:
+            self._settings = _BusSettings.from_context(self.context)
+        return self._settings
+
+    def _ask(
+        self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
+    ) -> list[Message]:
+        timeout = _pending.check_timeout(timeout)
+        requester = _requests.requester_for(self._bus_settings())
+        waiting = requester.send(channel, message, timeout, count)
+        try:
+            requester.wait(waiting, timeout)
+        finally:
+            requester.pending.end(waiting)
+        return _requests.outcome(waiting, timeout, first)
+
+    async def _aask(
+        self, channel: str, message: _Any, timeout: float, count: int | None, first: bool = True
+    ) -> list[Message]:
+        timeout = _pending.check_timeout(timeout)
+        requester = _requests.requester_for(self._bus_settings())
+        waiting = requester.send(channel, message, timeout, count)
+        try:
+            await requester.wait_async(waiting, timeout)
+        finally:
+            requester.pending.end(waiting)
+        return _requests.outcome(waiting, timeout, first)

@@ -10,6 +10,7 @@ The tree::
     |   +-- AddressInUse                 the address is held by something that is not a hub
     |   +-- AuthenticationError          a secured hub refused this process, or it the hub
     +-- TimeoutError (builtin TimeoutError)  a bounded wait ran out
+    +-- NoResponders                     a request's channel has no subscriber at all
     +-- ClosedError                      the subscriber or publisher was closed
 
 Invalid channel or message types raise the builtin ``TypeError``, as Python does
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigurationError",
     "MessageError",
     "MessageTooLarge",
+    "NoResponders",
     "ShellbotError",
     "TimeoutError",
     "TransportError",
@@ -65,6 +67,10 @@ class AuthenticationError(TransportError):
 
 class TimeoutError(ShellbotError, builtins.TimeoutError):
     """A bounded wait ran out. Also a builtin ``TimeoutError``."""
+
+
+class NoResponders(ShellbotError):
+    """No one subscribes to the channel of a request: the hub (or NATS) said so at once."""
 
 
 class ClosedError(ShellbotError):

@@ -75,6 +75,26 @@ class Outbox:
                     state[1] -= 1
                 raise
 
+    def request(self, channel: str, data: bytes, reply_to: bytes) -> None:
+        """Sends a request (a channel checked, its JSON text encoded), numbered with the
+        channel's messages, in order after them; answers go to ``reply_to``."""
+        with self._lock:
+            state = self._channels.get(channel)
+            if state is None:
+                state = self._channels[channel] = [_codec.topic_of(channel), 0]
+            sequence = state[1] + 1
+            self._sender.send_request(state[0], _pack(self.sender_id, sequence) + data, reply_to)
+            state[1] = sequence
+
+    def reply(self, reply_at: bytes, data: bytes) -> None:
+        """Sends an answer (its JSON text) to the request that carried ``reply_at``."""
+        with self._lock:
+            self._sender.send_reply(reply_at, _pack(self.sender_id, 0) + data)
+
+    def replies_dropped(self) -> int:
+        """Answers sent that the broker said found no requester (see ``Sender``)."""
+        return self._sender.replies_dropped()
+
     def sent(self) -> int:
         """How many messages this process put on the address so far."""
         with self._lock:

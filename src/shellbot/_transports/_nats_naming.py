@@ -11,6 +11,7 @@ import string
 from collections.abc import Iterable
 
 from .. import errors
+from .._codec import REPLY
 
 NAME_CACHE_LIMIT = 100_000  # subjects whose topics are remembered
 # The longest subject the rule writes for a channel; a longer one is its digest's
@@ -88,6 +89,11 @@ class Naming:
     arrival (``carried``). The server cannot match a pattern inside a digest, so a
     pattern also subscribes to every long channel (``PREFIX.c.%long.*``) and the
     subscriber matches those itself (``interests``).
+    A request to a channel travels under ``PREFIX.r.`` and the same tokens, outside
+    the bus's stream (``PREFIX.c.>``), so JetStream neither stores nor acknowledges
+    it and a server's no-responders status means that no subscriber has the
+    channel. Its answers go to ``PREFIX.i.<inbox>.<correlation>``: the topic
+    ``REPLY`` + ``<inbox>:<correlation>``, and an inbox subscribes to ``PREFIX.i.<inbox>.*``.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -112,6 +118,9 @@ class Naming:
         # A topic this short never makes a long subject (a byte takes 3 characters at most,
         # an empty piece 1): carries() answers those without a look-up.
         self.short_topic = (LONG_SUBJECT - len(self.channels)) // 3
+        self.requests = prefix + ".r."
+        self.inboxes = prefix + ".i."
+        self._requests, self._channels = self.requests.encode(), self.channels.encode()
         self._subjects: dict[bytes, str] = {}
         self._topics: dict[bytes, bytes | None] = {}
 
@@ -135,10 +144,22 @@ class Naming:
         """Whether a message on ``topic`` carries its channel: a long channel's."""
         return len(topic) > self.short_topic and self.subject(topic).startswith(self.long)
 
+    def inbox_subject(self, reply_to: bytes) -> str:
+        """The subject of the answers to a request that carries ``reply_to``."""
+        inbox, _, correlation = reply_to.decode("ascii").partition(":")
+        return f"{self.inboxes}{inbox}.{correlation}"
+
+    def request_interest(self, interest: str) -> str:
+        """The subject of requests matching a channel's ``interest`` subject."""
+        return self.requests + interest[len(self.channels) :]
+
     def interests(self, prefix: bytes, pattern: str | None) -> tuple[str, ...]:
         """The subjects (with wildcards) a receiver subscribes to for
         ``Receiver.subscribe``: a pattern's, and every long channel's, which the server
-        cannot match against the pattern (the subscriber does)."""
+        cannot match against the pattern (the subscriber does); an inbox's answers."""
+        if prefix.startswith(REPLY):  # an inbox: every answer to its requests (or all)
+            inbox = prefix[len(REPLY) :].decode("ascii").rstrip(":")
+            return (f"{self.inboxes}{inbox}.*" if inbox else f"{self.inboxes}>",)
         if pattern is not None:
             tokens = pattern.split(".")
             subject = self.channels + ".".join(
@@ -174,6 +195,11 @@ class Naming:
         topic: bytes | None
         try:
             subject = raw_subject.decode("utf-8")
+            if subject.startswith(self.inboxes):  # one subject per answer: not kept
+                inbox, _, correlation = subject[len(self.inboxes) :].partition(".")
+                return REPLY + f"{inbox}:{correlation}".encode("ascii")
+            if subject.startswith(self.requests):
+                subject = self.channels + subject[len(self.requests) :]
             if subject.startswith(self.long):
                 digest = subject[len(self.long) :]
                 valid = len(digest) == 2 * DIGEST_SIZE and digest == digest.lower()
@@ -197,6 +223,8 @@ class Naming:
         ``CARRIED``): the topic it carries, if its digest is the subject's; else None and
         the payload, dropped and counted by the subscriber."""
         end = payload.find(b"\xff") + 1
+        if raw_subject.startswith(self._requests):  # a request to a long channel
+            raw_subject = self._channels + raw_subject[len(self._requests) :]
         if end:
             topic = payload[:end]
             try:

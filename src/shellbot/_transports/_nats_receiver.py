@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
-from .._codec import CONTROL
+from .._codec import CONTROL, request_body
 from ._inbox import Inbox
 from ._nats_connection import _Connection
 from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
@@ -82,24 +82,36 @@ class NatsReceiver(ConnectionReceiver):
         self._wildcards: list[str] = []
         self._rank: dict[str, int] = {}
         self._asked = 0
+        self._answers = self._naming.inboxes.encode()
 
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
-        queue = self._queue if prefix[:1] != CONTROL else None
+        queue = None if prefix[:1] == CONTROL else self._queue
         for subject in self._naming.interests(prefix, pattern):
-            count = self._interests.get(subject, 0)
-            self._interests[subject] = count + 1
-            if count == 0:
-                self._connection.call_soon(self._change, subject, True, queue)
+            self._add(subject, queue)
+            if prefix[:1] != CONTROL:
+                # Requests to its channels too (see Naming); a group's go to one member.
+                self._add(self._naming.request_interest(subject), queue)
+
+    def _add(self, subject: str, queue: str | None) -> None:
+        count = self._interests.get(subject, 0)
+        self._interests[subject] = count + 1
+        if count == 0:
+            self._connection.call_soon(self._change, subject, True, queue)
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         for subject in self._naming.interests(prefix, pattern):
-            count = self._interests.get(subject, 0)
-            if count <= 1:
-                self._interests.pop(subject, None)
-                if count == 1:
-                    self._connection.call_soon(self._change, subject, False)
-            else:
-                self._interests[subject] = count - 1
+            self._remove(subject)
+            if prefix[:1] != CONTROL:
+                self._remove(self._naming.request_interest(subject))
+
+    def _remove(self, subject: str) -> None:
+        count = self._interests.get(subject, 0)
+        if count <= 1:
+            self._interests.pop(subject, None)
+            if count == 1:
+                self._connection.call_soon(self._change, subject, False)
+        else:
+            self._interests[subject] = count - 1
 
     def close(self) -> None:
         if self._closed:
@@ -155,19 +167,39 @@ class NatsReceiver(ConnectionReceiver):
             return  # refused, or closed: receive() says so (and _renewed subscribes again)
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
-            client.take(subscription, functools.partial(self._deliver, interest))
+            if interest.startswith(self._naming.requests):  # the reply subject matters
+                client.take(subscription, functools.partial(self._deliver_request, interest), True)
+            else:
+                client.take(subscription, functools.partial(self._deliver, interest))
         else:  # unsubscribed meanwhile
             await unsubscribe_quietly(subscription)
 
     def _deliver(self, interest: str, subject: bytes, data: bytes) -> None:
-        if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
-            return  # another subscription of this receiver delivers this one (in a queue
-            # group, the server sends one member one copy, on any of its subscriptions)
+        if (
+            self._wildcards
+            and self._queue is None  # in a queue group, the server sends one member one copy
+            and not subject.startswith(self._answers)  # an inbox's: one interest matches
+            and self._delivered_by(subject) != interest
+        ):
+            return  # another subscription of this receiver delivers this one
         topic = self._naming.topic(subject)
         if topic is CARRIED:  # a long channel's: the channel is in the payload
             topic, data = self._naming.carried(subject, data)
         # A subject the naming rule never writes comes as one frame: dropped and counted.
         self._inbox.push([data] if topic is None else [topic, data])
+
+    def _deliver_request(
+        self, interest: str, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> None:
+        if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
+            return
+        topic = self._naming.topic(subject)
+        if topic is CARRIED:  # a request to a long channel: the channel is in the payload
+            topic, data = self._naming.carried(subject, data)
+        if topic is None:
+            self._inbox.push([data])
+        else:  # the reply subject travels in the body, as on every transport
+            self._inbox.push([topic, request_body(data, reply) if reply else data])
 
     def _delivered_by(self, subject: bytes) -> str | None:
         """The first interest, in the order asked, that matches ``subject``."""

@@ -221,6 +221,12 @@ def subscriptions_reader(token: Any) -> Any:
     return token[2]
 
 
+def watch_inbound(token: Any, connections: Any) -> None:
+    """Gives the guard the hub's watch of its inbound connections (they share one
+    monitor: libzmq gives a socket only one)."""
+    token[2].inbound = connections
+
+
 def release_hub(token: Any) -> None:
     context, domain, guard = token
     guard.stop()

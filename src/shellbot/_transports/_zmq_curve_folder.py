@@ -30,6 +30,8 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
+from ._zmq_handover import InboundConnections
+
 log = logging.getLogger("shellbot.bus")
 
 LOOK_INTERVAL = 0.25  # seconds between the guard's looks at the folder
@@ -213,13 +215,15 @@ class Guard:
 
     def __init__(self, sockets: list[zmq.Socket], authorized: Authorized) -> None:
         self._authorized = authorized
+        # The inbound side's connections come from the hub's own watch of them (libzmq
+        # gives a socket one monitor, and the hub's clean stop needs it): ``inbound``.
         self._monitors = {
             # A name of its own: pyzmq's default one is made of a descriptor, reused.
-            hub_socket.get_monitor_socket(
-                _WATCHED, f"inproc://shellbot-guard-{next(_names)}"
-            ): hub_socket.type == zmq.XPUB
+            hub_socket.get_monitor_socket(_WATCHED, f"inproc://shellbot-guard-{next(_names)}"): True
             for hub_socket in sockets
+            if hub_socket.type == zmq.XPUB
         }
+        self.inbound: InboundConnections | None = None  # set by the hub once it made it
         # descriptor -> (on the subscriber side, the local port, the connection's number)
         self._connections: dict[int, tuple[bool, int, int]] = {}
         self._serials = itertools.count()
@@ -231,7 +235,8 @@ class Guard:
         self._keys: dict[int, tuple[bytes, float]] = {}
         self._ended: dict[int, float] = {}
         self.read_at = 0.0  # when the hub last read every subscription queued
-        self._hard_cuts: list[tuple[float, int, int]] = []  # (when, descriptor, number)
+        # (when, the publishers' connections cut for writing then): cut both ways after GRACE
+        self._hard_cuts: list[tuple[float, list[tuple[int, int]]]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shellbot-curve-guard", daemon=True)
         self._thread.start()
@@ -310,24 +315,23 @@ class Guard:
     def _look(self) -> None:
         now = time.monotonic()
         while self._hard_cuts and self._hard_cuts[0][0] <= now:
-            _, descriptor, serial = self._hard_cuts.pop(0)
-            connection = self._connections.get(descriptor)
-            if connection is not None and connection[2] == serial:
-                _shut(descriptor, connection[1], socket.SHUT_RDWR)
+            _, connections = self._hard_cuts.pop(0)
+            if self.inbound is not None:
+                self.inbound.cut(connections, socket.SHUT_RDWR)
         removed = self._authorized.removed()
         if removed:
             self._cut(removed)
 
     def _cut(self, removed: frozenset[bytes]) -> None:
         subscribers = publishers = 0
-        for descriptor, (subscriber_side, port, serial) in list(self._connections.items()):
-            if subscriber_side:
-                key = self._key_of(descriptor)
-                if key is None or key in removed:
-                    subscribers += _shut(descriptor, port, socket.SHUT_RDWR)
-            elif _shut(descriptor, port, socket.SHUT_WR):
-                publishers += 1
-                self._hard_cuts.append((time.monotonic() + GRACE, descriptor, serial))
+        for descriptor, (_, port, _) in list(self._connections.items()):
+            key = self._key_of(descriptor)
+            if key is None or key in removed:
+                subscribers += _shut(descriptor, port, socket.SHUT_RDWR)
+        if self.inbound is not None:
+            connections = self.inbound.connections()
+            publishers = self.inbound.cut(connections, socket.SHUT_WR)
+            self._hard_cuts.append((time.monotonic() + GRACE, connections))
         log.warning(
             "CURVE: %d keys removed from bus.curve.authorized: cut %d connections of their "
             "subscribers, and all %d of publishers (whose keys the hub cannot tell); those "

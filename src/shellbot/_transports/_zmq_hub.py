@@ -31,13 +31,23 @@ from .._codec import (
     HEADER,
     HEADER_SIZE,
     RECORD,
+    REPLY,
     ROUTE,
     ROUTE_REQUEST,
     SHARE_REQUEST,
     TERMINATOR,
 )
 from .._settings import BusSettings
-from ._zmq_curve import curve_of, holding_refused, release_hub, secure_hub, subscriptions_reader
+from ._zmq_curve import (
+    curve_of,
+    holding_refused,
+    release_hub,
+    secure_hub,
+    subscriptions_reader,
+    watch_inbound,
+)
+from ._zmq_handover import InboundConnections, watched
+from ._zmq_requests import inbox_of, reply_addresses
 from ._zmq_shares import HubShares
 from .base import Hub
 from .zmq import (
@@ -61,7 +71,7 @@ from .zmq import (
 WARM_UP_MIN = 0.1
 WARM_UP_QUIET = 0.05
 WARM_UP_MAX = 0.5
-DRAIN_QUIET_MS = 50  # a stopping hub closes once nothing arrived for this long
+DRAIN_QUIET_MS = 50  # inproc://: a stopping hub closes once nothing arrived for this long
 FORWARD_BURST = 1024  # messages forwarded before the hub looks at its other sockets
 # Under a backlog the hub joins consecutive messages of one sender on one channel into
 # one body of at most RUN_BYTES (or bus.max_message_size when smaller), and the
@@ -126,9 +136,15 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
         routes.reader = subscriptions_reader(secured)
     _warm_up(xpub, routes)
     inbound = inbound_address(settings)
+    # Watched from before it binds: a clean stop ends every connection (_zmq_handover).
+    connections = InboundConnections(pull, inbound) if watched(settings.scheme) else None
+    if secured is not None:
+        watch_inbound(secured, connections)  # a removed key's publishers are cut through it
     try:
         pull.bind(inbound)
     except zmq.ZMQError as error:
+        if connections is not None:
+            connections.close()
         pull.close(linger=0)
         xpub.close(linger=0)
         if secured is not None:
@@ -139,7 +155,7 @@ def open_hub(context: zmq.Context, settings: BusSettings) -> ZmqHub | None:
             f"The hub bound {settings.address} but not its inbound side {inbound} "
             f"({error}); free it, or set bus.inbound to a free address"
         ) from error
-    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured)
+    return ZmqHub(context, settings, xpub, pull, lock_file, routes, secured, connections)
 
 
 class _Routes:
@@ -157,6 +173,7 @@ class _Routes:
         self.exact: dict[bytes, set[bytes]] = {}  # topic -> batch topics of its receivers
         self.prefixes: dict[bytes, set[bytes]] = {}  # prefix (pattern, '') -> batch topics
         self.plain = 0
+        self.inboxes: set[bytes] = set()  # the REPLY prefixes of requesters' inboxes
         self.count = 0  # routes held: (topic or prefix, receiver) pairs
         self.held: dict[bytes, int] = {}  # batch topic -> routes held for that receiver
         # topic -> the batch topics of its receivers; emptied when the routes change
@@ -195,6 +212,8 @@ class _Routes:
             self.shares.take(topic, subscribing)
         elif topic[:1] != CONTROL:
             self.plain = max(0, self.plain + (1 if subscribing else -1))
+        elif topic.startswith(REPLY):
+            (self.inboxes.add if subscribing else self.inboxes.discard)(topic)
 
     def receivers_of(self, topic: bytes) -> tuple[bytes, ...]:
         """The batch topics of the receivers that want ``topic``, worked out from the
@@ -227,6 +246,7 @@ class _Batches:
         self._shares = routes.shares
         self._members = routes.shares.shares.members  # the same dict for good: any group?
         self.unrouted = 0  # messages no receiver wanted
+        self.no_responders = 0  # requests among them, answered at once
 
     def add(self, topic: bytes, run: list[bytes]) -> None:
         data = run[0] if len(run) == 1 else BATCH_SEPARATOR.join(run)
@@ -240,6 +260,10 @@ class _Batches:
         if not receivers:
             if not self._routes.plain and not shared:  # plain readers may have: ZeroMQ knows
                 self.unrouted += len(run)
+                for reply_to in reply_addresses(topic, run):  # requests: no one will answer
+                    self.no_responders += 1
+                    _send(self._xpub, REPLY + reply_to, _SNDMORE)
+                    _send(self._xpub, b"")
             return
         record = _pack_record(len(data), len(topic), len(run))
         room = self._limit - _RECORD_SIZE - len(data)
@@ -279,6 +303,7 @@ class ZmqHub(Hub):
         lock_file: int | None,
         routes: _Routes,
         secured: Any = None,
+        connections: InboundConnections | None = None,
     ) -> None:
         self._secured = secured  # the ZAP handler's share of a CURVE hub, released at the end
         self._settings = settings
@@ -289,7 +314,13 @@ class ZmqHub(Hub):
         self._routes = routes
         self._run_limit = HEADER_SIZE + min(RUN_BYTES, settings.max_message_size)
         self._batches = _Batches(subscriber_side, routes, BATCH_BYTES)
-        self._counters = {"forwarded": 0, "signals": 0, "dropped": 0, "oversized": 0}
+        self._counters = {
+            "forwarded": 0,
+            "signals": 0,
+            "dropped": 0,
+            "oversized": 0,
+            "replies_dropped": 0,
+        }
         wake_address = f"inproc://shellbot-hub-wake-{id(self)}"
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.bind(wake_address)
@@ -297,6 +328,7 @@ class ZmqHub(Hub):
         self._wake_out.connect(wake_address)
         self._drain = 0.0
         self._closed = False
+        self._connections = connections  # tcp://, ipc://: a clean stop then loses nothing
         self._thread = threading.Thread(target=self._run, name="shellbot-hub", daemon=True)
         self._thread.start()
 
@@ -305,6 +337,7 @@ class ZmqHub(Hub):
         return {
             **self._counters,
             "unrouted": self._batches.unrouted,
+            "no_responders": self._batches.no_responders,
             "subscribers": len(routes.held),
             "routes": routes.count,
             **routes.shares.stats(),
@@ -323,6 +356,9 @@ class ZmqHub(Hub):
         try:
             items = [(self._pull, _POLLIN), (self._xpub, _POLLIN), (self._wake_in, _POLLIN)]
             pull, xpub, wake = self._pull, self._xpub, self._wake_in
+            connections = self._connections
+            if connections is not None:
+                items.append((connections.monitor, _POLLIN))
             while True:
                 ready = [socket for socket, _ in _poll(items, -1)]
                 if xpub in ready:
@@ -330,10 +366,17 @@ class ZmqHub(Hub):
                     self._batches.flush()  # what a member that left had waiting goes on
                 if pull in ready:
                     self._forward_available()
+                if connections is not None and connections.monitor in ready:
+                    connections.take_events()
                 if wake in ready:
                     break
-            self._drain_then_close()
+            if connections is None:
+                self._drain_then_close()
+            else:
+                self._end_connections_then_close(connections)
         finally:
+            if self._connections is not None:
+                self._connections.close()
             for socket in (self._pull, self._wake_in):
                 socket.close(linger=0)
             self._xpub.close(linger=_milliseconds(min(self._settings.linger, 1.0)))
@@ -441,7 +484,15 @@ class ZmqHub(Hub):
         knows the routes requested before its subscription: a probe's echo tells the
         subscriber that its channels reach it."""
         self._send_runs(runs)
-        _take_subscriptions(self._xpub, self._routes)
+        if data.startswith(REPLY):  # an answer: to an inbox the hub knows, else counted
+            inbox = inbox_of(data[:end])
+            if inbox not in self._routes.inboxes:
+                _take_subscriptions(self._xpub, self._routes)  # it may have just come
+                if inbox not in self._routes.inboxes:
+                    self._counters["replies_dropped"] += 1  # its requester is gone
+                    return
+        else:
+            _take_subscriptions(self._xpub, self._routes)
         _send(self._xpub, data[:end], _SNDMORE)
         _send(self._xpub, data[end:])
 
@@ -451,6 +502,26 @@ class ZmqHub(Hub):
             self._batches.add(run[0], run[1])
         runs.clear()
         self._batches.flush()
+
+    def _end_connections_then_close(self, connections: InboundConnections) -> None:
+        """Ends every publisher's connection and forwards all it sent, then returns: once
+        none is left, at the latest after ``drain`` seconds."""
+        deadline = time.monotonic() + self._drain
+        connections.end_all()
+        items = [(self._pull, _POLLIN), (connections.monitor, _POLLIN)]
+        while True:
+            connections.take_events()
+            if not connections.open:
+                while self._pull.poll(0):  # what the last ones sent, queued already
+                    self._forward_available()
+                connections.take_events()  # one accepted meanwhile is waited for too
+                if not connections.open:
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # what is still on its way is lost: publishers count it missed
+                return
+            if _poll(items, int(remaining * 1000) + 1):
+                self._forward_available()
 
     def _drain_then_close(self) -> None:
         """Forwards what still arrives, until quiet or ``drain`` seconds have passed."""

@@ -17,6 +17,7 @@ import abc
 import enum
 from collections.abc import Iterator, Sequence
 
+from .._codec import REPLY, request_body
 from .._settings import BusSettings
 from ..errors import ConfigurationError
 
@@ -46,6 +47,25 @@ class Sender(abc.ABC):
         """
         self.send([(topic, body)])
         return 1
+
+    def send_request(self, topic: bytes, body: bytes, reply_to: bytes) -> None:
+        """Sends a request on a channel's ``topic``, in order after what was sent: a
+        message whose answers go to ``reply_to`` (a ``ReplyInbox`` address). Receivers
+        get it as ``_codec.request_body(body, reply_at)``, where ``reply_at`` is what
+        ``send_reply`` takes (the same address here, a transport's own elsewhere). When
+        no receiver wants the channel, the hub (or broker) answers at once with an
+        empty body on ``REPLY + reply_to``."""
+        self.send([(topic, request_body(body, reply_to))])
+
+    def send_reply(self, reply_at: bytes, body: bytes) -> None:
+        """Sends an answer to the request that carried ``reply_at``. An answer that
+        finds no requester is dropped and counted by the hub, never raised here."""
+        self.send([(REPLY + reply_at, body)])
+
+    def replies_dropped(self) -> int:
+        """Answers this sender sent that the broker said found no requester (NATS); 0
+        where a hub of the bus's own counts them (``replies_dropped`` in its stats)."""
+        return 0
 
     def handshake_failure(self) -> str | None:
         """Why the hub refused this sender's latest handshake (a secured bus), or None.
@@ -161,7 +181,10 @@ class Receiver(abc.ABC):
 # dropped (bad shape) and oversized; and, now, subscribers (receivers that asked for at
 # least one channel) and routes (channel or pattern, subscriber pairs); queue groups'
 # members now, the messages waiting for a member with room, and those lost to a group
-# (in a member's hand when it left, or over a full group's backlog: ``_shares``).
+# (in a member's hand when it left, or over a full group's backlog: ``_shares``);
+# requests it answered itself because no one subscribes to their channel
+# (no_responders), and answers it dropped because their requester was gone
+# (replies_dropped).
 HUB_COUNTERS = (
     "forwarded",
     "unrouted",
@@ -173,6 +196,8 @@ HUB_COUNTERS = (
     "group_members",
     "group_waiting",
     "group_lost",
+    "no_responders",
+    "replies_dropped",
 )
 
 

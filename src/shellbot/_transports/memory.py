@@ -4,6 +4,8 @@ No hub and no socket: a send appends the frames to the queue of every receiver
 whose prefixes match, under one lock, so order is kept per sender. A receiver
 that falls ``receive_high_water_mark`` frames behind loses the newest frames,
 as a ZeroMQ subscriber would; the sequence numbers above make that visible.
+A request no receiver wants is answered at once, with the empty body that says no
+one subscribes, as the ZeroMQ hub does; an answer no requester wants is counted.
 A queue group's members are given their share by credit, as the ZeroMQ hub
 gives it (``_shares``).
 """
@@ -14,7 +16,15 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from .. import _process
-from .._codec import CONTROL, CONTROL_BYTE, TERMINATOR
+from .._codec import (
+    CONTROL,
+    CONTROL_BYTE,
+    HEADER_SIZE,
+    REPLY,
+    REQUEST_MARK_BYTE,
+    TERMINATOR,
+    request_reply_to,
+)
 from .._settings import BusSettings
 from ._inbox import Inbox
 from ._shares import CREDIT_STEP, Assignment, Shares
@@ -28,17 +38,42 @@ class _Exchange:
         self.lock = threading.Lock()
         self.receivers: list[MemoryReceiver] = []
         self.hub_held = False  # one hub per address, as with sockets
+        self.counters = {"no_responders": 0, "replies_dropped": 0}
         self.shares = Shares()
 
     def deliver(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
         with self.lock:
             shares = self.shares
             for topic, body in messages:
+                wanted = False
                 for receiver in self.receivers:
                     if receiver.accepts(topic):
                         receiver.push([topic, body])
+                        wanted = True
                 if shares.members and topic[0] != CONTROL_BYTE:
-                    self.hand(shares.route(topic, [topic, body], 1, len(body)) or ())
+                    assignments = shares.route(topic, [topic, body], 1, len(body))
+                    if assignments is not None:  # a group wants it (now, or once it has room)
+                        wanted = True
+                        self.hand(assignments)
+                if not wanted:
+                    self._unwanted(topic, body)
+
+    # Called with the lock held.
+    def _unwanted(self, topic: bytes, body: bytes) -> None:
+        """A request no one wants is answered at once; an answer no one wants, counted."""
+        if topic.startswith(REPLY):
+            self.counters["replies_dropped"] += 1
+        elif topic[:1] != CONTROL and len(body) > HEADER_SIZE:
+            if body[HEADER_SIZE] != REQUEST_MARK_BYTE:
+                return
+            reply_to = request_reply_to(body)
+            if reply_to is None:
+                return
+            self.counters["no_responders"] += 1
+            answer = REPLY + reply_to
+            for receiver in self.receivers:
+                if receiver.accepts(answer):
+                    receiver.push([answer, b""])
 
     # Called with the lock held.
     def hand(self, assignments: Sequence[Assignment] | list[Assignment]) -> None:
@@ -161,12 +196,14 @@ class MemoryHub(Hub):
         self._exchange = exchange
 
     def stats(self) -> dict[str, int]:
-        shares = self._exchange.shares
-        with self._exchange.lock:
+        exchange = self._exchange
+        shares = exchange.shares
+        with exchange.lock:
             return {
                 "group_members": len(shares.members),
                 "group_waiting": shares.waiting(),
                 "group_lost": shares.lost,
+                **exchange.counters,
             }
 
     def close(self, drain: float) -> None:

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from .. import errors
 from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
@@ -59,6 +61,11 @@ log = logging.getLogger("shellbot.bus")
 RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 
 _unpack_header = HEADER.unpack_from
+# Requests and answers wait in the sender's queue as these control topics (never a
+# bus signal's: those are text), so they keep their order with the messages.
+_EXCHANGE = b"\x00"
+_REQUEST_ITEM = b"\xff\x00q"  # + reply subject + b" " + the channel's topic
+_REPLY_ITEM = b"\xff\x00a"  # + the reply subject to answer on
 
 
 class NatsSender(Sender):
@@ -81,6 +88,8 @@ class NatsSender(Sender):
         # The connection was closed for good (and is made anew): the next put() says so.
         self._unreported: errors.TransportError | None = None
         connection.when_closed(self, self._report_closed, self._renewed)
+        self._bounces: str | None = None  # where the server says an answer found no one
+        self._replies_dropped = 0
         connection.call_soon(self._start)
 
     # -- in the caller's thread
@@ -134,6 +143,40 @@ class NatsSender(Sender):
             return UNKNOWN_NODES
         self.send_one(topic, body)
         return 1 + self._connection.probe_elsewhere(self._naming.subject(topic))
+
+    def send_request(self, topic: bytes, body: bytes, reply_to: bytes) -> None:
+        """A request leaves in order with the messages, as a NATS request (a reply
+        subject, under ``PREFIX.r.``: see ``Naming``), whose no-responders status the
+        server sends when no one subscribes."""
+        reply = self._naming.inbox_subject(reply_to).encode()
+        self.send_one(_REQUEST_ITEM + reply + b" " + topic, body)
+
+    def send_reply(self, reply_at: bytes, body: bytes) -> None:
+        """``reply_at`` is the NATS reply subject the request came with."""
+        self.send_one(_REPLY_ITEM + reply_at, body)
+
+    async def _publish_exchange(self, item: bytes, body: bytes) -> None:
+        client = self._connection.client
+        if item.startswith(_REQUEST_ITEM):
+            reply, _, topic = item[len(_REQUEST_ITEM) :].partition(b" ")
+            subject = self._naming.request_interest(self._naming.subject(topic))
+            if self._naming.carries(topic):  # a long channel's: it carries its topic
+                body = topic + body
+            await client.publish(subject, body, reply=reply.decode())
+        else:
+            if self._bounces is None:  # before the first answer leaves: in order on the wire
+                self._bounces = f"{self._naming.inboxes}{secrets.token_hex(8)}.0"
+                await client.subscribe(self._bounces, cb=self._bounced)
+            # With a reply subject of its own, an answer whose requester is gone comes
+            # back as the server's no-responders status: counted, never raised.
+            await client.publish(item[len(_REPLY_ITEM) :].decode(), body, reply=self._bounces)
+
+    async def _bounced(self, message: Any) -> None:
+        if not message.data:
+            self._replies_dropped += 1
+
+    def replies_dropped(self) -> int:
+        return self._replies_dropped
 
     def _wait_for_room(self) -> None:
         deadline = time.monotonic() + self._settings.send_timeout
@@ -278,7 +321,7 @@ class NatsSender(Sender):
                 topic, body = queue.popleft()
                 taken += 1
                 # A long channel's message carries its topic (see Naming).
-                carried = len(topic) > short and carries(topic)
+                carried = topic[0] != CONTROL_BYTE and len(topic) > short and carries(topic)
                 if queue and topic[0] != CONTROL_BYTE:
                     identity, sequence = _unpack_header(body)
                     parts: list[bytes] | None = None
@@ -301,7 +344,9 @@ class NatsSender(Sender):
                     if parts is not None:
                         body = BATCH_SEPARATOR.join(parts)
                 try:
-                    if stored is not None and topic[0] != CONTROL_BYTE:
+                    if topic[0] == CONTROL_BYTE and topic[1:2] == _EXCHANGE:
+                        await self._publish_exchange(topic, body)
+                    elif stored is not None and topic[0] != CONTROL_BYTE:
                         await stored(subject_of(topic), body, topic if carried else b"")
                     else:
                         await publish(subject_of(topic), topic + body if carried else body)

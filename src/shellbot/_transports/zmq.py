@@ -47,6 +47,10 @@ from ._zmq_takeover import StoppedHolder
 from .base import Frames, Hub, Receiver, Sender, Transport
 
 RECONNECT_INTERVAL_MS = 20  # a subscriber finds a (re)started hub within this much
+# A hub that stops cleanly drops new connections' SYNs (see _zmq_handover): a sender's
+# connection attempt that meets it starts again after this, rather than at the kernel's
+# SYN retries (1 s, 3 s, 7 s...), and so reaches the next hub.
+CONNECT_TIMEOUT_MS = 1000
 # Heartbeats on every connection (ZMTP PING/PONG, answered by libzmq's own threads): a
 # peer silent for HEARTBEAT_TIMEOUT_MS after a ping (a stopped process, a machine gone,
 # a cut network) is dropped, within IVL + TIMEOUT = 2 s, and reconnected to.
@@ -132,6 +136,7 @@ class ZmqSender(Sender):
         self._socket.setsockopt(zmq.SNDHWM, settings.send_high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, _milliseconds(settings.send_timeout) or 0)
         self._socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
+        self._socket.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
         keep_alive(self._socket)
         self._watch = _secured(self._socket, settings, "inbound side", self._address)
         self._socket.connect(connect_address(self._address))

@@ -18,6 +18,9 @@ Workloads (full run; ``--quick`` shrinks them to a smoke run of seconds):
 - T6 memory: 1,000,000 messages while one subscriber is stopped (SIGSTOP) and another
   keeps up; then the stopped one reads again and a last message shows it its gap.
 - T7 idle cost: a started publisher and a subscriber blocked in ``get``, 10 s of silence.
+- T8 request/reply: one requester and one responder, 10,000 sequential requests (p50,
+  p99, requests/s), then 8 requesters at once (requests/s); the anchor is a bare REQ/REP
+  pair on ZeroMQ, ``nc.request()`` and a callback responder on NATS (``_requests``).
 - T9 work queue: one publisher, a queue group of 8 member processes, 200,000 messages:
   deliveries/s against our T1, the largest share over the smallest, lost and twice; the
   anchor is a bare PUSH to 8 PULL sockets on ZeroMQ, queue subscriptions on NATS (``_groups``).
@@ -75,7 +78,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _durable, _groups, _nats, _runs
+from . import _durable, _groups, _nats, _requests, _runs
 from ._runs import ANCHOR, OURS, Flow, Network
 
 __all__ = ["WORKLOADS", "run"]
@@ -155,6 +158,10 @@ def _t7(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     return _runs.idle(side, sizes.idle, network)
 
 
+def _t8(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
+    return _requests.request_reply(side, sizes.round_trips, sizes.warmup, network)
+
+
 def _t9(side: str, sizes: Sizes, network: Network) -> dict[str, Any]:
     return _groups.work_queue(side, sizes.work, network)
 
@@ -190,6 +197,7 @@ WORKLOADS = {
         Workload("T5", "many channels, 1 subscriber of 10,000", _t5, True),
         Workload("T6", "memory, 1 stalled + 1 live subscriber", _t6, False),
         Workload("T7", "idle cost, no traffic", _t7, False),
+        Workload("T8", "request/reply, 1 -> 1, then 8 requesters", _t8, True),
         Workload("T9", f"work queue, 1 -> a group of {_groups.MEMBERS}", _t9, True),
         Workload("T1d", "durable T1, 1 -> 1, stored and acknowledged", _t1d, True, True),
     )
@@ -285,6 +293,8 @@ def _summarize(
 ) -> list:
     """The rows of one workload; ``nats``: a run on NATS, judged by its own targets
     (against bare nats-py on the same server: a broker's hops are the anchor's too)."""
+    if key == "T8":
+        return _requests.rows(ours, anchor, nats, _row)
     if key == "T9":
         return _groups.rows(ours, anchor, t1, _row)
     if nats and key in NATS_TARGETS:
@@ -570,7 +580,7 @@ def _summarize_durable(ours: dict[str, Any], anchor: dict[str, Any]) -> list[dic
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("msgs/s", "deliveries/s", "msgs"):
+    if unit in ("msgs/s", "deliveries/s", "requests/s", "msgs"):
         return f"{value:,.0f}"
     if unit == "% core":
         return f"{value:.2f}"
@@ -895,6 +905,8 @@ def _run(
             ours, anchor = _latency(runs[OURS]), _latency(runs[ANCHOR])
         elif key == "T1d":
             ours, anchor = _durable_summary(runs[OURS]), _durable_summary(runs[ANCHOR])
+        elif key == "T8":
+            ours, anchor = _requests.summary(runs[OURS]), _requests.summary(runs[ANCHOR])
         elif key in ("T6", "T7"):
             ours, anchor = runs[OURS][0], runs[ANCHOR][0]
         else:

@@ -33,7 +33,7 @@ def bench(
         typer.Option(
             "--only",
             metavar="T1,T2",
-            help="Run only these workloads (T1 to T7; T1d, durable T1, on NATS).",
+            help="Run only these workloads (T1 to T9; T1d, durable T1, on NATS).",
         ),
     ] = None,
     transport: Annotated[

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.highlighter import JSONHighlighter
 from rich.text import Text
 
+from .._codec import HEADER, HEADER_SIZE, REPLY
 from .._settings import DEFAULT_ADDRESS, BusSettings, redacted
 from .._transports import transport_for
 from .._transports.base import HubKind
@@ -65,7 +66,7 @@ def spy(
             "--json",
             metavar="",
             help="Print JSON lines: channel, time, message, sender (an integer, as in "
-            "Message.sender) and sequence.",
+            "Message.sender), sequence, and kind for a request or an answer.",
         ),
     ] = False,
     count: Annotated[
@@ -109,17 +110,24 @@ def spy(
                     fail(f"the bus at {shown} did not confirm the subscription in time")
                 what = "every channel" if wanted == [""] else ", ".join(wanted)
                 err.print(f"Spying on {shown}: {what}. Ctrl-C to stop.")
-                _spy_loop(subscriber, json_lines, count, stop)
+                show = _Lines(json_lines)
+                answers = threading.Thread(
+                    target=_spy_answers,
+                    args=(BusSettings.from_context(context), show, stop),
+                    daemon=True,
+                )
+                answers.start()
+                try:
+                    _spy_loop(subscriber, show, count, stop)
+                finally:
+                    stop.set()
+                    answers.join(1.0)
         finally:
             if keeper is not None:
                 keeper.stop(timeout=keeper.settings.drain_timeout + 1.0)
 
 
-def _spy_loop(subscriber: Subscriber, json_lines: bool, count: int, stop: threading.Event) -> None:
-    out = Console(highlight=False, soft_wrap=True)
-    color = out.is_terminal and not json_lines
-    highlight = JSONHighlighter()
-    styles = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+def _spy_loop(subscriber: Subscriber, show: _Lines, count: int, stop: threading.Event) -> None:
     seen = 0
     try:
         while not stop.is_set() and (count == 0 or seen < count):
@@ -127,33 +135,85 @@ def _spy_loop(subscriber: Subscriber, json_lines: bool, count: int, stop: thread
             if message is None:
                 continue
             seen += 1
-            now = time.time()
-            body = orjson.dumps(message.message).decode()
-            if json_lines:
-                line = orjson.dumps(
-                    {
-                        "channel": message.channel,
-                        "time": datetime.fromtimestamp(now).astimezone().isoformat(),
-                        "message": message.message,
-                        "sender": message.sender,
-                        "sequence": message.sequence,
-                    }
-                ).decode()
-                sys.stdout.write(line + "\n")
+            kind = "request" if message.is_request else None
+            show(message.channel, message.message, message.sender, message.sequence, kind)
+    except BrokenPipeError:  # the reader went away (spy | head): that is an end, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _Lines:
+    """Prints what the spy sees, one line each, from the spy's threads."""
+
+    STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+
+    def __init__(self, json_lines: bool) -> None:
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.json_lines = json_lines
+        self.color = self.out.is_terminal and not json_lines
+        self.highlight = JSONHighlighter()
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, channel: str, value: Any, sender: int, sequence: int, kind: str | None
+    ) -> None:
+        """One line: a message, a request (``kind``), or an answer (its reply address)."""
+        now = time.time()
+        body = orjson.dumps(value).decode()
+        with self.lock:
+            if self.json_lines:
+                fields: dict[str, Any] = {
+                    "channel": channel,
+                    "time": datetime.fromtimestamp(now).astimezone().isoformat(),
+                    "message": value,
+                    "sender": sender,
+                    "sequence": sequence,
+                }
+                if kind is not None:
+                    fields["kind"] = kind
+                sys.stdout.write(orjson.dumps(fields).decode() + "\n")
                 sys.stdout.flush()
-            elif color:
-                style = styles[sum(message.channel.encode()) % len(styles)]
-                out.print(
+            elif self.color:
+                style = self.STYLES[sum(channel.encode()) % len(self.STYLES)]
+                self.out.print(
                     Text.assemble(
                         (stamp(now), "dim"),
                         " ",
-                        (message.channel, f"bold {style}"),
+                        (channel, f"bold {style}"),
                         " ",
-                        highlight(Text(body)),
+                        (f"({kind}) " if kind else "", "italic"),
+                        self.highlight(Text(body)),
                     )
                 )
             else:
-                sys.stdout.write(f"{stamp(now)} {message.channel} {body}\n")
+                marked = f"({kind}) " if kind else ""
+                sys.stdout.write(f"{stamp(now)} {channel} {marked}{body}\n")
                 sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (spy | head): that is an end, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _spy_answers(settings: BusSettings, show: _Lines, stop: threading.Event) -> None:
+    """Shows every answer to a request as it passes (on the line of its reply address:
+    the request's channel does not travel with it), until ``stop``."""
+    receiver = transport_for(settings).open_receiver()
+    receiver.subscribe(REPLY)
+    try:
+        while not stop.is_set():
+            frames = receiver.receive(0.25)
+            if frames is None or len(frames) != 2:
+                continue
+            topic, body = frames
+            address = topic[len(REPLY) :].decode("ascii", "replace")
+            if not body:
+                show(f"to {address}", "no one subscribes", 0, 0, "no responders")
+                continue
+            if len(body) < HEADER_SIZE:
+                continue
+            try:
+                value = orjson.loads(body[HEADER_SIZE:])
+            except orjson.JSONDecodeError:
+                continue
+            sender, sequence = HEADER.unpack_from(body)
+            show(f"to {address}", value, sender, sequence, "answer")
+    except Exception:  # closed or refused: the spy's subscriber says why
+        return
+    finally:
+        receiver.close()
