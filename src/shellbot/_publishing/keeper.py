@@ -19,8 +19,7 @@ from collections.abc import Callable
 
 from .. import _codec
 from .._settings import BusSettings
-from .._transports import transport_for
-from .._transports.base import Hub, HubKind, Receiver
+from .._transports import Hub, HubKind, Receiver, transport_for
 from ..context import Context
 from ..errors import AddressInUse, AuthenticationError, ShellbotError
 from . import outbox as _outbox

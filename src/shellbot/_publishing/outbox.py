@@ -22,8 +22,7 @@ from typing import Any
 
 from .. import _codec, _process
 from .._settings import BusSettings
-from .._transports import transport_for
-from .._transports.base import Sender
+from .._transports import Sender, transport_for
 
 _encode = _codec.encode
 _pack = _codec.HEADER.pack

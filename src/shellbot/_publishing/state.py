@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import _process
-from .._transports.base import HUB_COUNTERS
+from .._transports import HUB_COUNTERS
 
 FAILURE_BYTES = 1024  # room for the text of why the process could not start
 

@@ -13,7 +13,7 @@ from rich.text import Text
 try:  # recent typers carry their own click
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:
-    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef,assignment]
 
 from .. import __version__
 from ._common import EXIT_INTERRUPTED, EXIT_OK, epilog, err, one_line
