@@ -13,9 +13,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sysconfig
 import threading
 import time
 import urllib.request
@@ -26,29 +24,7 @@ from typing import Any
 from shellbot import Context, errors
 from shellbot._transports import transport_for
 from shellbot.bus import Bus
-
-
-def server_binary() -> str | None:
-    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    return shutil.which("nats-server")
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port free now, and not handed out before by this process (the kernel
-    may give a closed probe's port again, to us or to a client's connection: a server
-    that then cannot bind it is started anew on others, see NatsCluster.start)."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+from shellbot.faults.servers import free_port, server_binary
 
 
 class NatsNode:

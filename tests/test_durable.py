@@ -280,6 +280,41 @@ def test_stop_waits_for_the_server_and_says_what_was_not_stored(jetstream: NatsN
     assert stats["stored"] == 0 and stats["unconfirmed"] + stats["not_stored"] == 1
 
 
+def test_stop_says_false_when_a_message_was_given_up_earlier(jetstream: NatsNode) -> None:
+    publisher = durable_bus(jetstream.url, send_timeout=1.0).publish()
+    publisher.put("kept", 0)
+    assert eventually(lambda: publisher.stats["stored"] == 1, timeout=10.0)
+    assert jetstream.process is not None
+    os.kill(jetstream.process.pid, signal.SIGSTOP)  # connected, and no answer
+    try:
+        publisher.put("kept", 1)  # given up after bus.send_timeout
+        assert eventually(lambda: publisher.stats["not_stored"] == 1, timeout=10.0)
+    finally:
+        os.kill(jetstream.process.pid, signal.SIGCONT)
+    publisher.put("kept", 2)  # the server answers again: this one is stored
+    assert eventually(lambda: publisher.stats["stored"] == 2, timeout=20.0)
+    assert not publisher.stop(timeout=5.0)
+
+
+def test_stats_may_be_read_while_runs_wait_for_the_server(jetstream: NatsNode) -> None:
+    publisher = durable_bus(jetstream.url, send_timeout=30.0).publish()
+    publisher.put("counted", -1)
+    assert eventually(lambda: publisher.stats["stored"] == 1, timeout=10.0)
+    assert jetstream.process is not None
+    os.kill(jetstream.process.pid, signal.SIGSTOP)  # no acknowledgement: the runs pile up
+    try:
+        deadline = time.monotonic() + 3.0
+        number = 0
+        while time.monotonic() < deadline and number < 80_000:  # below the queue's bound
+            publisher.put("counted", number)
+            number += 1
+            if number % 10 == 0:
+                assert publisher.stats["unconfirmed"] >= 0  # read while the loop adds runs
+    finally:
+        os.kill(jetstream.process.pid, signal.SIGCONT)
+    assert publisher.stop(timeout=30.0)
+
+
 # -- faults ---------------------------------------------------------------------------
 
 

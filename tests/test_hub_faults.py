@@ -173,3 +173,22 @@ def test_a_stopped_hub_is_noticed_and_another_process_takes_it_over(
     finally:
         subscriber.close()
         _end(taker)
+
+
+def test_a_publisher_started_while_the_hub_is_stopped_takes_it_over(
+    tcp_address: str, hub: Any
+) -> None:
+    """Found by the fault harness (docs/faults.md): the stopped holder's kernel still
+    takes connections and says nothing, which read as another program's port."""
+    os.kill(hub.pid, signal.SIGSTOP)
+    publisher = Bus(Context({"bus": {"address": tcp_address}})).publish()
+    try:
+        publisher.start()  # raised "held by another program, not a hub" before
+        assert publisher.holds_hub
+        subscriber = Bus(Context({"bus": {"address": tcp_address}})).subscribe("ticks")
+        assert subscriber.wait_ready(10.0)
+        publisher.put("ticks", 1)
+        assert subscriber.get(block=True, timeout=5.0) == 1
+        subscriber.close()
+    finally:
+        publisher.stop(timeout=5.0)

@@ -115,6 +115,20 @@ def test_a_section_is_present_for_check_and_get() -> None:
     assert context.get("db.other") == {}
 
 
+def test_the_default_filter_is_a_class_method_as_in_the_original(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SHELLBOT_TEST_SET", "hello")
+    monkeypatch.delenv("SHELLBOT_TEST_UNSET", raising=False)
+    assert Context._filter(None) is None
+    assert Context._filter("") == ""
+    assert Context._filter("ZLOGQ0OVGlZWU1NmYtyY") == "ZLOGQ0OVGlZWU1NmYtyY"
+    assert Context._filter("$SHELLBOT_TEST_SET") == "hello"
+    with caplog.at_level(logging.WARNING, logger="shellbot.context"):
+        assert Context._filter("$SHELLBOT_TEST_UNSET") is None  # a warning, no error
+    assert "SHELLBOT_TEST_UNSET is not set" in caplog.text
+
+
 def test_apply_flattens_as_the_original() -> None:
     context = Context()
     context.apply()  # no argument: nothing to apply
@@ -128,7 +142,7 @@ def test_apply_flattens_as_the_original() -> None:
             "bot.store": {"planets": ["Uranus", "Mercury"]},
         }
     )
-    assert context.get("general.DEBUG") is True
+    assert context.get("DEBUG") is True
     assert context.get("spark.CISCO_SPARK_BTTN_BOT") == "who_knows"
     assert context.get("spark.room") == "title"
     assert context.get("server.port") == 80
@@ -302,3 +316,24 @@ def test_the_publisher_logs_its_start_and_stop(
     assert f"Starting publisher at {tcp_bus.context.get('bus.address')}" in messages
     assert "Publisher has been stopped" in messages
     assert tcp_bus.context.get("publisher.counter") == 1
+
+
+def test_the_publisher_counter_counts_from_the_publishers_making(tcp_bus: Bus) -> None:
+    first = tcp_bus.publish()
+    for value in range(3):
+        first.put("channel_A", value)
+    first.stop()
+    second = tcp_bus.publish()  # as the original's static test: a new one, nothing put
+    second.fan.put(None)
+    second.start()
+    second.join(10.0)
+    assert tcp_bus.context.get("publisher.counter") == 0
+
+
+def test_the_socket_attributes_of_the_original_are_there(tcp_bus: Bus) -> None:
+    assert tcp_bus.publish().socket is None
+    subscriber = tcp_bus.subscribe("channel")
+    try:
+        assert subscriber.socket is None
+    finally:
+        subscriber.close()

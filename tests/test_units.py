@@ -236,3 +236,17 @@ def test_a_pattern_compiles_to_its_literal_start_and_a_matcher(
 def test_a_bad_pattern_says_what_is_wrong(pattern: str, says: str) -> None:
     with pytest.raises(ValueError, match=says.replace("*", r"\*")):
         compile_pattern(pattern)
+
+
+def test_a_durable_subscribers_record_of_a_sender_takes_a_late_earlier_message_once() -> None:
+    from shellbot._durable import Seen
+
+    seen = Seen(5)  # the first it takes of this sender: number 5
+    assert seen.record(5) == 0
+    assert seen.record(6) == 0
+    assert seen.record(3) == 0  # stored late (its run was sent again): handed, no gap
+    assert seen.record(3) is None  # and known again
+    assert seen.record(5) is None and seen.record(6) is None
+    assert seen.record(8) == 1  # 7 is missing
+    assert seen.record(7) == -1  # and came
+    assert seen.record(7) is None

@@ -14,20 +14,36 @@ from collections.abc import Callable
 
 class Seen:
     """What a durable subscriber took from one sender on one channel: every sequence
-    number up to ``floor``, and those in ``above``; ``highest`` is the latest. A message
-    the server delivers again is one of these: dropped, not handed twice."""
+    number from ``start`` up to ``floor``, and those in ``above``; ``highest`` is the
+    latest. A message the server delivers again is one of these: dropped, not handed
+    twice.
 
-    __slots__ = ("above", "floor", "highest")
+    Where the sender began for this subscriber is the first number it took (what came
+    before is no gap of its: stored before its position). A run the publisher sent
+    again is stored after those that followed it, so a number below ``start`` may still
+    come, once: it is handed, and kept in ``below`` to know it again."""
 
-    LIMIT = 10_000  # numbers kept above a gap; beyond, the oldest gaps are given up
+    __slots__ = ("above", "below", "floor", "highest", "start")
+
+    LIMIT = 10_000  # numbers kept above a gap (or below the start); beyond, the oldest go
 
     def __init__(self, first: int) -> None:
+        self.start = first
         self.floor = self.highest = first - 1
         self.above: set[int] = set()
+        self.below: set[int] = set()
 
     def record(self, sequence: int) -> int | None:
         """None when ``sequence`` was taken before; else how the count of gaps changed."""
         above = self.above
+        if sequence < self.start:  # stored late: before where it began here
+            below = self.below
+            if sequence in below:
+                return None
+            if len(below) >= self.LIMIT:
+                below.discard(min(below))
+            below.add(sequence)
+            return 0
         if sequence <= self.floor or sequence in above:
             return None
         before = self.highest - self.floor - len(above)

@@ -125,7 +125,7 @@ class Context:
         manager = _shared_manager()
         self._values = manager.dict()
         self._lock = manager.RLock()
-        self._filter: Callable[[Any, Any], Any] | None = filter
+        self._custom_filter: Callable[[Any, Any], Any] | None = filter
         self._filter_lost = ""  # why the filter given to Context() is not in this process
         if settings:
             self.apply(settings)
@@ -134,12 +134,12 @@ class Context:
         """A context travels to spawned processes; a filter that cannot (a lambda, a
         nested function) is left behind, and check(filter=True) there says so."""
         state = self.__dict__.copy()
-        given = state["_filter"]
+        given = state["_custom_filter"]
         if given is not None:
             try:
                 pickle.dumps(given)
             except Exception as error:  # pickling raises many kinds of errors
-                state["_filter"] = None
+                state["_custom_filter"] = None
                 state["_filter_lost"] = f"{given!r:.60} cannot be pickled ({error})"
         return state
 
@@ -157,16 +157,9 @@ class Context:
 
     def apply(self, settings: Mapping[str, Any] | None = None) -> None:
         """Merges nested dicts: ``{'bus': {'address': x}}`` sets ``bus.address``, at any
-        depth. A top-level key that is neither dotted nor a dict lands under
-        ``general``, as in the original: ``{'DEBUG': True}`` sets ``general.DEBUG``."""
+        depth; ``apply()`` with nothing applies nothing."""
         flat: dict[str, Any] = {}
-        for key, value in (settings or {}).items():
-            if isinstance(value, Mapping):
-                _flatten(value, f"{key}.", flat)
-            elif "." in key:
-                flat[key] = value
-            else:
-                flat[f"general.{key}"] = value
+        _flatten(settings or {}, "", flat)
         with self._lock:
             self._values.update(flat)
 
@@ -230,8 +223,8 @@ class Context:
         return below or None
 
     def _filtered(self, key: str, value: Any, default: Any) -> Any:
-        if self._filter is not None:
-            return self._filter(value, default)
+        if self._custom_filter is not None:
+            return self._custom_filter(value, default)
         if self._filter_lost:
             raise TypeError(
                 f"check('{key}', filter=True): the filter given to Context() stayed in the "
@@ -240,6 +233,14 @@ class Context:
         if value is None:
             log.warning("check('%s', filter=True): the setting is not set", key)
             return None
+        return self._filter(value, default, f"check('{key}', filter=True)")
+
+    @classmethod
+    def _filter(cls, value: Any, default: Any = None, where: str = "Context._filter()") -> Any:
+        """The default filter, by the original's name: ``'$NAME'`` is the environment
+        variable ``NAME``; when it is not set, ``default`` (itself read from the
+        environment when it is a ``'$NAME'``), else None, with a warning: a
+        placeholder is never taken for the secret it names. Other values stay."""
         if not _names_variable(value):
             return value
         name = value[1:]
@@ -250,11 +251,7 @@ class Context:
                 return default
             if default[1:] in os.environ:
                 return os.environ[default[1:]]
-        log.warning(
-            "check('%s', filter=True): the environment variable %s is not set; the setting is None",
-            key,
-            name,
-        )
+        log.warning("%s: the environment variable %s is not set; the setting is None", where, name)
         return None
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from .. import _codec
 from .._settings import BusSettings
-from .._transports import Hub, HubKind, Receiver, transport_for
+from .._transports import Hub, HubKind, Receiver, Transport, transport_for
 from ..context import Context
 from ..errors import AddressInUse, AuthenticationError, ShellbotError
 from . import outbox as _outbox
@@ -86,7 +86,7 @@ class HubKeeper:
             control = transport.open_receiver()
             control.subscribe(self.pill)
             control.subscribe(self.probe)
-            self._confirm(control, hub)
+            hub = self._confirm(control, hub, transport if embedded else None)
         except ShellbotError as error:  # told to start(), which raises it in the caller
             if mode is Mode.FOREGROUND:
                 raise
@@ -125,23 +125,33 @@ class HubKeeper:
                 hub.close(self.settings.drain_timeout)
                 self._publish_stats(hub)
 
-    def _confirm(self, control: Receiver, hub: Hub | None) -> None:
-        """Signals readiness once our own probe came back through the hub."""
+    def _confirm(
+        self, control: Receiver, hub: Hub | None, embedded: Transport | None
+    ) -> Hub | None:
+        """Signals readiness once our own probe came back through the hub; returns the
+        hub held. Meanwhile, on a hub we hold ourselves (``embedded``), it tries to hold
+        it again now and then: a holder stopped by job control answers nothing, and is
+        taken over once it has been stopped long enough."""
         outbox = _outbox.outbox_for(self.settings)
         interval = 0.01
         deadline = time.monotonic() + self.settings.start_timeout
+        next_hold = time.monotonic() + TAKEOVER_INTERVAL
         while time.monotonic() < deadline:
+            if hub is None and embedded is not None and time.monotonic() >= next_hold:
+                next_hold = time.monotonic() + TAKEOVER_INTERVAL
+                hub = embedded.open_hub()
             outbox.send_probe(self.probe)  # any copy back proves this process reaches the hub
             frames = control.receive(interval)
             if frames is not None and frames[0] == self.probe:
                 self.shared.tell_state(HubState.HUB if hub is not None else HubState.CLIENT)
                 self.shared.tell_ready()
-                return
+                return hub
             # A secured hub that refused us would never echo: say why now, not at the timeout.
             refused = control.handshake_failure() or outbox.handshake_failure()
             if refused is not None:
                 raise AuthenticationError(refused)
             interval = min(interval * 2, 0.2)
+        return hub
 
     def _publish_stats(self, hub: Hub | None) -> None:
         if hub is not None:

@@ -79,6 +79,9 @@ class Publisher(multiprocessing.Process):
 
     DEFER_DURATION = 0.3  # kept from the original API; the bus waits for readiness instead
     EMPTY_DELAY = 0.005  # kept from the original API; nothing polls on an empty queue
+    # Kept from the original API, where tests injected a socket: the bus's sockets are
+    # its transport's, per process, and nothing reads this one.
+    socket: None = None
 
     def __init__(self, context: Context | str | None = None) -> None:
         super().__init__(daemon=True)
@@ -91,6 +94,9 @@ class Publisher(multiprocessing.Process):
         # Shared memory is made by start(), so an unstarted publisher can travel to any process.
         self._shared = Shared.unstarted()
         self._runner: Runner | None = None  # made by start(); it stays in this process
+        # What this process had put on the address before: publisher.counter counts from here.
+        before = _outbox.existing_outbox(self.settings)
+        self._sent_before = before.sent() if before is not None else 0
         # A subclass that overrides process() sees each message, as the original's did.
         self._process_overridden = type(self).process is not Publisher.process
 
@@ -174,6 +180,11 @@ class Publisher(multiprocessing.Process):
                 left,
                 timeout,
             )
+        # Given up earlier (bus.send_timeout passed): not confirmed stored either.
+        given_up = outbox.counters().get("not_stored", 0) if outbox is not None else 0
+        if given_up:
+            stored = False
+            log.warning("stop(): %d messages put were given up, not stored", given_up)
         timeout = max(0.5, deadline - time.monotonic())
         stopped = self._stop_process(timeout)
         self._write_counter()
@@ -230,11 +241,12 @@ class Publisher(multiprocessing.Process):
 
     def _write_counter(self) -> None:
         """Writes ``publisher.counter`` in the context, as the original did: how many
-        messages this process put on the address. Once, when the publisher stops,
-        never per message."""
+        messages this process put on the address since this publisher was made. Once,
+        when the publisher stops, never per message."""
         outbox = _outbox.existing_outbox(self.settings)
+        sent = outbox.sent() - self._sent_before if outbox is not None else 0
         with contextlib.suppress(OSError, EOFError, ConnectionError):  # the context is gone
-            self.context.set("publisher.counter", outbox.sent() if outbox is not None else 0)
+            self.context.set("publisher.counter", max(0, sent))
 
     def terminate(self) -> None:
         if self._runner is not None:

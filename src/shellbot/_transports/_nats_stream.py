@@ -239,7 +239,8 @@ class StoredPublishing:
     @property
     def unconfirmed(self) -> int:
         """Messages published and not yet acknowledged (nor given up), or on their way."""
-        return sum(run.count for run in self._runs.values()) + self._on_the_way
+        # Read from other threads (stats) while the loop's changes it: a copy, taken at once.
+        return sum(run.count for run in list(self._runs.values())) + self._on_the_way
 
     async def open(self) -> None:
         """Finds the stream and listens for acknowledgements, once: begun as the sender

@@ -21,6 +21,7 @@ TIMEOUT = 1.0
 
 NOTHING = "nothing"  # nothing listens there (any more)
 FOREIGN = "foreign"  # something that does not greet as ZeroMQ does
+SILENT = "silent"  # something that took the connection and said nothing in time
 ZEROMQ = "zeromq"  # ZeroMQ, whose type did not come
 SECURED = "secured"  # ZeroMQ with a security mechanism (CURVE): it names no type to strangers
 
@@ -34,7 +35,10 @@ def socket_type(host: str, port: int) -> str:
             # In steps, as ZMTP allows: a peer of another mechanism hangs up on a whole
             # greeting before it says anything, but tells its mechanism in its own.
             peer.sendall(SIGNATURE)
-            signature = _read(peer, len(SIGNATURE))
+            try:
+                signature = _read(peer, len(SIGNATURE))
+            except TimeoutError:  # a paused process's kernel still accepts: see holder()
+                return SILENT
             if len(signature) < len(SIGNATURE) or not _is_signature(signature):
                 return FOREIGN
             peer.sendall(_GREETING[len(SIGNATURE) : len(SIGNATURE) + 1])  # version 3
@@ -54,9 +58,8 @@ def socket_type(host: str, port: int) -> str:
         return FOREIGN
 
 
-def holder(port: int) -> str:
-    """`` (process PID: COMMAND)`` of the local process listening on ``port``, or ``''``
-    where this process may not see it."""
+def listener(port: int) -> psutil.Process | None:
+    """The local process listening on ``port``, where this process may see it."""
     try:
         for connection in psutil.net_connections(kind="tcp"):
             if (
@@ -65,11 +68,35 @@ def holder(port: int) -> str:
                 and connection.laddr.port == port
                 and connection.pid
             ):
-                command = " ".join(psutil.Process(connection.pid).cmdline())[:80]
-                return f" (process {connection.pid}: {command})"
+                return psutil.Process(connection.pid)
     except (psutil.Error, OSError):
         pass
-    return ""
+    return None
+
+
+def holder(port: int) -> str:
+    """`` (process PID: COMMAND)`` of the local process listening on ``port``, or ``''``
+    where this process may not see it."""
+    process = listener(port)
+    if process is None:
+        return ""
+    try:
+        return f" (process {process.pid}: {' '.join(process.cmdline())[:80]})"
+    except psutil.Error:
+        return ""
+
+
+def paused(port: int) -> bool:
+    """Whether the local process listening on ``port`` is stopped (SIGSTOP, Ctrl-Z): a
+    hub there says nothing until it goes on, or another takes over."""
+    process = listener(port)
+    try:
+        return process is not None and process.status() in (
+            psutil.STATUS_STOPPED,
+            psutil.STATUS_TRACING_STOP,
+        )
+    except psutil.Error:
+        return False
 
 
 def _is_signature(greeting: bytes) -> bool:

@@ -415,8 +415,10 @@ class ZmqTransport(Transport):
             )
         if kind in (_zmtp.NOTHING, _zmtp.ZEROMQ, _zmtp.SECURED, "XPUB"):  # free, or a hub
             return None
+        if kind == _zmtp.SILENT and _zmtp.paused(int(port)):
+            return None  # a stopped holder: it goes on, or a publisher takes over from it
         held = _zmtp.holder(int(port))
-        if kind == _zmtp.FOREIGN:
+        if kind in (_zmtp.FOREIGN, _zmtp.SILENT):
             return (
                 f"{address} is held by another program{held}, not a hub: it does not "
                 "answer as ZeroMQ does; stop that program, or use another port"
