@@ -28,7 +28,7 @@ with atheris.instrument_imports(include=["shellbot"]):
     from shellbot._codec import HEADER
     from shellbot._settings import BusSettings
     from shellbot._transports import transport_for
-    from shellbot._transports.zmq import inbound_address
+    from shellbot._transports.zmq.sockets import inbound_address
     from shellbot.bus import Bus
 
 import orjson

@@ -64,7 +64,7 @@ def client(address: str, keys: dict[str, Path], name: str) -> Bus:
 @pytest.fixture
 def local_hub(tcp_address: str, keys: dict[str, Path]) -> Iterator[Any]:
     """A secured hub in this process, opened at once (its folder as the test left it)."""
-    from shellbot._transports._zmq_hub import open_hub
+    from shellbot._transports.zmq.hub import open_hub
 
     hubs: list[Any] = []
 

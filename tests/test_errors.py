@@ -14,6 +14,7 @@ import shellbot.errors as errors
 from shellbot import Context
 from shellbot._settings import BusSettings
 from shellbot._transports import transport_for
+from shellbot._transports.zmq.sockets import inbound_address
 from shellbot.bus import Bus
 from shellbot.errors import (
     AddressInUse,
@@ -236,3 +237,24 @@ def test_message_errors_say_what_to_do() -> None:
         small.publish().put("x", "y" * 100)
     with pytest.raises(ValueError, match="tokens are separated by single dots"):
         bus.subscribe("votes..*", pattern=True)
+
+
+@pytest.mark.embedded_hub
+def test_a_hub_that_cannot_bind_its_inbound_side_lets_everything_go(tcp_address: str) -> None:
+    """What the hub made before it failed is released: once the inbound side is free, a
+    hub binds the same address at once (a socket kept open would hold it: None)."""
+    from shellbot._transports.zmq.hub import open_hub
+
+    settings = BusSettings.from_context(Context({"bus": {"address": tcp_address}}))
+    other = zmq.Context()
+    squatter = other.socket(zmq.PULL)
+    squatter.bind(inbound_address(settings))
+    try:
+        with pytest.raises(AddressInUse, match="but not its inbound side") as raised:
+            open_hub(zmq.Context.instance(), settings)
+        assert isinstance(raised.value.__cause__, zmq.ZMQError)
+    finally:
+        other.destroy(linger=0)
+    hub = open_hub(zmq.Context.instance(), settings)
+    assert hub is not None
+    hub.close(0.0)

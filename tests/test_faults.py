@@ -22,7 +22,7 @@ DURATION = 5.0
 
 
 def test_a_seed_gives_the_same_schedule_and_another_seed_another() -> None:
-    for mode in ("zmq", "nats", "cluster", "durable"):
+    for mode in schedule.MODES:
         first = schedule.make(7, mode, 20.0)
         assert first == schedule.make(7, mode, 20.0)
         assert first != schedule.make(8, mode, 20.0)
@@ -38,6 +38,13 @@ def test_cluster_faults_never_overlap_and_witnesses_are_never_killed() -> None:
         for before, after in itertools.pairwise(on_cluster):
             assert before.ends < after.at
         assert ("kill", "subscriber:0") not in {(f.action, f.target) for f in faults}
+
+
+def test_queue_schedules_kill_every_member_and_the_hub_but_never_the_witness() -> None:
+    pairs = set(schedule.choices("queue", schedule.Shape()))
+    members = {("kill", f"subscriber:{index}") for index in (1, 2, 3)}
+    assert members | {("kill", "hub"), ("stop", "hub")} <= pairs
+    assert ("kill", "subscriber:0") not in pairs and ("stop", "subscriber:0") in pairs
 
 
 def test_the_cli_prints_the_seed_and_replays_the_schedule() -> None:
@@ -105,6 +112,62 @@ def test_the_durable_checker_finds_an_acknowledged_message_never_delivered() -> 
     assert checker.check(publishers, [first, second], durable=True).violations == []
 
 
+def _member(
+    index: int, life: int, records: list[tuple[int, str]], done: bool = True
+) -> SubscriberLife:
+    member = _subscriber(records, missed=0, witness=False)
+    member.index, member.life, member.done, member.member = index, life, done, True
+    return member
+
+
+def _hub(group_lost: int, **counters: int) -> PublisherLife:
+    """A publisher life that held the hub to the end, its counters as it wrote them."""
+    holder = _publisher("0", {"a": 4})
+    holder.held_hub = holder.holds_hub_at_end = True
+    holder.hub.update(group_lost=group_lost, **counters)
+    return holder
+
+
+def test_the_group_checker_passes_a_split_stream_and_a_counted_loss() -> None:
+    witness = _subscriber([(1, "a"), (2, "a"), (3, "a"), (4, "a")], missed=0)
+    split = [_member(1, 0, [(1, "a"), (3, "a")]), _member(2, 0, [(2, "a"), (4, "a")])]
+    report = checker.check([_hub(0)], [witness, *split], durable=False, group=True)
+    assert report.violations == [] and report.figures["group_handed"] == 4
+    # member 2 killed with #4 in flight, which the hub counted
+    lossy = [split[0], _member(2, 0, [(2, "a")], done=False), _member(2, 1, [])]
+    report = checker.check([_hub(1)], [witness, *lossy], durable=False, group=True)
+    assert report.violations == [] and report.figures["group_lost_given_witness"] == 1
+
+
+@pytest.mark.parametrize(
+    ("members", "group_lost", "found"),
+    [
+        ([[(1, "a"), (2, "a")], [(2, "a"), (3, "a"), (4, "a")]], 0, "handed to member 1"),
+        ([[(1, "a"), (2, "a"), (2, "a")], [(3, "a"), (4, "a")]], 0, "twice"),
+        ([[(1, "a"), (3, "a"), (2, "a")], [(4, "a")]], 0, "after #2"),
+        ([[(1, "a"), (3, "a")], [(2, "a")]], 0, "the witness got reached no member"),
+        ([[(1, "a"), (3, "a")], [(2, "a"), (4, "a")]], 2000, "killed member lives can have"),
+    ],
+)
+def test_the_group_checker_finds_doubles_disorder_and_losses_without_a_count(
+    members: list[list[tuple[int, str]]], group_lost: int, found: str
+) -> None:
+    witness = _subscriber([(1, "a"), (2, "a"), (3, "a"), (4, "a")], missed=0)
+    lives = [_member(index + 1, 0, records) for index, records in enumerate(members)]
+    report = checker.check([_hub(group_lost)], [witness, *lives], durable=False, group=True)
+    assert any(found in violation for violation in report.violations), report.violations
+
+
+def test_a_killed_hub_leaves_room_for_what_it_never_counted() -> None:
+    witness = _subscriber([(1, "a"), (2, "a"), (3, "a"), (4, "a")], missed=0)
+    member = _member(1, 0, [(1, "a"), (2, "a")])
+    holder = _hub(0, group_members=1)
+    report = checker.check([holder], [witness, member], durable=False, group=True)
+    assert any("reached no member" in violation for violation in report.violations)
+    holder.holds_hub_at_end = False  # taken over: what it had sent its member died with it
+    assert checker.check([holder], [witness, member], durable=False, group=True).violations == []
+
+
 def _run_mode(mode: str, tmp_path: Path) -> None:
     reason = skip_reason(mode)
     if reason:
@@ -130,13 +193,22 @@ def _run_mode(mode: str, tmp_path: Path) -> None:
         pytest.param(
             "durable",
             marks=pytest.mark.xfail(
-                reason="holes found: a sender's first message stored after its second is "
-                "dropped as a duplicate; a durable subscriber killed while making its consumer "
-                "anew resumes at the next new message (docs/faults.md, findings 1 and 7)",
+                reason="a hole, half fixed: a sender's first message stored after its later "
+                "ones (its run was sent again) is handed, but after them: order per sender "
+                "and channel is not kept then (docs/faults.md, finding 1)",
                 strict=False,
             ),
         ),
-        "queue",
+        pytest.param(
+            "queue",
+            marks=pytest.mark.xfail(
+                reason="holes found: a live group member that was, or whose hub was, stopped "
+                "by SIGSTOP may get nothing more, its share lost without a count; what is put "
+                "while no member is live reaches no member and no count (docs/faults.md, "
+                "findings 9 and 10)",
+                strict=False,
+            ),
+        ),
     ],
 )
 def test_seeded_fault_schedules_lose_nothing_without_a_count(mode: str, tmp_path: Path) -> None:

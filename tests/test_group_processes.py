@@ -17,10 +17,10 @@ from _nats import NatsNode
 from conftest import eventually, running_publisher
 
 from shellbot import Context
-from shellbot._transports._nats_work import FETCH
+from shellbot._transports._runs import RUN_BYTES
 from shellbot._transports._shares import CREDIT_STEP
-from shellbot._transports._zmq_shares import SHARE_PIECE
-from shellbot._transports.nats import RUN_BYTES
+from shellbot._transports.nats.jetstream.work import FETCH
+from shellbot._transports.zmq.shares import SHARE_PIECE
 from shellbot.bus import Bus, Publisher
 from shellbot.errors import ConfigurationError
 

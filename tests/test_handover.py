@@ -1,5 +1,5 @@
 """The process holding the hub stops cleanly while others publish: the next holder takes
-the hub over and nothing the others put is lost (see ``_zmq_handover``)."""
+the hub over and nothing the others put is lost (see ``_transports/zmq/handover.py``)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from shellbot import Context, errors
 from shellbot._codec import HEADER
-from shellbot._transports._nats_naming import CARRIED, LONG_SUBJECT, Naming
+from shellbot._transports.nats.naming import CARRIED, LONG_SUBJECT, Naming
 from shellbot.bus import Bus, Publisher
 
 LONG = {

@@ -15,7 +15,7 @@ from test_routing import records
 
 from shellbot._codec import BATCH_SEPARATOR, HEADER, ROUTE, ROUTE_REQUEST, topic_of
 from shellbot._subscriptions import Topic, compile_pattern
-from shellbot._transports._zmq_hub import ROUTE_CACHE_LIMIT, _Batches, _Routes
+from shellbot._transports.zmq.routing import ROUTE_CACHE_LIMIT, Batches, Routes
 
 _names = itertools.count()
 
@@ -34,7 +34,7 @@ def frame(channel: str, sequence: int, text: bytes, sender: int = 7) -> bytes:
 
 
 def test_routes_find_exact_topics_and_prefixes_and_count_them() -> None:
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", topic_of("news")))
     routes.take(route(b"r2", b"vote."))  # the literal start of a pattern
     routes.take(route(b"r2", b""))  # every channel
@@ -46,7 +46,7 @@ def test_routes_find_exact_topics_and_prefixes_and_count_them() -> None:
 
 
 def test_the_route_cache_is_kept_until_the_routes_change() -> None:
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", topic_of("news")))
     found = routes.receivers_of(topic_of("news"))
     assert routes.cache == {topic_of("news"): found}
@@ -60,7 +60,7 @@ def test_the_route_cache_is_kept_until_the_routes_change() -> None:
 
 
 def test_the_route_cache_is_bounded() -> None:
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", b""))
     for index in range(ROUTE_CACHE_LIMIT):
         routes.cache[topic_of(f"c{index}")] = ()
@@ -69,7 +69,7 @@ def test_the_route_cache_is_bounded() -> None:
 
 
 def test_routes_ignore_what_is_not_a_route_and_count_plain_readers() -> None:
-    routes = _Routes()
+    routes = Routes()
     for event in (b"", b"\x02junk", route(b"", b"x"), b"\x01" + ROUTE_REQUEST + b"no-colon"):
         routes.take(event)
     assert routes.count == 0 and routes.exact == {} and routes.prefixes == {}
@@ -81,7 +81,7 @@ def test_routes_ignore_what_is_not_a_route_and_count_plain_readers() -> None:
 
 
 def test_the_same_route_twice_is_held_once() -> None:
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", topic_of("news")))
     routes.take(route(b"r1", topic_of("news")))
     assert routes.count == 1
@@ -119,10 +119,10 @@ def test_batches_hold_a_record_per_run_and_go_to_each_receiver(
     xpub_and_reader: tuple[zmq.Socket, zmq.Socket],
 ) -> None:
     xpub, reader = xpub_and_reader
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", topic_of("news")))
     routes.take(route(b"r2", b""))
-    batches = _Batches(xpub, routes, limit=32 * 1024)
+    batches = Batches(xpub, routes, limit=32 * 1024)
     batches.add(topic_of("news"), [frame("news", 1, b'"a"'), b'"b"', b'"c"'])
     batches.add(topic_of("other"), [frame("other", 5, b"1")])
     assert sent(reader) == []  # nothing leaves before the flush
@@ -141,9 +141,9 @@ def test_a_batch_full_to_its_limit_leaves_before_the_next_record(
     xpub_and_reader: tuple[zmq.Socket, zmq.Socket],
 ) -> None:
     xpub, reader = xpub_and_reader
-    routes = _Routes()
+    routes = Routes()
     routes.take(route(b"r1", b""))
-    batches = _Batches(xpub, routes, limit=200)
+    batches = Batches(xpub, routes, limit=200)
     text = b'"' + b"x" * 60 + b'"'
     for sequence in range(1, 6):
         batches.add(topic_of("c"), [frame("c", sequence, text)])
@@ -158,7 +158,7 @@ def test_what_no_receiver_wants_is_counted_unrouted(
     xpub_and_reader: tuple[zmq.Socket, zmq.Socket],
 ) -> None:
     xpub, reader = xpub_and_reader
-    batches = _Batches(xpub, _Routes(), limit=32 * 1024)
+    batches = Batches(xpub, Routes(), limit=32 * 1024)
     batches.add(topic_of("nobody"), [frame("nobody", 1, b"1"), b"2"])
     batches.flush()
     assert batches.unrouted == 2 and sent(reader) == []
@@ -168,9 +168,9 @@ def test_plain_readers_get_plain_frames_and_nothing_counts_unrouted(
     xpub_and_reader: tuple[zmq.Socket, zmq.Socket],
 ) -> None:
     xpub, reader = xpub_and_reader
-    routes = _Routes()
+    routes = Routes()
     routes.take(b"\x01" + topic_of("plain"))
-    batches = _Batches(xpub, routes, limit=32 * 1024)
+    batches = Batches(xpub, routes, limit=32 * 1024)
     batches.add(topic_of("plain"), [frame("plain", 3, b"1"), b"2"])
     batches.flush()
     body = BATCH_SEPARATOR.join([HEADER.pack(7, 3) + b"1", b"2"])

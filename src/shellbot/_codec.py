@@ -20,7 +20,7 @@ lengths of a message's frame and of its topic, and how many messages the body
 holds) then that frame. It sends the batch on ``ROUTE`` + the receiver's id, a
 topic only that receiver subscribes to. The receiver asks for channels with
 ``ROUTE_REQUEST`` + its id + ``:`` + the topic prefix it wants (see
-``_transports/zmq.py``).
+``_transports/zmq/endpoints.py``).
 
 Validation and encoding happen once, in the caller of ``put()``; decoding
 happens once, in the subscriber. The hub in between forwards bytes.

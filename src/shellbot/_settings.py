@@ -54,7 +54,7 @@ class BusSettings:
     # member's acknowledgement before it hands the message to another member
     ack_wait: float = 30.0
     # tcp:// only, read from bus.curve.*: certificate files as `shellbot-bus keygen` writes
-    # them (see _transports/_zmq_curve.py); none set: a plain bus, as without CURVE
+    # them (see _transports/zmq/curve.py); none set: a plain bus, as without CURVE
     curve_server_key: str | None = field(default=None, metadata={"key": "curve.server_key"})
     curve_client_key: str | None = field(default=None, metadata={"key": "curve.client_key"})
     curve_authorized: str | None = field(default=None, metadata={"key": "curve.authorized"})

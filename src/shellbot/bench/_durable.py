@@ -17,9 +17,9 @@ acknowledges each message.
 
 The latency from ``put()`` to the server's acknowledgement is measured in a
 paced run of its own (one message each ``interval`` seconds, the subscriber
-receiving): ours through ``_nats_stream.acknowledgement_times``, which the
-publishing process sets for that run only; the anchor from ``publish_async()``
-to its future's done callback.
+receiving): ours through ``record_acknowledgements()`` of the transport's
+``jetstream.publishing``, which the publishing process calls for that run only;
+the anchor from ``publish_async()`` to its future's done callback.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ def ours_publisher(
     name: str, settings: dict[str, Any], count: int, interval: float, go: Any, results: Any
 ) -> None:
     """Puts ``count`` messages (paced when ``interval``), then ``stop()``: every one stored."""
-    from shellbot._transports import _nats_stream
+    from shellbot._transports.nats.jetstream.publishing import record_acknowledgements
 
     recorded: list[tuple[int, int, float]] = []
     if interval:
-        _nats_stream.acknowledgement_times = recorded
+        record_acknowledgements(recorded)
     bus = _bus(settings)
     publisher = bus.publish()
     publisher.start()
@@ -105,7 +105,7 @@ def ours_publisher(
     stored = publisher.stop(timeout=WAIT)
     confirmed = time.perf_counter()
     stats = publisher.stats
-    _nats_stream.acknowledgement_times = None
+    record_acknowledgements(None)
     acks_ns = [UNACKNOWLEDGED] * len(put_times)  # in the order put
     for first, messages, acknowledged in recorded:  # sequence numbers count from 1
         for sequence in range(first, min(first + messages, len(put_times) + 1)):
@@ -152,7 +152,7 @@ def _stream_config(run_prefix: str) -> Any:
     from nats.js import api
 
     from shellbot._settings import BusSettings
-    from shellbot._transports._nats_stream import DUPLICATE_WINDOW, stream_name
+    from shellbot._transports.nats.jetstream.stream import DUPLICATE_WINDOW, stream_name
 
     defaults = BusSettings()
     return api.StreamConfig(
@@ -284,7 +284,7 @@ def delete_stream(url: str, run_prefix: str) -> None:
     """Deletes the run's stream, so that no run's messages stay on the server."""
     from nats.js import errors as js_errors
 
-    from shellbot._transports._nats_stream import stream_name
+    from shellbot._transports.nats.jetstream.stream import stream_name
 
     async def delete() -> None:
         client = await _nats._connect(url)

@@ -4,8 +4,9 @@ check of what arrived against what was put.
 ``python -m shellbot.faults --mode zmq --seed 7`` plays one schedule; the same seed
 plays the same schedule again. Modes: ``zmq`` (the embedded hub), ``nats`` (one
 node), ``cluster`` (three nodes, each in a network namespace of its own), ``durable``
-(JetStream on that cluster, three replicas), ``queue`` (kept for queue groups). See
-docs/faults.md for what is injected, what is checked and the figures of a campaign.
+(JetStream on that cluster, three replicas), ``queue`` (a queue group on the ZeroMQ
+hub, a witness beside it). See docs/faults.md for what is injected, what is checked
+and the figures of a campaign.
 """
 
 from .runner import run_once

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .groups import check_group
+
 # (publisher index as named in the payload, life, channel)
 Stream = tuple[str, int, str]
 
@@ -35,6 +37,10 @@ class PublisherLife:
     accepted: Counter[str] = field(default_factory=Counter)  # channel -> messages put
     stored: int = 0  # the last 'stored' figure it wrote (durable)
     done: dict[str, Any] | None = None  # its result at a clean end
+    # the highest of its hub's counters it wrote (queue mode: group_lost, unrouted, ...)
+    hub: Counter[str] = field(default_factory=Counter)
+    held_hub: bool = False  # it held the hub at some time
+    holds_hub_at_end: bool = False  # it held the hub when it wrote its last stats
 
 
 @dataclass
@@ -45,6 +51,7 @@ class SubscriberLife:
     records: list[tuple[int, int, str, str, int, int]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     done: bool = False
+    member: bool = False  # of the queue group: it sees its share alone
 
 
 def _lines(path: Path) -> list[str]:
@@ -61,12 +68,34 @@ def read_publisher(path: Path, name: str, life: int) -> PublisherLife:
             channel, _, _ = rest.rpartition(" ")
             result.accepted[channel] += 1
         elif kind == "s":
-            result.stored = int(json.loads(rest).get("stored", 0))
+            stats = json.loads(rest)
+            result.stored = int(stats.get("stored", 0))
+            _read_hub(result, stats)
         elif kind == "done":
             result.done = json.loads(rest)
             result.accepted = Counter(result.done["counts"])
             result.stored = int(result.done["stats"].get("stored", 0))
+            _read_hub(result, result.done["stats"], final=False)
     return result
+
+
+HUB_COUNTS = ("group_lost", "unrouted", "dropped")  # the last while it held the hub
+HUB_ROOM = ("group_waiting", "group_members")  # the highest while it held the hub
+
+
+def _read_hub(result: PublisherLife, stats: dict[str, Any], final: bool = True) -> None:
+    """The hub's counters in a stats line of its holder (a publisher's stats are zeros
+    once it holds no hub). Counts are kept as last written, since ``group_lost`` goes
+    down again when a member that left comes back for what it had in flight."""
+    holds = bool(stats.get("holds_hub")) if final else result.holds_hub_at_end
+    if holds:
+        for key in HUB_COUNTS:
+            result.hub[key] = int(stats.get(key, 0))
+        for key in HUB_ROOM:
+            result.hub[key] = max(result.hub[key], int(stats.get(key, 0)))
+    if final:
+        result.held_hub = result.held_hub or holds
+        result.holds_hub_at_end = holds
 
 
 def read_subscriber(path: Path, index: int, life: int, witness: bool) -> SubscriberLife:
@@ -124,7 +153,7 @@ def _check_life(life: SubscriberLife, durable: bool, report: Report) -> dict[Str
             gaps += sequence - previous - 1
         last[(sender, channel)] = max(sequence, previous or 0)
         streams[(name, publisher_life, channel)].append(sequence)
-    report.figures["handed"] += len(life.records)
+    report.figures["group_handed" if life.member else "handed"] += len(life.records)
     report.figures["counted_missed"] += int(life.stats.get("missed", 0))
     report.figures["redelivered_dropped"] += int(life.stats.get("duplicates", 0))
     report.figures["dropped_bad_input"] += int(life.stats.get("dropped", 0))
@@ -134,7 +163,9 @@ def _check_life(life: SubscriberLife, durable: bool, report: Report) -> dict[Str
                 f"{where}: stats say {life.stats.get('received')} received, "
                 f"{len(life.records)} were handed"
             )
-        if life.stats.get("missed") != gaps:
+        if life.member and life.stats.get("missed"):  # gaps in a share mean nothing
+            report.violate(f"{where}: a group member says {life.stats['missed']} missed")
+        elif not life.member and life.stats.get("missed") != gaps:
             report.violate(f"{where}: stats say {life.stats.get('missed')} missed, gaps {gaps}")
     if life.stats.get("dropped"):
         report.violate(f"{where}: {life.stats['dropped']} dropped as bad input")
@@ -208,9 +239,16 @@ def _check_durable_name(
 
 
 def check(
-    publishers: list[PublisherLife], subscribers: list[SubscriberLife], durable: bool
+    publishers: list[PublisherLife],
+    subscribers: list[SubscriberLife],
+    durable: bool,
+    group: bool = False,
 ) -> Report:
+    """Checks every life; with ``group``, the subscribers marked ``member`` are one queue
+    group, checked together (``groups.check_group``) against the witnesses."""
     report = Report()
+    witnessed: list[dict[Stream, list[int]]] = []
+    shares: list[tuple[SubscriberLife, dict[Stream, list[int]]]] = []
     report.figures["published"] = sum(sum(p.accepted.values()) for p in publishers)
     report.figures["publisher_lives_killed"] = sum(p.done is None for p in publishers)
     report.figures["not_stored"] = sum(
@@ -223,6 +261,8 @@ def check(
         union: dict[Stream, set[int]] = defaultdict(set)
         for life in lives:
             streams = _check_life(life, durable, report)
+            if life.member:
+                shares.append((life, streams))
             for stream, sequences in streams.items():
                 union[stream].update(sequences)
             if life.witness and not durable:
@@ -230,15 +270,20 @@ def check(
                 if not life.done:
                     report.violate(f"{where} did not end cleanly")
                 _check_core_witness(streams, publishers, where, report)
+                witnessed.append(streams)
         if durable:
             if not lives[-1].done:
                 report.violate(f"durable subscriber {index}: its last life did not end cleanly")
             _check_durable_name(lives, union, publishers, report)
+    if group:
+        check_group(shares, witnessed, publishers, report)
     return report
 
 
-def read_and_check(directory: Path, witnesses: int, durable: bool) -> Report:
-    """Reads ``publisher-I-L.log`` and ``subscriber-I-L.log`` in ``directory`` and checks."""
+def read_and_check(directory: Path, witnesses: int, mode: str) -> Report:
+    """Reads ``publisher-I-L.log`` and ``subscriber-I-L.log`` in ``directory`` and checks
+    them as ``mode`` promises (in queue mode, the subscribers past the witnesses are the
+    group's members)."""
     publishers = []
     for path in sorted(directory.glob("publisher-*.log")):
         _, index, life = path.stem.split("-")
@@ -246,6 +291,8 @@ def read_and_check(directory: Path, witnesses: int, durable: bool) -> Report:
     subscribers = []
     for path in sorted(directory.glob("subscriber-*.log"), key=lambda p: p.stem):
         _, index, life = path.stem.split("-")
-        subscribers.append(read_subscriber(path, int(index), int(life), int(index) < witnesses))
+        subscriber = read_subscriber(path, int(index), int(life), int(index) < witnesses)
+        subscriber.member = mode == "queue" and not subscriber.witness
+        subscribers.append(subscriber)
     subscribers.sort(key=lambda s: (s.index, s.life))
-    return check(publishers, subscribers, durable)
+    return check(publishers, subscribers, mode == "durable", group=mode == "queue")

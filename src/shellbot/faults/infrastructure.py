@@ -1,4 +1,5 @@
-"""What a mode runs on: a ZeroMQ address (the hub is the workload's own), one
+"""What a mode runs on: a ZeroMQ address (the hub is the workload's own; queue mode
+too), one
 nats-server on loopback, or three in network namespaces of their own."""
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from types import TracebackType
 from . import netns
 from .schedule import CLUSTER_MODES
 from .servers import NatsServer, free_port_pair, wait_routes
-
-
-class QueueGroupsMissing(NotImplementedError):
-    """The queue-group mode: its place is kept until the bus has queue groups."""
 
 
 class Infrastructure:
@@ -49,9 +46,7 @@ class Infrastructure:
         self.close()
 
     def _start(self) -> None:
-        if self.mode == "queue":
-            raise QueueGroupsMissing("queue groups do not exist on the bus yet")
-        if self.mode == "zmq":
+        if self.mode in ("zmq", "queue"):
             self.hub_port = free_port_pair()
             self.address = f"tcp://127.0.0.1:{self.hub_port}"
         elif self.mode == "nats":

@@ -23,6 +23,7 @@ from .schedule import Fault, Shape
 CALM = 2.0  # seconds of traffic without faults at the end: what a gap hides shows then
 QUIET = 2.0  # a subscriber ends once told and nothing came for that long
 SEND_TIMEOUT = 5.0  # the workload's bus.send_timeout
+GROUP = "faults-workers"  # queue mode: the group every subscriber past the witnesses joins
 HOLD = SEND_TIMEOUT + 5.0  # how long a durable receiver waits for a gap to fill
 CATCH_UP = HOLD + 30.0  # how long durable subscribers may take to be handed everything
 
@@ -34,6 +35,7 @@ class Workload:
         self, infrastructure: Infrastructure, shape: Shape, directory: Path, quiet: float = QUIET
     ) -> None:
         self.infrastructure = infrastructure
+        self.queue = infrastructure.mode == "queue"
         self.quiet = quiet
         self.shape = shape
         self.directory = directory
@@ -60,6 +62,8 @@ class Workload:
             spec.update(quiet=self.quiet)
             if self.infrastructure.durable:
                 spec["durable_name"] = f"faults-{index}"
+            if self.queue and index >= self.shape.witnesses:
+                spec["group"] = GROUP
         return spec
 
     def _spawn(self, role: str, index: int) -> Program:
@@ -91,7 +95,7 @@ class Workload:
         need, and they put once the subscribers are ready."""
         for role, count in (
             ("publisher", self.shape.publishers),
-            ("subscriber", self.shape.witnesses + self.shape.mortal),
+            ("subscriber", self.shape.subscribers(self.infrastructure.mode)),
         ):
             programs = [self._spawn(role, index) for index in range(count)]
             deadline = time.monotonic() + 40.0
@@ -145,7 +149,7 @@ class Workload:
         and how late is a figure."""
         began = time.monotonic()
         while time.monotonic() - began < CATCH_UP:
-            report = checker.read_and_check(self.directory, self.shape.witnesses, durable=True)
+            report = checker.read_and_check(self.directory, self.shape.witnesses, "durable")
             if not report.figures["acknowledged_lost"]:
                 break
             time.sleep(0.5)
@@ -291,7 +295,7 @@ def run_once(
                 (directory / f"jsz-{node.name}.json").write_text(json.dumps(state, indent=1))
         finally:
             workload.kill_all()
-    report = checker.read_and_check(directory, shape.witnesses, mode == "durable")
+    report = checker.read_and_check(directory, shape.witnesses, mode)
     if mode == "durable":
         report.figures["catch_up_seconds"] = workload.catch_up  # type: ignore[assignment]
     violations = workload.problems + report.violations

@@ -25,8 +25,14 @@ class Shape:
     channels: int = 2
     witnesses: int = 1  # subscribers never killed (stopped, yes): they must see everything
     mortal: int = 1  # subscribers that may be killed and started again
+    members: int = 3  # queue mode: the subscribers in the group, each may be killed
     rate: float = 150.0  # messages a second, per publisher
     faults_per_second: float = 1.0
+
+    def subscribers(self, mode: str) -> int:
+        """How many subscribers a run of ``mode`` has: the witnesses first, then the
+        mortal ones (in queue mode, the group's members)."""
+        return self.witnesses + (self.members if mode == "queue" else self.mortal)
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,12 @@ def choices(mode: str, shape: Shape) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for index in range(shape.publishers):
         pairs += [("kill", f"publisher:{index}"), ("stop", f"publisher:{index}")]
-    subscribers = shape.witnesses + shape.mortal
-    for index in range(subscribers):
+    for index in range(shape.subscribers(mode)):
         pairs.append(("stop", f"subscriber:{index}"))
         # Durable subscribers resume where their name stands: every one may die.
         if mode == "durable" or index >= shape.witnesses:
             pairs.append(("kill", f"subscriber:{index}"))
-    if mode == "zmq":
+    if mode in ("zmq", "queue"):  # queue groups are split at the ZeroMQ hub
         pairs += [("kill", "hub"), ("stop", "hub")]
     elif mode == "nats":
         pairs += [("restart", "node:0"), ("stop", "node:0")]

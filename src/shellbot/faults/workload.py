@@ -87,14 +87,15 @@ def publisher(spec: dict[str, Any]) -> None:
                 turn += 1
             now = time.monotonic()
             if now >= next_stats:
-                _write(out, "s", {**publisher.stats, "at": round(time.time(), 3)})
+                stats = {**publisher.stats, "holds_hub": publisher.holds_hub}
+                _write(out, "s", {**stats, "at": round(time.time(), 3)})
                 next_stats = now + STATS_INTERVAL
             due += interval
             if due > now:
                 time.sleep(due - now)
             else:
                 due = now  # behind (stopped, or a full queue): no burst to catch up
-        _write(out, "s", publisher.stats)
+        _write(out, "s", {**publisher.stats, "holds_hub": publisher.holds_hub})
         _say("halted")
         sys.stdin.readline()
         confirmed = publisher.stop(timeout=20.0)
@@ -103,10 +104,12 @@ def publisher(spec: dict[str, Any]) -> None:
 
 
 def subscriber(spec: dict[str, Any]) -> None:
-    """Receives from the channels, durably under ``durable`` when given, until told
-    and then quiet for ``quiet`` seconds."""
+    """Receives from the channels, durably under ``durable`` and as a member of
+    ``group`` when given, until told and then quiet for ``quiet`` seconds."""
     bus = _bus(spec)
-    subscriber = bus.subscribe(spec["channels"], durable=spec.get("durable_name"))
+    subscriber = bus.subscribe(
+        spec["channels"], durable=spec.get("durable_name"), group=spec.get("group")
+    )
     ready = subscriber.wait_ready(30.0)
     with open(spec["log"], "a", buffering=1) as out:
         _write(out, "up", {"pid": os.getpid(), "ready": ready})

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from .._codec import BATCH_SEPARATOR, HEADER, HEADER_SIZE
+from ...._codec import BATCH_SEPARATOR, HEADER, HEADER_SIZE
 
 _unpack_header = HEADER.unpack_from
 

@@ -10,7 +10,7 @@ Three settings (certificate files as ``shellbot-bus keygen`` writes them):
 - ``bus.curve.authorized``: a folder of public certificates; the hub accepts
   these keys (and its own process's client key) and no other. A file that is
   not one is skipped with a warning; a key removed loses its connections
-  (``_zmq_curve_folder``).
+  (``curve_folder``).
 
 A secret certificate that others than its owner may read is refused, as
 OpenSSH refuses such a private key.
@@ -27,6 +27,7 @@ and what to check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -37,10 +38,10 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from .. import _process
-from .._settings import BusSettings
-from ..errors import ConfigurationError
-from ._zmq_curve_folder import Authorized, Guard
+from ... import _process
+from ..._settings import BusSettings
+from ...errors import ConfigurationError
+from .curve_folder import Authorized, Guard
 
 # Handshake failures without a reason from the hub (it dropped the connection), in a
 # row, before they are reported: one alone may be a hub that went away meanwhile.
@@ -319,3 +320,25 @@ class HandshakeWatch:
 
 def _text(key: bytes | None) -> str:
     return "none" if key is None else key.decode("ascii")
+
+
+def secure_and_watch(
+    socket: zmq.Socket, settings: BusSettings, side: str, endpoint: str
+) -> HandshakeWatch | None:
+    """With bus.curve.* set: makes ``socket`` a CURVE client, watched; else leaves it be."""
+    curve = curve_of(settings)
+    if curve is None:
+        return None
+    try:
+        secure_client(socket, curve)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return HandshakeWatch(socket, curve, side, endpoint)
+
+
+def unwatch(socket: zmq.Socket, watch: HandshakeWatch | None) -> None:
+    if watch is not None:
+        with contextlib.suppress(zmq.ZMQError):
+            socket.disable_monitor()
+        watch.close()

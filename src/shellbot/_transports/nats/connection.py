@@ -10,82 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-# nats.py, which imports this module, has checked that nats-py is installed.
-from nats import errors as nats_errors
+# The package (__init__), which imports this module, has checked that nats-py is installed.
 from nats.aio.client import Client
 
-from .. import errors
-from .._codec import HEADER
-from .._settings import BusSettings, nats_servers, redacted
-from ._nats_naming import Naming
-from ._nats_options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
-from ._nats_stream import Stream
+from ... import errors
+from ..._codec import HEADER
+from ..._settings import BusSettings, nats_servers, redacted
+from . import errors as mapped
+from ._client import OrderedClient
+from .jetstream.stream import Stream
+from .naming import Naming
+from .options import CONNECT_TIMEOUT, connect_options, server_key, with_credentials
 
 log = logging.getLogger("shellbot.bus")
+
+T = TypeVar("T")
 
 RECONNECT_WAIT = 0.1  # seconds between attempts on one server: a node back is found at once
 PROBE_RETRY = 1.0  # seconds before a node that refused a probe connection is tried again
 CLOSED_WAIT_MAX = 5.0  # seconds, at most, before connecting anew a client closed again soon
 UNKNOWN_NODES = 1 << 30  # copies needed when a probe cannot prove anything: never that many
-
-
-class _OrderedClient(Client):
-    """nats-py's client, handing the messages of the bus's subscriptions over in order.
-
-    nats-py gives each subscription a task and a queue of its own, so messages of
-    two subscriptions of one subscriber (two channels, or a channel and a
-    pattern) could come out of order; the bus keeps the order of each publisher
-    across channels. So the messages of the subscriptions ``take()`` names are
-    handed over where the client parses them, one by one, as the server sent
-    them (this uses the client's ``_process_msg`` and ``Subscription._id``,
-    hence the range of nats-py versions the extra admits).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._takers: dict[int, Callable[[bytes, bytes], None]] = {}
-        self._raw_takers: dict[int, Callable[[bytes, bytes, bytes, Any], None]] = {}
-
-    def take(self, subscription: Any, deliver: Callable[..., None], raw: bool = False) -> None:
-        """From now on, ``deliver(subject, payload)`` gets the messages of ``subscription``;
-        with ``raw``, ``deliver(subject, reply, payload, headers)`` (JetStream's)."""
-        sid = subscription._id
-        if raw:
-            self._raw_takers[sid] = deliver
-        else:
-            self._takers[sid] = deliver
-        queue = subscription._pending_queue  # anything that came before, in order
-        while not queue.empty():
-            message = queue.get_nowait()
-            if raw:
-                deliver(
-                    message.subject.encode(), message.reply.encode(), message.data, message.headers
-                )
-            else:
-                deliver(message.subject.encode(), message.data)
-
-    def forget(self, subscription: Any) -> None:
-        self._takers.pop(subscription._id, None)
-        self._raw_takers.pop(subscription._id, None)
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
-    ) -> None:
-        deliver = self._takers.get(sid)
-        if deliver is not None:
-            deliver(subject, data)
-            return
-        raw = self._raw_takers.get(sid)
-        if raw is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
-        else:
-            raw(subject, reply, data, await self._process_headers(headers) if headers else None)
 
 
 class _Connection:
@@ -97,7 +46,7 @@ class _Connection:
         self.servers = nats_servers(settings.address)
         self._probe_options = connect_options(settings, self.servers)  # raises before a thread
         self.loop = asyncio.new_event_loop()
-        self.client = _OrderedClient()
+        self.client = OrderedClient()
         self.failure: errors.TransportError | None = None  # the bus refused us: final
         self.last_error: str | None = None  # why the last attempt failed, for messages
         self.last_closed: str | None = None  # why the server last closed the connection
@@ -127,7 +76,7 @@ class _Connection:
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self.loop.call_soon_threadsafe(callback, *args)
 
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Runs ``coroutine`` on the loop and waits at most ``timeout`` for its result."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
@@ -189,11 +138,7 @@ class _Connection:
             # nats-py retries what the network does; what escapes its connect() (a file
             # it cannot read, an error while it cleans up a failed attempt) ends it.
             self._fail(
-                self._no_certificate()
-                or f"The NATS client gave up connecting to {redacted(self.settings.address)} "
-                f"({type(error).__name__}: {error}): check bus.nats.credentials, "
-                "bus.nats.nkey_seed and bus.nats.tls_*",
-                error,
+                self._no_certificate() or mapped.gave_up_connecting(self.settings, error), error
             )
             return
         await self._connected()
@@ -205,17 +150,12 @@ class _Connection:
         client connects anew, unless this program was refused (``_fail``)."""
         if self.failure is not None:
             return
-        if isinstance(self.client.last_error, nats_errors.AuthorizationError):
+        if mapped.is_authorization(self.client.last_error):
             await self._error(self.client.last_error)  # refused: final, as at connecting
             return
         reason = str(self.client.last_error or self.last_error or "no reason given")
         self.last_closed = reason
-        error = errors.TransportError(
-            f"The connection to the NATS server at {redacted(self.settings.address)} was "
-            f"closed ({reason}); the bus connects again, and what was on its way may be "
-            "lost (counted as missed by subscribers)"
-        )
-        error.__cause__ = self.client.last_error
+        error = mapped.connection_closed(self.settings, reason, self.client.last_error)
         log.warning("NATS: %s", error)
         for closed in list(self._on_closed.values()):
             closed(error)
@@ -257,31 +197,12 @@ class _Connection:
 
     async def _error(self, error: Exception) -> None:
         self.last_error = str(error) or type(error).__name__
-        address = redacted(self.settings.address)
-        if isinstance(error, nats_errors.AuthorizationError) or "uthorization" in str(error):
-            settings = self.settings
-            given = "@" in settings.address or settings.nats_credentials or settings.nats_nkey_seed
-            self._fail(
-                f"The NATS server at {address} refused this program's credentials "
-                "(authorization violation): check the user:password@ or token@ of "
-                "bus.address, or bus.nats.credentials / bus.nats.nkey_seed"
-                if given
-                else f"The NATS server at {address} requires credentials, and this program "
-                "gave none (authorization violation): put user:password@ or token@ in "
-                "bus.address, or set bus.nats.credentials / bus.nats.nkey_seed",
-                error,
-            )
-        elif isinstance(error, ssl.SSLCertVerificationError):
-            # As final as refused credentials: trying again meets the same certificate.
-            self._fail(
-                f"The NATS server at {address} presented a TLS certificate this program "
-                f"does not trust ({error.verify_message}): set bus.nats.tls_ca to the "
-                "certificate of the authority that signed it",
-                error,
-            )
+        refused = mapped.connection_refused(self.settings, error)
+        if refused is not None:
+            self._fail(str(refused), error)
         elif (no_certificate := self._no_certificate()) is not None:
             self._fail(no_certificate, error)  # the server hangs up at each attempt
-        elif isinstance(error, nats_errors.SlowConsumerError):
+        elif isinstance(error, mapped.SlowConsumer):
             pass  # counted where it shows: as gaps in the subscriber's sequence numbers
         else:
             log.debug("NATS: %s", self.last_error)
@@ -289,7 +210,7 @@ class _Connection:
     def _no_certificate(self) -> str | None:
         """Why the server hangs up, when it asks for a client certificate (its INFO says
         so before the TLS handshake) and this program has none."""
-        info = getattr(self.client, "_server_info", None) or {}
+        info = self.client.server_info()
         if self.settings.nats_tls_cert or not info.get("tls_verify"):
             return None
         return (

@@ -1,20 +1,23 @@
 """The receivers of ``nats://``: what every receiver on a process's connection shares
 (``ConnectionReceiver``), and the core receiver of channels and signals
-(``NatsReceiver``); the durable one is in ``_nats_durable``."""
+(``NatsReceiver``); the durable one is in ``jetstream.durable``."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 from collections.abc import Iterator
-from typing import Any
 
-from .. import errors
-from .._codec import CONTROL, request_body
-from ._inbox import Inbox
-from ._nats_connection import _Connection
-from ._nats_naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
-from .base import Frames, Receiver
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from ... import errors
+from ..._codec import CONTROL, request_body
+from .._inbox import Inbox
+from ..base import Frames, Receiver
+from ._client import Headers
+from .connection import _Connection
+from .naming import CARRIED, NAME_CACHE_LIMIT, encode_token, matches
 
 
 class ConnectionReceiver(Receiver):
@@ -73,7 +76,7 @@ class NatsReceiver(ConnectionReceiver):
         # In the loop: the live subscriptions, in the order asked, and for a subject that
         # more than one matches, the subscription that delivers it (NATS sends once per
         # matching subscription; ZeroMQ, and so the bus, once per receiver).
-        self._subscriptions: dict[str, Any] = {}
+        self._subscriptions: dict[str, Subscription | None] = {}
         self._queue_of: dict[str, str | None] = {}  # subject -> its queue group, if any
         self._deliverer: dict[bytes, str] = {}
         # Only a wildcard interest matches a subject besides its own: without one, every
@@ -168,7 +171,7 @@ class NatsReceiver(ConnectionReceiver):
         if interest in self._subscriptions and self._subscriptions[interest] is None:
             self._subscriptions[interest] = subscription
             if interest.startswith(self._naming.requests):  # the reply subject matters
-                client.take(subscription, functools.partial(self._deliver_request, interest), True)
+                client.take_raw(subscription, functools.partial(self._deliver_request, interest))
             else:
                 client.take(subscription, functools.partial(self._deliver, interest))
         else:  # unsubscribed meanwhile
@@ -189,7 +192,7 @@ class NatsReceiver(ConnectionReceiver):
         self._inbox.push([data] if topic is None else [topic, data])
 
     def _deliver_request(
-        self, interest: str, subject: bytes, reply: bytes, data: bytes, headers: Any
+        self, interest: str, subject: bytes, reply: bytes, data: bytes, headers: Headers
     ) -> None:
         if self._wildcards and self._queue is None and self._delivered_by(subject) != interest:
             return
@@ -217,7 +220,9 @@ class NatsReceiver(ConnectionReceiver):
         return interest
 
 
-async def unsubscribe_quietly(subscription: Any) -> None:
+async def unsubscribe_quietly(
+    subscription: Subscription | JetStreamContext.PullSubscription,
+) -> None:
     """Unsubscribes, if the connection still can."""
     with contextlib.suppress(Exception):  # gone with a closed connection
         await subscription.unsubscribe()

@@ -33,21 +33,22 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-from nats import errors as nats_errors
-from nats.js import errors as js_errors
+from nats.aio.subscription import Subscription
 
-from .. import errors
-from .._codec import CONTROL_BYTE
-from ._nats_connection import _Connection
-from ._nats_consumer import HEARTBEAT, Consumer
-from ._nats_naming import CARRIED
-from ._nats_order import PublisherOrder, without_first
-from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .... import errors
+from ...._codec import CONTROL_BYTE
+from .. import errors as mapped
+from .._client import Headers
+from ..connection import _Connection
+from ..naming import CARRIED
+from ..receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .commands import Commands, Filter, Remake, Signal
+from .consumer import HEARTBEAT, Consumer
+from .order import PublisherOrder, without_first
 
 log = logging.getLogger("shellbot.bus")
 
 SILENCE = 4 * HEARTBEAT  # no delivery nor heartbeat for this long: the consumer is made anew
-FILTERS_SETTLE = 0.05  # seconds without a change before filters asked for are applied
 RETRY = 0.25  # seconds between attempts to make the consumer while the cluster cannot
 
 
@@ -75,12 +76,11 @@ class DurableReceiver(ConnectionReceiver):
         self._closed = False
         # In the loop:
         # The changes asked for, in order, and what wakes the worker that does them.
-        self._work: deque[tuple[str, Any]] = deque()
-        self._wake: asyncio.Event | None = None
+        self._commands = Commands()
         self._reconnection: asyncio.Event | None = None  # set as the connection comes back
         self._worker: asyncio.Task[None] | None = None
         self._interests: dict[str, int] = {}  # filter subject -> subscriptions to it
-        self._subscription: Any = None  # the core subscription of the consumer's inbox
+        self._subscription: Subscription | None = None  # the core one of the consumer's inbox
         self._incarnation = 0
         self._made = False
         self._making = False  # a consumer is being made (its requests may be in flight)
@@ -102,17 +102,17 @@ class DurableReceiver(ConnectionReceiver):
     # -- in the caller's thread
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
-            self._connection.call_soon(self._enqueue, "signal", (prefix, True))
+            self._connection.call_soon(self._commands.put, Signal(prefix, True))
             return
         for subject in self._naming.interests(prefix, pattern):
-            self._connection.call_soon(self._enqueue, "filter", (subject, 1))
+            self._connection.call_soon(self._commands.put, Filter(subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == bytes([CONTROL_BYTE]):
-            self._connection.call_soon(self._enqueue, "signal", (prefix, False))
+            self._connection.call_soon(self._commands.put, Signal(prefix, False))
             return
         for subject in self._naming.interests(prefix, pattern):
-            self._connection.call_soon(self._enqueue, "filter", (subject, -1))
+            self._connection.call_soon(self._commands.put, Filter(subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         self._connection.call_soon(self._acknowledge, frames, partly)
@@ -133,10 +133,7 @@ class DurableReceiver(ConnectionReceiver):
         try:
             self._connection.run(self._consumer.delete(), timeout)
         except Exception as error:
-            raise errors.TransportError(
-                f"The durable subscriber {self.name!r} could not be forgotten within "
-                f"{timeout:g} s ({type(error).__name__}: {error}); it is kept on the server"
-            ) from error
+            raise mapped.not_forgotten("durable subscriber", self.name, timeout, error) from error
 
     def _check(self) -> None:
         super()._check()
@@ -145,16 +142,11 @@ class DurableReceiver(ConnectionReceiver):
 
     # -- in the loop
     def _start(self) -> None:
-        self._wake = asyncio.Event()
+        self._commands.start()
         self._reconnection = asyncio.Event()
         self._worker = self._connection.loop.create_task(self._run())
         self._connection.loop.create_task(self._watch())
         self._connection.when_connected(self._reconnected)
-
-    def _enqueue(self, kind: str, argument: Any) -> None:
-        assert self._wake is not None
-        self._work.append((kind, argument))
-        self._wake.set()
 
     def _reconnected(self) -> None:
         # A consumer being made as the connection went is made again too (what it delivered
@@ -172,47 +164,18 @@ class DurableReceiver(ConnectionReceiver):
         if not self._remaking:
             self._remaking = True
             log.debug("NATS: durable %s made anew (%s)", self.name, why)
-            self._enqueue("remake", None)
+            self._commands.put(Remake())
 
     async def _run(self) -> None:
-        """Does the changes one after the other. Filters asked for together (a
-        subscriber's channels come one call each) make the consumer once: before the
-        next signal's subscription (the readiness probe, which must follow it), or once
-        no change came for FILTERS_SETTLE seconds."""
-        work, wake = self._work, self._wake
-        assert wake is not None
+        """Does the changes asked for, in order (see ``Commands.run``)."""
         await self._connection.connected_once.wait()
-        changed = False  # filters (or a remake) asked for and not applied yet
-        while not self._closed:
-            if not work:
-                wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), FILTERS_SETTLE if changed else None)
-            if changed and (not work or work[0][0] == "signal"):
-                changed = False
-                await self._apply()
-                if self._failure is not None:
-                    return
-                continue
-            if not work:
-                continue
-            kind, argument = work.popleft()
-            if kind == "filter":
-                subject, change = argument
-                count = self._interests.get(subject, 0) + change
-                if count > 0:
-                    self._interests[subject] = count
-                else:
-                    self._interests.pop(subject, None)
-                changed = True
-            elif kind == "remake":
-                changed = True
-            else:
-                prefix, subscribing = argument
-                if subscribing:
-                    self._signals.subscribe(prefix)
-                else:
-                    self._signals.unsubscribe(prefix)
+        await self._commands.run(
+            self._interests,
+            self._signals,
+            self._apply,
+            lambda: self._closed,
+            lambda: self._failure is not None,
+        )
 
     async def _apply(self) -> None:
         """Makes the consumer for the filters now (none left: it is left as it is)."""
@@ -222,12 +185,7 @@ class DurableReceiver(ConnectionReceiver):
         try:
             await self._make()
         except Exception as error:  # unforeseen: said, never a silent stall
-            failure = errors.TransportError(
-                f"The durable subscriber {self.name!r} could not be made "
-                f"({type(error).__name__}: {error})"
-            )
-            failure.__cause__ = error
-            self._fail(failure)
+            self._fail(mapped.not_made(self.name, error))
 
     async def _make(self) -> None:
         """Makes the consumer, starting at the first frame not acknowledged; tried
@@ -259,18 +217,13 @@ class DurableReceiver(ConnectionReceiver):
             except errors.ShellbotError as error:  # the stream cannot be used: final
                 self._fail(error)
                 return
-            except js_errors.APIError as error:
-                if error.code == 400:  # a request the server will never take
-                    self._fail(
-                        errors.ConfigurationError(
-                            f"The NATS server refused the durable subscriber {self.name!r} "
-                            f"({error.description})"
-                        )
-                    )
+            except mapped.APIError as error:
+                if mapped.refused_for_good(error):
+                    self._fail(mapped.durable_refused("durable subscriber", self.name, error))
                     return
                 log.debug("NATS: durable %s not made yet (%s)", self.name, error)
                 await asyncio.sleep(RETRY)
-            except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError) as error:
+            except mapped.NOT_NOW as error:
                 log.debug("NATS: durable %s not made yet (%s)", self.name, error)
                 await asyncio.sleep(RETRY)
 
@@ -282,7 +235,7 @@ class DurableReceiver(ConnectionReceiver):
         inbox = client.new_inbox()
         self._last_delivery = 0
         subscription = await client.subscribe(inbox)
-        client.take(subscription, functools.partial(self._deliver, incarnation), raw=True)
+        client.take_raw(subscription, functools.partial(self._deliver, incarnation))
         self._subscription = subscription
         await self._consumer.make(inbox, start, self._naming.filters(self._interests), self._skip)
 
@@ -330,7 +283,7 @@ class DurableReceiver(ConnectionReceiver):
         return start
 
     def _deliver(
-        self, incarnation: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+        self, incarnation: int, subject: bytes, reply: bytes, data: bytes, headers: Headers
     ) -> None:
         if incarnation != self._incarnation or self._closed:
             return  # of a consumer made anew since

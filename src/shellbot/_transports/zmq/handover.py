@@ -20,7 +20,7 @@ them all), so it stays bound until the end, and a publisher that ended its conne
 reconnects 20 ms later. Were it accepted, it could send there while its first
 connection is still being read, and the hub would interleave the two. So the listener
 is given a socket filter that drops every packet (``SO_ATTACH_FILTER``, Linux, tcp://): a
-connection attempt then starts again after ``zmq.CONNECT_TIMEOUT_MS`` and reaches the
+connection attempt then starts again after ``endpoints.CONNECT_TIMEOUT_MS`` and reaches the
 next hub (or finds the port free and retries). Where no filter applies (ipc://, other
 systems), a new connection is shut down as soon as it is accepted, and waited for too.
 

@@ -2,7 +2,7 @@
 
 A stopped process forwards nothing, yet its listening sockets stay bound: no other
 process can bind the address while it lives, and its kernel keeps accepting
-connections into a backlog that no one reads. Heartbeats (see ``zmq.keep_alive``)
+connections into a backlog that no one reads. Heartbeats (see ``sockets.keep_alive``)
 make every peer drop its connection to such a hub within a few seconds, and a
 publisher without the hub looks at who holds the address when its takeover fails:
 a process of this machine that listens on both ports of the hub, has been stopped
@@ -22,7 +22,7 @@ import signal
 import socket as net
 import time
 
-from .._settings import BusSettings
+from ..._settings import BusSettings
 
 STOPPED_FOR = 1.5  # seconds a holder stays stopped before it is taken for hung
 

@@ -14,22 +14,20 @@ from collections.abc import Iterator
 
 import zmq
 
-from .._codec import CREDIT, HEADER, ROUTE, SHARE_COUNT, SHARE_MARK, SHARE_REQUEST, TERMINATOR
-from .._settings import BusSettings
-from ._shares import CREDIT_STEP
-from ._zmq_curve import HandshakeWatch
-from .base import Frames
-from .zmq import (
-    _NOBLOCK,
-    _SNDMORE,
+from ..._codec import CREDIT, HEADER, ROUTE, SHARE_COUNT, SHARE_MARK, SHARE_REQUEST, TERMINATOR
+from ..._settings import BusSettings
+from .._shares import CREDIT_STEP
+from ..base import Frames
+from .curve import HandshakeWatch, secure_and_watch, unwatch
+from .endpoints import ZmqReceiver
+from .sockets import (
+    NOBLOCK,
     RECONNECT_INTERVAL_MS,
-    ZmqReceiver,
-    _secured,
-    _send,
-    _unwatch,
+    SNDMORE,
     connect_address,
     inbound_address,
     keep_alive,
+    send,
 )
 
 _unpack_count = SHARE_COUNT.unpack_from
@@ -82,8 +80,8 @@ class ZmqMemberReceiver(ZmqReceiver):
         if socket is None:
             return
         try:
-            _send(socket, self._credit_topic, _SNDMORE | _NOBLOCK)
-            _send(socket, HEADER.pack(self._done, 0))
+            send(socket, self._credit_topic, SNDMORE | NOBLOCK)
+            send(socket, HEADER.pack(self._done, 0))
         except zmq.ZMQError:  # no hub takes it now: the running total goes with the next
             return
         self._credited = self._done
@@ -94,7 +92,7 @@ class ZmqMemberReceiver(ZmqReceiver):
         socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         keep_alive(socket)
         address = inbound_address(settings)
-        self._credit_watch = _secured(socket, settings, "inbound side", address)
+        self._credit_watch = secure_and_watch(socket, settings, "inbound side", address)
         socket.connect(connect_address(address))
         self._credit = socket
         return socket
@@ -104,6 +102,6 @@ class ZmqMemberReceiver(ZmqReceiver):
             self._send_credit()  # what it never handed is lost, and counted so at the hub
         credit, self._credit = self._credit, None
         if credit is not None:  # the last credit may leave, briefly
-            _unwatch(credit, self._credit_watch)
+            unwatch(credit, self._credit_watch)
             credit.close(linger=min(200, int(self._settings.linger * 1000)))
         super().close()

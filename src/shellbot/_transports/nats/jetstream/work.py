@@ -21,24 +21,23 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
 
-from nats import errors as nats_errors
+from nats.aio.msg import Msg
 from nats.js import api
-from nats.js import errors as js_errors
 
-from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL
-from ._nats_connection import _Connection
-from ._nats_consumer import check_name
-from ._nats_naming import CARRIED
-from ._nats_receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .... import errors
+from ...._codec import BATCH_SEPARATOR, CONTROL
+from .. import errors as mapped
+from ..connection import _Connection
+from ..naming import CARRIED
+from ..receiver import ConnectionReceiver, NatsReceiver, unsubscribe_quietly
+from .commands import Commands, Filter, Signal
+from .consumer import check_name
 
 log = logging.getLogger("shellbot.bus")
 
 FETCH = 16  # stored messages a member holds at most: fetched, and not acknowledged
 FETCH_WAIT = 1.0  # seconds one pull waits for messages before it asks again
-FILTERS_SETTLE = 0.05  # seconds without a change before the channels asked for apply
 RETRY = 0.25  # seconds between attempts while the server cannot answer
 NOT_DONE = b"-NAK"  # hands a message to another member at once
 
@@ -64,8 +63,7 @@ class WorkReceiver(ConnectionReceiver):
         self._redelivered = 0
         self._failure: errors.ShellbotError | None = None
         # In the loop:
-        self._work: deque[tuple[str, Any]] = deque()  # changes asked for, in order
-        self._wake: asyncio.Event | None = None
+        self._commands = Commands()  # changes asked for, in order
         self._room: asyncio.Event | None = None  # set when a member may fetch more
         self._filters: dict[str, int] = {}  # filter subject -> subscriptions to it
         self._outstanding: deque[str] = deque()  # replies of the frames handed, oldest first
@@ -76,17 +74,17 @@ class WorkReceiver(ConnectionReceiver):
     # -- in the caller's thread
     def subscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == CONTROL:
-            self._connection.call_soon(self._enqueue, "signal", (prefix, True))
+            self._connection.call_soon(self._commands.put, Signal(prefix, True))
         else:
             for subject in self._naming.interests(prefix, pattern):
-                self._connection.call_soon(self._enqueue, "filter", (subject, 1))
+                self._connection.call_soon(self._commands.put, Filter(subject, 1))
 
     def unsubscribe(self, prefix: bytes, pattern: str | None = None) -> None:
         if prefix[:1] == CONTROL:
-            self._connection.call_soon(self._enqueue, "signal", (prefix, False))
+            self._connection.call_soon(self._commands.put, Signal(prefix, False))
         else:
             for subject in self._naming.interests(prefix, pattern):
-                self._connection.call_soon(self._enqueue, "filter", (subject, -1))
+                self._connection.call_soon(self._commands.put, Filter(subject, -1))
 
     def acknowledge(self, frames: int, partly: int = 0) -> None:
         # What a closing member was handed part of is given back whole, by close().
@@ -110,16 +108,13 @@ class WorkReceiver(ConnectionReceiver):
         self.close()
 
         async def delete() -> None:
-            with contextlib.suppress(js_errors.NotFoundError):
+            with contextlib.suppress(mapped.NotFound):
                 await self._stream.jetstream.delete_consumer(self._stream.name, self.name)
 
         try:
             self._connection.run(delete(), timeout)
         except Exception as error:
-            raise errors.TransportError(
-                f"The durable group {self.name!r} could not be forgotten within {timeout:g} s "
-                f"({type(error).__name__}: {error}); it is kept on the server"
-            ) from error
+            raise mapped.not_forgotten("durable group", self.name, timeout, error) from error
 
     def _check(self) -> None:
         super()._check()
@@ -128,48 +123,20 @@ class WorkReceiver(ConnectionReceiver):
 
     # -- in the loop
     def _start(self) -> None:
-        self._wake = asyncio.Event()
+        self._commands.start()
         self._room = asyncio.Event()
         self._tasks.append(self._connection.loop.create_task(self._run()))
 
-    def _enqueue(self, kind: str, argument: Any) -> None:
-        assert self._wake is not None
-        self._work.append((kind, argument))
-        self._wake.set()
-
     async def _run(self) -> None:
-        """Does the changes in order; channels asked for together apply once, before the
-        next signal's subscription (the readiness probe, which must follow them)."""
-        work, wake = self._work, self._wake
-        assert wake is not None
+        """Does the changes asked for, in order (see ``Commands.run``)."""
         await self._connection.connected_once.wait()
-        changed = False
-        while not self._closed:
-            if not work:
-                wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), FILTERS_SETTLE if changed else None)
-            if changed and (not work or work[0][0] == "signal"):
-                changed = False
-                await self._apply()
-                if self._failure is not None:
-                    return
-                continue
-            if not work:
-                continue
-            kind, argument = work.popleft()
-            if kind == "filter":
-                subject, change = argument
-                count = self._filters.get(subject, 0) + change
-                if count > 0:
-                    self._filters[subject] = count
-                else:
-                    self._filters.pop(subject, None)
-                changed = True
-            elif argument[1]:
-                self._signals.subscribe(argument[0])
-            else:
-                self._signals.unsubscribe(argument[0])
+        await self._commands.run(
+            self._filters,
+            self._signals,
+            self._apply,
+            lambda: self._closed,
+            lambda: self._failure is not None,
+        )
 
     async def _apply(self) -> None:
         """Makes the group's consumer, or changes its channels, then pulls from it."""
@@ -193,17 +160,12 @@ class WorkReceiver(ConnectionReceiver):
             except errors.ShellbotError as error:  # the stream cannot be used: final
                 self._fail(error)
                 return
-            except js_errors.APIError as error:
-                if error.code == 400:  # a request the server will never take
-                    self._fail(
-                        errors.ConfigurationError(
-                            f"The NATS server refused the durable group {self.name!r} "
-                            f"({error.description})"
-                        )
-                    )
+            except mapped.APIError as error:
+                if mapped.refused_for_good(error):
+                    self._fail(mapped.durable_refused("durable group", self.name, error))
                     return
                 await asyncio.sleep(RETRY)
-            except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError):
+            except mapped.NOT_NOW:
                 await asyncio.sleep(RETRY)
         if not self._pulling:
             self._pulling = True
@@ -227,9 +189,9 @@ class WorkReceiver(ConnectionReceiver):
                             consumer=self.name, stream=self._stream.name
                         )
                     messages = await subscription.fetch(space, timeout=FETCH_WAIT)
-                except (nats_errors.TimeoutError, asyncio.TimeoutError):
+                except mapped.NOTHING_YET:
                     continue
-                except (js_errors.Error, nats_errors.Error) as error:
+                except mapped.NOT_NOW as error:
                     log.debug("NATS: durable group %s cannot pull yet (%s)", self.name, error)
                     await asyncio.sleep(RETRY)
                     continue
@@ -239,7 +201,7 @@ class WorkReceiver(ConnectionReceiver):
             if subscription is not None:
                 await unsubscribe_quietly(subscription)
 
-    def _take(self, message: Any) -> None:
+    def _take(self, message: Msg) -> None:
         reply = message.reply
         subject, data = message.subject.encode(), message.data
         topic = self._naming.topic(subject)

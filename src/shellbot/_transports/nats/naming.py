@@ -10,8 +10,8 @@ import hashlib
 import string
 from collections.abc import Iterable
 
-from .. import errors
-from .._codec import REPLY
+from ... import errors
+from ..._codec import REPLY
 
 NAME_CACHE_LIMIT = 100_000  # subjects whose topics are remembered
 # The longest subject the rule writes for a channel; a longer one is its digest's

@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import ParseResult, SplitResult, urlsplit
 
-from .. import errors
-from .._settings import BusSettings
+from ... import errors
+from ..._settings import BusSettings
 
 CONNECT_TIMEOUT = 2.0  # seconds for one attempt on one server
 
 
-def server_key(url: Any) -> str:
+def server_key(url: str | SplitResult | ParseResult) -> str:
     """host:port of a server URL (a string or a parsed one), as the client names it."""
     parts = urlsplit(url) if isinstance(url, str) else url
     return f"{parts.hostname}:{parts.port or 4222}"

@@ -1,23 +1,9 @@
-"""``nats://``: the bus on a NATS server or cluster, which is the hub already running.
-
-The frames are the bus's own (``_codec``): a channel's topic travels as a NATS
-subject, the body (sender id, sequence number, JSON) as the payload, so gaps
-are counted exactly as on ZeroMQ. The naming rule is in ``Naming``.
-
-One connection per process and address, its asyncio loop in a thread of its
-own (``_Connection``). ``put()`` never waits for that loop: the sender appends
-frames to a queue and wakes the loop once per burst; the loop publishes what is
-queued, joining consecutive messages of one channel into one payload (the same
-runs as the ZeroMQ hub makes, split again by the subscriber), so that under a
-backlog a NATS message carries many, and a message alone leaves at once. While
-no server is connected, frames wait in that queue (up to
-``bus.send_high_water_mark``, then ``put()`` waits up to ``bus.send_timeout``).
-
-Readiness is end to end: on a cluster, a subscription reaches the other nodes
-after the server that took it answered, so a probe comes back from every node
-(``Sender.send_probe``), each through a short connection of its own to that
-node, before ``wait_ready()`` says True.
-"""
+"""The sender of ``nats://``: ``put()`` appends frames to a queue and wakes the
+connection's loop once per burst; the loop publishes what is queued, joining
+consecutive messages of one channel into one payload (the same runs as the ZeroMQ
+hub makes, split again by the subscriber). Requests and answers wait in that queue
+too, so they keep their order with the messages. On a durable bus, runs go to the
+stream through ``jetstream.publishing``."""
 
 from __future__ import annotations
 
@@ -29,36 +15,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
-from .. import errors
-from .._codec import BATCH_SEPARATOR, CONTROL_BYTE, HEADER, HEADER_SIZE
-from .._settings import BusSettings, redacted
-from .base import Hub, HubKind, Receiver, Sender, Transport
+from nats.aio.msg import Msg
 
-try:  # first, so that a missing extra is said before anything else fails
-    from nats import errors as nats_errors
-except ImportError as missing:  # the optional extra
-    raise errors.ConfigurationError(
-        "A nats:// bus.address needs the NATS client, nats-py, which is not installed: "
-        "install shellbot's nats extra (from its checkout: pip install '.[nats]')"
-    ) from missing
-
-# After the extra's check:
-from ._nats_connection import UNKNOWN_NODES, _Connection
-from ._nats_durable import DurableReceiver
-from ._nats_naming import (
-    Naming,
-    decode_token,
-    encode_token,
-)
-from ._nats_receiver import NatsReceiver
-from ._nats_stream import StoredPublishing
-from ._nats_work import WorkReceiver
+from ... import errors
+from ..._codec import CONTROL_BYTE, HEADER, HEADER_SIZE
+from ..._settings import redacted
+from .._runs import joined, run_limit
+from ..base import Sender
+from . import errors as mapped
+from .connection import UNKNOWN_NODES, _Connection
+from .jetstream.publishing import StoredPublishing
 
 log = logging.getLogger("shellbot.bus")
-
-RUN_BYTES = 8 * 1024  # a NATS message joins queued messages of a channel up to this size
 
 _unpack_header = HEADER.unpack_from
 # Requests and answers wait in the sender's queue as these control topics (never a
@@ -171,7 +140,7 @@ class NatsSender(Sender):
             # back as the server's no-responders status: counted, never raised.
             await client.publish(item[len(_REPLY_ITEM) :].decode(), body, reply=self._bounces)
 
-    async def _bounced(self, message: Any) -> None:
+    async def _bounced(self, message: Msg) -> None:
         if not message.data:
             self._replies_dropped += 1
 
@@ -311,7 +280,7 @@ class NatsSender(Sender):
         subject_of = self._naming.subject
         publish = client.publish
         stored = self._stored.publish if self._stored is not None else None
-        limit = HEADER_SIZE + min(RUN_BYTES, self._settings.max_message_size)
+        limit = run_limit(self._settings.max_message_size)  # the rule of every transport
         if client.max_payload:  # a run is one NATS message: the server's limit holds too
             limit = min(limit, client.max_payload)
         carries, short = self._naming.carries, self._naming.short_topic
@@ -326,6 +295,8 @@ class NatsSender(Sender):
                     identity, sequence = _unpack_header(body)
                     parts: list[bytes] | None = None
                     size = len(body) + (len(topic) if carried else 0)
+                    # ``Run.takes``'s rule (``_runs``), inline as on the hub: a call per
+                    # message would cost throughput here too.
                     while queue:
                         next_topic, next_body = queue[0]
                         if (
@@ -342,7 +313,7 @@ class NatsSender(Sender):
                         sequence += 1
                         size += len(next_body) - HEADER_SIZE + 1
                     if parts is not None:
-                        body = BATCH_SEPARATOR.join(parts)
+                        body = joined(parts)
                 try:
                     if topic[0] == CONTROL_BYTE and topic[1:2] == _EXCHANGE:
                         await self._publish_exchange(topic, body)
@@ -355,16 +326,16 @@ class NatsSender(Sender):
                     log.warning("NATS: %s", error)
                     queue.clear()
                     break
-                except nats_errors.MaxPayloadError:
+                except mapped.TOO_LARGE:
                     # Put before the server's max_payload was known: this one alone is lost.
                     self._oversized(topic, body)
                 if taken >= 4096:  # let the loop read and ping between long bursts
                     taken = 0
                     self._make_room()
                     await asyncio.sleep(0)
-        except nats_errors.OutboundBufferLimitError:
+        except mapped.BUFFER_FULL:
             pass  # disconnected meanwhile: the reconnection wakes us again
-        except nats_errors.ConnectionClosedError as error:
+        except mapped.CLOSED as error:
             log.warning("NATS: a message could not be published (%s)", error)
         finally:
             self._make_room()
@@ -415,52 +386,3 @@ def _shown(topic: bytes, limit: int = 60) -> str:
     if len(channel) <= limit:
         return repr(channel)
     return f"{channel[:limit]!r}... ({len(channel)} characters)"
-
-
-class NatsTransport(Transport):
-    hub_kind = HubKind.BROKER
-    broker_name = "a NATS server"
-    stores_messages = True  # with JetStream on the server, which the stream's use checks
-
-    def __init__(self, settings: BusSettings) -> None:
-        super().__init__(settings)
-        self.naming = Naming(settings.nats_prefix)
-        self._connection: _Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def connection(self) -> _Connection:
-        """This process's connection, made on first use."""
-        with self._lock:
-            if self._connection is None:
-                self._connection = _Connection(self.settings, self.naming)
-            return self._connection
-
-    def open_sender(self) -> Sender:
-        return NatsSender(self.connection)
-
-    def open_receiver(self, durable: str | None = None, group: str | None = None) -> Receiver:
-        if durable is not None and group is not None:
-            return WorkReceiver(self.connection, durable)
-        if durable is not None:
-            return DurableReceiver(self.connection, durable)
-        return NatsReceiver(self.connection, group=group)
-
-    def open_hub(self) -> Hub | None:
-        return None  # the server is the hub
-
-    def unreachable(self) -> str:
-        # What this process's connection learnt, if it has one: the message makes none.
-        connection = self._connection
-        if connection is not None and connection.failure is not None:
-            return str(connection.failure)
-        last = connection.last_error if connection is not None else None
-        why = f" (last: {last})" if last else ""
-        return (
-            f"No NATS server answered at {redacted(self.settings.address)} within "
-            f"{self.settings.start_timeout:g} s (bus.start_timeout){why}: check bus.address, "
-            "and that nats-server runs there"
-        )
-
-
-__all__ = ["Naming", "NatsTransport", "decode_token", "encode_token"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .._codec import REPLY, REQUEST_MARK_BYTE, request_reply_to, split_request
+from ..._codec import REPLY, REQUEST_MARK_BYTE, request_reply_to, split_request
 
 
 def reply_addresses(topic: bytes, run: list[bytes]) -> Iterator[bytes]:

@@ -11,12 +11,9 @@ the count, which ZeroMQ's filter gives to that member alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import zmq
 
-from .._codec import (
+from ..._codec import (
     BATCH_SEPARATOR,
     HEADER,
     HEADER_SIZE,
@@ -27,7 +24,8 @@ from .._codec import (
     SHARE_REQUEST,
     TERMINATOR,
 )
-from ._shares import Assignment, Shares
+from .._shares import Assignment, Shares
+from .sockets import SNDMORE, send
 
 # A run the hub joined is split into pieces of at most this many messages for a group:
 # shares are dealt in pieces, so the finer, the more even (and a run may hold 1,000).
@@ -48,10 +46,9 @@ class _Batch:
 
 
 class HubShares:
-    def __init__(self, xpub: zmq.Socket | None, limit: int, send: Callable[..., Any]) -> None:
+    def __init__(self, xpub: zmq.Socket | None, limit: int) -> None:
         self._xpub = xpub
         self._limit = limit
-        self._send = send  # the hub's send: (socket, data, flags)
         self.shares = Shares()
         self._pending: dict[bytes, _Batch] = {}  # member -> what the next flush sends it
 
@@ -124,8 +121,8 @@ class HubShares:
     def _send_batch(self, member: bytes, batch: _Batch) -> None:
         topic = ROUTE + member + SHARE_MARK + _pack_count(batch.count)
         assert self._xpub is not None, "routes made without a hub route no shares"
-        self._send(self._xpub, topic, zmq.SNDMORE)
-        self._send(self._xpub, batch.data)
+        send(self._xpub, topic, SNDMORE)
+        send(self._xpub, batch.data)
 
     def stats(self) -> dict[str, int]:
         shares = self.shares

@@ -4,7 +4,7 @@
 subscriber's filters, reads where a new process of the same name begins (the
 acknowledgement floor, and how much of a run a predecessor closing in the
 middle of it was handed), writes that, and deletes it. The delivery it pushes
-is the receiver's (``_nats_durable``).
+is the receiver's (``jetstream.durable``).
 
 A consumer's position cannot be moved, so making it anew at another sequence
 means a new consumer. It is made before the one it replaces is deleted, so
@@ -19,25 +19,23 @@ successor that finds both takes the newer one's position.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
 from typing import Any
 
-from nats import errors as nats_errors
 from nats.js import api
-from nats.js import errors as js_errors
 
-from .. import errors
-from ._nats_stream import Stream
+from .... import errors
+from .. import errors as mapped
+from .stream import Stream
 
 log = logging.getLogger("shellbot.bus")
 
 ACK_WAIT = 30.0  # seconds the server waits for an acknowledgement before it delivers again
 HEARTBEAT = 1.0  # seconds between the server's heartbeats while nothing is delivered
 # NATS messages delivered and not yet acknowledged, at most: room for a few seconds of
-# traffic held back behind a run the stream stored late (see _nats_order).
+# traffic held back behind a run the stream stored late (see order).
 MAX_ACK_PENDING = 10_000
 # The metadata key where a subscriber closing in the middle of a run leaves how many of
 # its messages the program was handed: "<stream sequence>:<count>".
@@ -82,7 +80,7 @@ class Consumer:
         for name in self.names:
             try:
                 found.append(await self.stream.jetstream.consumer_info(self.stream.name, name))
-            except js_errors.NotFoundError:
+            except mapped.NotFound:
                 continue
         self._present = {info.name for info in found}
         newest = max(found, key=_generation, default=None)
@@ -116,7 +114,7 @@ class Consumer:
             await self._look_up()
         made = self.names[1] if self._current == self.names[0] else self.names[0]
         if made in self._present:  # the older of two, left by a process stopped between them
-            with contextlib.suppress(js_errors.NotFoundError):
+            with contextlib.suppress(mapped.NotFound):
                 await jetstream.delete_consumer(self.stream.name, made)
             self._present.discard(made)
         metadata = {GENERATION_KEY: str(self._generation + 1)}
@@ -148,9 +146,9 @@ class Consumer:
         if replaced is not None:
             try:
                 await jetstream.delete_consumer(self.stream.name, replaced)
-            except js_errors.NotFoundError:
+            except mapped.NotFound:
                 pass
-            except (js_errors.Error, nats_errors.Error, asyncio.TimeoutError) as error:
+            except mapped.NOT_NOW as error:
                 # Left for the next making (which deletes it first) or forget().
                 log.debug("NATS: durable %s: %s not deleted yet (%s)", self.name, replaced, error)
                 return
@@ -167,7 +165,7 @@ class Consumer:
     async def delete(self) -> None:
         """Deletes both consumers of the name: the server forgets it."""
         for name in self.names:
-            with contextlib.suppress(js_errors.NotFoundError):
+            with contextlib.suppress(mapped.NotFound):
                 await self.stream.jetstream.delete_consumer(self.stream.name, name)
         self._known, self._current, self._present, self._made_with = True, None, set(), None
 

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from ._zmq_handover import InboundConnections
+from .handover import InboundConnections
 
 log = logging.getLogger("shellbot.bus")
 
