@@ -16,6 +16,7 @@ import pytest
 from conftest import Subscribers, eventually
 
 from shellbot import Context, errors
+from shellbot._publishing.state import Phase
 from shellbot.bus import Bus, Message, Publisher, Subscriber
 from shellbot.errors import ClosedError, NoResponders
 
@@ -370,7 +371,7 @@ def test_run_called_directly_uses_the_hub_that_holds_the_address(
     runner = threading.Thread(target=foreground.run, daemon=True)
     runner.start()
     deadline = time.monotonic() + 5.0
-    while not foreground._running_here and time.monotonic() < deadline:
+    while foreground._life.phase is not Phase.RUNNING_HERE and time.monotonic() < deadline:
         runner.join(0.01)
     foreground.put("through", "while running")
     foreground.fan.put(None)
@@ -523,7 +524,7 @@ def test_request_all_gathers_the_answers_with_their_senders(
 
 def publisher_sender_of(bus: Bus) -> int:
     """The sender id of this process's messages (and answers) on the bus."""
-    from shellbot import _outbox
+    from shellbot._publishing import outbox as _outbox
     from shellbot._settings import BusSettings
 
     return _outbox.outbox_for(BusSettings.from_context(bus.context)).sender_id

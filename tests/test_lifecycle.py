@@ -10,7 +10,7 @@ import psutil
 import pytest
 from conftest import Subscribers
 
-from shellbot._hub_keeper import SWITCH_INTERVAL
+from shellbot._publishing.keeper import SWITCH_INTERVAL
 from shellbot.bus import Bus, Publisher, Subscriber
 from shellbot.errors import ClosedError
 

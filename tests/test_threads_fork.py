@@ -220,3 +220,14 @@ def test_every_after_fork_reset_runs_in_the_child_though_one_fails() -> None:
         _process._resets.remove(after)
     assert exit_code_of(pid, timeout=10.0) == 0
     assert ran == []  # the parent ran none
+
+
+def test_an_origin_is_current_in_its_maker_only() -> None:
+    made_here = _process.Origin()
+    assert made_here.is_current()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        made_in_child = _process.Origin()
+        os._exit(0 if not made_here.is_current() and made_in_child.is_current() else 1)
+    assert exit_code_of(pid, timeout=10.0) == 0
+    assert made_here.is_current()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from . import _outbox
+from ._publishing import outbox as _outbox
 from ._settings import redacted
 from .errors import ShellbotError
 

@@ -14,6 +14,9 @@ process on that list and joins the others: the parent's publisher processes, wit
 hub one of them holds for everyone on the address. A child never stops a process it
 did not start; ``multiprocessing`` empties the list in the processes it forks itself,
 and here a bare fork's child does the same.
+
+The other half: ``Origin``, which tells whether this is the process that made
+something (a publisher's process launched, a manager started, a signal handler set).
 """
 
 from __future__ import annotations
@@ -48,6 +51,21 @@ def _in_child() -> None:
             failed = failed or error
     if failed is not None:
         raise failed  # reported as a fork hook's error is (sys.unraisablehook)
+
+
+class Origin:
+    """The process that made something: ``Origin()`` remembers it, ``is_current()``
+    answers "am I that process?" (False in a forked child, and wherever a copy
+    travelled). What only its maker may use (join a process, reuse a manager, raise
+    in a handler) asks here, rather than comparing pids itself."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def is_current(self) -> bool:
+        return self.pid == os.getpid()
 
 
 os.register_at_fork(after_in_child=_in_child)

@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec, _outbox, _process
+from . import _codec, _process
 from ._message import Message
 from ._pending import Pending, Waiting
+from ._publishing import outbox as _outbox
 from ._settings import BusSettings
 from ._transports import transport_for
 from .errors import ClosedError, NoResponders, TimeoutError

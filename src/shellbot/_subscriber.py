@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from . import _codec, _outbox
+from . import _codec
 from ._decoder import Decoder, Entry, Readiness
 from ._durable import Acknowledgements
 from ._message import Message
+from ._publishing import outbox as _outbox
 from ._requests import Replier
 from ._settings import BusSettings, as_context
 from ._subscriptions import Subscriptions

@@ -25,9 +25,10 @@ from __future__ import annotations
 import typing
 from typing import Any as _Any
 
-from . import _outbox, _pending, _requests
+from . import _pending, _requests
 from ._message import Message
-from ._publisher import Publisher
+from ._publishing import Publisher
+from ._publishing import outbox as _outbox
 from ._settings import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
 from ._settings import BusSettings as _BusSettings
 from ._settings import as_context as _as_context

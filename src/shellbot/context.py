@@ -28,7 +28,7 @@ __all__ = ["Context"]
 log = logging.getLogger("shellbot.context")
 
 _manager: SyncManager | None = None
-_manager_pid: int | None = None
+_manager_origin: _process.Origin | None = None  # the process that started _manager
 _manager_lock = threading.Lock()
 _inherited_temp: str | None = None  # a forked child's: its parent's multiprocessing folder
 PARENT_WATCH_INTERVAL = 0.25  # how often the manager process looks whether its program lives
@@ -36,12 +36,12 @@ PARENT_WATCH_INTERVAL = 0.25  # how often the manager process looks whether its 
 
 def _shared_manager() -> SyncManager:
     """One manager process per program, started on first use."""
-    global _manager, _manager_pid
+    global _manager, _manager_origin
     with _manager_lock:
-        if _manager is None or _manager_pid != os.getpid():
+        if _manager is None or _manager_origin is None or not _manager_origin.is_current():
             manager = SyncManager(ctx=multiprocessing.get_context())
             manager.start(_end_with_program, (os.getpid(), _own_temp_folder()))
-            _manager, _manager_pid = manager, os.getpid()
+            _manager, _manager_origin = manager, _process.Origin()
         return _manager
 
 

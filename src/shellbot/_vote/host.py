@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .._settings import BusSettings, redacted
-from .._transports import transport_for
-from .._transports.base import HubKind
+from .._settings import redacted
+from .._transports import HubKind, transport_of
 from ..bus import Bus, Publisher, Subscriber
 from ..context import Context
 from .joins import Joins
@@ -93,7 +92,7 @@ class VoteHost:
     def broker(self) -> str | None:
         """What joins the vote's parties when it is a broker ("a NATS server"), else None:
         then no process of the vote holds a hub, or could."""
-        transport = transport_for(BusSettings.from_context(self.context))
+        transport = transport_of(self.context)
         return transport.broker_name or None if transport.hub_kind is HubKind.BROKER else None
 
     @property

@@ -14,8 +14,8 @@ import socket
 import time
 from typing import Protocol
 
-from .._settings import BusSettings, redacted
-from .._transports import transport_for
+from .._settings import redacted
+from .._transports import transport_of
 from ..bus import Bus, Subscriber
 from ..context import Context
 from .messages import (
@@ -61,7 +61,7 @@ def join_vote(
     bus = Bus(context)
     bus.check()
     publisher = bus.publish()
-    if transport_for(BusSettings.from_context(context)).process_local:
+    if transport_of(context).process_local:
         raise VoteError(
             f"{address} lives inside one process: join a vote over tcp://, ipc:// or "
             "nats:// instead"

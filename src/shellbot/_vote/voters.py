@@ -15,8 +15,7 @@ import threading
 import time
 from typing import Any
 
-from .._settings import BusSettings
-from .._transports import transport_for
+from .._transports import transport_of
 from ..bus import Bus, Publisher, Subscriber
 from ..context import Context
 from .messages import Ballot, Closed, Question, Ready, VoteMessage, parse, short_name, voter_number
@@ -160,7 +159,7 @@ class Workers:
     ) -> None:
         count = max(1, min(count, len(channels)))
         shares = [channels[index::count] for index in range(count)]
-        self.in_threads = transport_for(BusSettings.from_context(context)).process_local
+        self.in_threads = transport_of(context).process_local
         self.restart = restart and not self.in_threads
         self.units: list[Any] = []
         self._args = [(context, vote_id, share, question_by) for share in shares]

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from .. import _process
 from .._settings import BusSettings, check_address
 from .._transports import transport_for
 from ..errors import ConfigurationError, ShellbotError
@@ -117,11 +118,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C is, so the same cleanup runs."""
 
 
-_command_pid = os.getpid()
+_command = _process.Origin()  # the process that set the SIGTERM handler
 
 
 def _terminate(*_: Any) -> None:
-    if os.getpid() != _command_pid:  # a forked child kept the handler: end as SIGTERM does
+    if not _command.is_current():  # a forked child kept the handler: end as SIGTERM does
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
@@ -150,9 +151,9 @@ def guarded(command: F) -> F:
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         # hub and spy stop on SIGTERM their own way, while they run (_stop_on_signals).
-        global _command_pid
+        global _command
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            _command_pid = os.getpid()
+            _command = _process.Origin()
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)

@@ -48,7 +48,8 @@ def why_taken(settings: BusSettings, transport: Transport) -> str:
 
 def _hub_answers(settings: BusSettings, timeout: float) -> bool:
     """True when a probe sent to the hub's inbound side comes back at the address."""
-    from .. import _codec, _outbox  # the bus's own probe, sent as a publisher sends it
+    from .. import _codec  # the bus's own probe, sent as a publisher sends it
+    from .._publishing import outbox as _outbox
 
     # Probes that no hub takes must not hold the command at exit.
     settings = dataclasses.replace(settings, linger=0.0)

@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .._settings import DEFAULT_ADDRESS, BusSettings, redacted
-from .._transports import transport_for
-from .._transports.base import HUB_COUNTERS, HubKind
+from .._transports import HUB_COUNTERS, HubKind, transport_for
 from ._app import app
 from ._common import (
     EXIT_USAGE,

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from .._settings import DEFAULT_ADDRESS, BusSettings, redacted
-from .._transports import transport_for
-from .._transports.base import HubKind
+from .._settings import DEFAULT_ADDRESS, redacted
+from .._transports import HubKind, transport_of
 from ._app import app
 from ._common import (
     EXIT_USAGE,
@@ -86,7 +85,7 @@ def reply(
     bus = Bus(context)
     bus.check()
     shown = redacted(address)
-    keeps = transport_for(BusSettings.from_context(context)).hub_kind is HubKind.EMBEDDED
+    keeps = transport_of(context).hub_kind is HubKind.EMBEDDED
     stop = threading.Event()
     answered = failed = 0
     with stop_on_signals(stop):

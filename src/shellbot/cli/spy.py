@@ -17,8 +17,7 @@ from rich.text import Text
 
 from .._codec import HEADER, HEADER_SIZE, REPLY
 from .._settings import DEFAULT_ADDRESS, BusSettings, redacted
-from .._transports import transport_for
-from .._transports.base import HubKind
+from .._transports import HubKind, transport_for, transport_of
 from ._app import app
 from ._common import (
     EXIT_USAGE,
@@ -98,7 +97,7 @@ def spy(
     bus.check()
     shown = redacted(address)
     # A broker is up already: nothing for a publisher of ours to keep up.
-    keeps = transport_for(BusSettings.from_context(context)).hub_kind is HubKind.EMBEDDED
+    keeps = transport_of(context).hub_kind is HubKind.EMBEDDED
     stop = threading.Event()
     with stop_on_signals(stop):
         keeper = bus.publish() if keeps else None

@@ -15,16 +15,14 @@ processes it starts leave through ``os._exit``, where ``atexit`` never runs.
 from __future__ import annotations
 
 import multiprocessing.util
-import os
 import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _codec, _process
-from ._settings import BusSettings
-from ._transports import transport_for
-from ._transports.base import Sender
+from .. import _codec, _process
+from .._settings import BusSettings
+from .._transports import Sender, transport_for
 
 _encode = _codec.encode
 _pack = _codec.HEADER.pack
@@ -136,7 +134,7 @@ _outboxes: dict[BusSettings, Outbox] = {}
 _outboxes_lock = threading.Lock()
 # Stops for the publishers started by this process, run at exit before the flush.
 _exit_stops: dict[int, Callable[[], None]] = {}
-_exit_hook_pid: int | None = None
+_exit_hooked: _process.Origin | None = None  # the process that registered the exit hook
 EXIT_PRIORITY = 100  # above the manager's 0: publishers still read the context while stopping
 
 
@@ -169,9 +167,9 @@ def existing_outbox(settings: BusSettings) -> Outbox | None:
 def _hook_exit() -> None:
     """Registers the exit hook once per process (a process started by multiprocessing
     begins with an empty finalizer registry)."""
-    global _exit_hook_pid
-    if _exit_hook_pid != os.getpid():
-        _exit_hook_pid = os.getpid()
+    global _exit_hooked
+    if _exit_hooked is None or not _exit_hooked.is_current():
+        _exit_hooked = _process.Origin()
         multiprocessing.util.Finalize(None, _at_exit, exitpriority=EXIT_PRIORITY)
 
 

@@ -1,15 +1,16 @@
 """The publisher: a process that keeps the bus up, and a ``put()`` that needs none.
 
 ``put()`` runs in the caller: it validates, encodes and hands bytes to the
-process's outbox (see ``_outbox``), started or not. ``start()`` runs the publisher
+process's outbox (see ``outbox``), started or not. ``start()`` runs the publisher
 in a process of its own, or in a thread where the transport's hub lives in one
-process (``_runner``); there, ``run()`` keeps the bus up (``_hub_keeper``): it holds
+process (``runner``); there, ``run()`` keeps the bus up (``keeper``): it holds
 the hub when no one holds the address yet, or else relies on the hub that does
 (and takes over if it goes away). It stops when ``general.switch`` turns ``'off'``,
 on a pill sent by ``fan.put(None)`` or ``stop()`` (a pill put before ``start()`` is
 kept, and sent once the process runs), or on SIGTERM; while stopping, its hub
 forwards what is still arriving, for at most ``bus.drain_timeout`` seconds.
-``run()`` called directly does the same in the caller.
+``run()`` called directly does the same in the caller. Its phase, and the pills
+kept until it runs, are its ``Life`` (``state``).
 """
 
 from __future__ import annotations
@@ -19,25 +20,23 @@ import json
 import logging
 import multiprocessing
 import secrets
-import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from . import _codec, _outbox, _process
-from ._hub_keeper import HubKeeper, HubState, Shared
-from ._runner import ProcessRunner, Runner, ThreadRunner
-from ._settings import BusSettings, as_context, redacted
-from ._transports import transport_for
-from ._transports.base import HUB_COUNTERS
-from .context import Context
-from .errors import AuthenticationError, TimeoutError, TransportError
+from .. import _codec
+from .._settings import BusSettings, as_context, redacted
+from .._transports import transport_for
+from ..context import Context
+from ..errors import AuthenticationError, TimeoutError, TransportError
+from . import outbox as _outbox
+from .keeper import HubKeeper, Mode
+from .runner import ProcessRunner, Runner, ThreadRunner
+from .state import HubState, Life, Phase, Shared
 
 log = logging.getLogger("shellbot.bus")
-
-# Guards a publisher's kept pills against a run() that begins in another thread.
-_pills_lock = threading.Lock()
 
 
 class Fan:
@@ -50,12 +49,13 @@ class Fan:
     always True and ``qsize()`` 0 (``stop()`` waits for what is on its way).
     """
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, send_pill: Callable[[], None]) -> None:
         self._publisher = publisher
+        self._send_pill = send_pill
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:
-            self._publisher._send_pill()
+            self._send_pill()
         else:
             self._publisher.process(item)
 
@@ -89,14 +89,11 @@ class Publisher(multiprocessing.Process):
         self.settings = BusSettings.from_context(self.context)
         transport_for(self.settings).check_storage()  # bus.durable where nothing is stored
         self.publisher_id = secrets.token_hex(8)
-        self.fan = Fan(self)
+        self.fan = Fan(self, self._send_pill)
+        self._life = Life()
         # Shared memory is made by start(), so an unstarted publisher can travel to any process.
         self._shared = Shared.unstarted()
         self._runner: Runner | None = None  # made by start(); it stays in this process
-        self._started = False
-        self._stopped = False
-        self._pills = 0  # pills put before start() or run(): see _send_kept_pill()
-        self._running_here = False  # run() called directly is past its readiness
         # What this process had put on the address before: publisher.counter counts from here.
         before = _outbox.existing_outbox(self.settings)
         self._sent_before = before.sent() if before is not None else 0
@@ -151,11 +148,11 @@ class Publisher(multiprocessing.Process):
                 by a program that is not a hub).
             AuthenticationError: a secured hub refused this process.
         """
-        if self._started:
+        if self._life.started:
             raise RuntimeError("A publisher can be started once; make a new one with bus.publish()")
         transport = transport_for(self.settings)
         transport.check()  # settings it cannot use: raised here as what they are
-        self._started = True
+        self._life.begin_start()
         # Settings changed in the context since bus.publish() count, as in the original.
         self.settings = BusSettings.from_context(self.context)
         transport_for(self.settings).check_storage()
@@ -163,8 +160,9 @@ class Publisher(multiprocessing.Process):
         runner = ThreadRunner(self.run) if transport.process_local else ProcessRunner(self)
         self._runner = runner
         runner.start()
+        self._life.launched()
         _outbox.stop_at_exit(id(self), self._stop_at_exit)
-        ready = shared.ready.wait(self.settings.start_timeout)
+        ready = shared.wait_ready(self.settings.start_timeout)
         state = shared.hub_state
         if state in (HubState.FAILED, HubState.REFUSED):
             self.join(1.0)
@@ -173,7 +171,7 @@ class Publisher(multiprocessing.Process):
         if not ready:
             self.terminate()
             raise TimeoutError(transport.unreachable())
-        self._send_kept_pill(running_here=False)
+        self._send_kept_pills(running_here=False)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stops the process after what this process put was forwarded; True once it is gone.
@@ -219,7 +217,7 @@ class Publisher(multiprocessing.Process):
         return stopped and stored
 
     def _stop_process(self, timeout: float) -> bool:
-        if not self._started:
+        if not self._life.started:
             return True
         if self.is_alive():
             self._send_pill()
@@ -233,7 +231,7 @@ class Publisher(multiprocessing.Process):
     @property
     def holds_hub(self) -> bool:
         """True when this publisher's process holds the hub of its address."""
-        return self._shared.state.value == HubState.HUB
+        return self._shared.hub_state is HubState.HUB
 
     @property
     def stats(self) -> dict[str, int]:
@@ -251,7 +249,7 @@ class Publisher(multiprocessing.Process):
 
         On NATS, where the server is the hub, ``oversized`` counts the messages this
         process put before the server's max_payload was known, and over it: not sent."""
-        stats = dict(zip(HUB_COUNTERS, self._shared.stats, strict=True))
+        stats = self._shared.hub_stats()
         if self.settings.durable:
             stats.update(_outbox.outbox_for(self.settings).counters())  # zeros before a put
         elif (outbox := _outbox.existing_outbox(self.settings)) is not None:
@@ -290,11 +288,9 @@ class Publisher(multiprocessing.Process):
         return self._runner is not None and self._runner.in_thread
 
     def _send_pill(self) -> None:
-        if not self._started:
-            with _pills_lock:
-                if not self._running_here:  # no control socket would take it yet
-                    self._pills += 1
-                    return
+        if not self._life.started:
+            if self._life.keep_pill():  # no control socket would take it yet
+                return
         else:
             started_here = self._runner is not None and self._runner.started_here()
             if started_here and not self.is_alive():
@@ -303,7 +299,7 @@ class Publisher(multiprocessing.Process):
         # publisher that is gone reaches no one, which is harmless.
         _outbox.outbox_for(self.settings).send_control(_codec.PILL + self.publisher_id.encode())
 
-    def _send_kept_pill(self, running_here: bool) -> None:
+    def _send_kept_pills(self, running_here: bool) -> None:
         """Sends the pill put before start() or run(), once the control socket is live.
 
         It leaves from here, through this process's outbox, as the messages put before
@@ -313,10 +309,7 @@ class Publisher(multiprocessing.Process):
         messages), nor could the pill be sent when put: no control socket took it yet.
         Messages put between the pill and start() leave before it too.
         """
-        with _pills_lock:
-            kept, self._pills = self._pills, 0
-            self._running_here = running_here
-        if kept:
+        if self._life.running(here=running_here):
             _outbox.outbox_for(self.settings).send_control(_codec.PILL + self.publisher_id.encode())
 
     def _stop_at_exit(self) -> None:
@@ -327,7 +320,7 @@ class Publisher(multiprocessing.Process):
         ``fan.put(None)`` work; only the process that started it can join it."""
         state = self.__dict__.copy()
         state["_runner"] = None
-        if self._runner is None or not self._runner.launched:
+        if self._life.phase is not Phase.STARTED:
             return state  # not started yet, or being started: its process gets everything
         state["_popen"] = None  # multiprocessing's handle of the process: only here
         state["_shared"] = self._shared.snapshot()
@@ -343,30 +336,25 @@ class Publisher(multiprocessing.Process):
         the hub as ``start()`` would, and returns once the switch is off or a pill
         arrives (one put before the call included).
         """
-        foreground = not self._started
-        in_child = not foreground and not self._runner_in_thread
+        if not self._life.started:
+            mode = Mode.FOREGROUND
+        else:
+            mode = Mode.THREAD if self._runner_in_thread else Mode.CHILD
         keeper = HubKeeper(self.settings, self.context, self.publisher_id, self._shared)
-        if in_child:
-            keeper.stop_on_signals()
         log.info("Starting publisher at %s", redacted(self.settings.address))
-        if foreground:  # a pill put meanwhile stops this run, or is kept for the next one
+        if mode is Mode.FOREGROUND:  # a pill put meanwhile stops this run, or is kept for the next
             keeper.run(
-                foreground=True,
-                in_child=False,
+                mode,
                 on_running=self._running_here_now,
-                on_stopping=self._no_longer_running_here,
+                on_stopping=self._life.no_longer_running_here,
             )
             self._write_counter()
         else:
-            keeper.run(foreground=False, in_child=in_child)
+            keeper.run(mode)
         log.info("Publisher has been stopped")
 
     def _running_here_now(self) -> None:
-        self._send_kept_pill(running_here=True)
-
-    def _no_longer_running_here(self) -> None:
-        with _pills_lock:
-            self._running_here = False
+        self._send_kept_pills(running_here=True)
 
 
 def _parse_item(item: str | bytes) -> tuple[Any, Any]:
@@ -393,9 +381,3 @@ def _parse_item(item: str | bytes) -> tuple[Any, Any]:
         raise _codec.MessageError(
             f"process(): what follows the channel is not JSON: {message!r:.80}"
         ) from error
-
-
-@_process.after_fork
-def _forget_after_fork() -> None:
-    global _pills_lock
-    _pills_lock = threading.Lock()

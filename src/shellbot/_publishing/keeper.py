@@ -11,75 +11,30 @@ gone. What it tells the process that started it goes through ``Shared``.
 from __future__ import annotations
 
 import enum
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from . import _codec, _outbox
-from ._settings import BusSettings
-from ._transports import transport_for
-from ._transports.base import HUB_COUNTERS, Hub, HubKind, Receiver, Transport
-from .context import Context
-from .errors import AddressInUse, AuthenticationError, ShellbotError
+from .. import _codec
+from .._settings import BusSettings
+from .._transports import Hub, HubKind, Receiver, Transport, transport_for
+from ..context import Context
+from ..errors import AddressInUse, AuthenticationError, ShellbotError
+from . import outbox as _outbox
+from .state import HubState, Shared
 
 SWITCH_INTERVAL = 0.1  # how often the process reads general.switch, in seconds
 TAKEOVER_INTERVAL = 0.5  # how often a process without the hub tries to take the address
 
 
-class HubState(enum.IntEnum):
-    """What a publisher's process does, as its starter reads it (``Shared.state``)."""
+class Mode(enum.Enum):
+    """Where ``HubKeeper.run()`` runs, which decides how it ends and how it fails."""
 
-    STARTING = 0
-    HUB = 1  # it holds the hub of its address
-    CLIENT = 2  # it relies on the hub of another process, or on a broker
-    FAILED = -1  # it could not start: Shared.failure says why
-    REFUSED = -2  # a secured hub refused its handshake: Shared.failure says why
-
-
-class _Snapshot:
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-class Shared:
-    """What a publisher's process tells the process that started it: whether it is
-    ready, its ``HubState``, its hub's counters and why it failed. ``start()`` makes
-    them in shared memory; a publisher that travels to another process takes a
-    snapshot (``ready`` and ``failure`` None)."""
-
-    def __init__(self, ready: Any, state: Any, stats: Any, failure: Any) -> None:
-        self.ready = ready  # a multiprocessing.Event, set once ready or failed
-        self.state = state  # a multiprocessing.Value of a HubState
-        self.stats = stats  # a multiprocessing.Array of HUB_COUNTERS
-        self.failure = failure  # a multiprocessing.Array of the error's text
-
-    @classmethod
-    def unstarted(cls) -> Shared:
-        return cls(None, _Snapshot(HubState.STARTING), [0] * len(HUB_COUNTERS), None)
-
-    @classmethod
-    def for_start(cls) -> Shared:
-        return cls(
-            multiprocessing.Event(),
-            multiprocessing.Value("i", HubState.STARTING, lock=False),
-            multiprocessing.Array("q", len(HUB_COUNTERS), lock=False),
-            multiprocessing.Array("c", 1024, lock=False),
-        )
-
-    def snapshot(self) -> Shared:
-        """What travels: shared memory and locks stay in the process that made them."""
-        return Shared(None, _Snapshot(self.state.value), list(self.stats), None)
-
-    @property
-    def hub_state(self) -> HubState:
-        return HubState(self.state.value)
-
-    def failed_with(self) -> str:
-        return str(self.failure.value.decode("utf-8", "replace"))
+    FOREGROUND = "foreground"  # run() called directly: a failure to start is raised
+    THREAD = "thread"  # start() on a process-local transport: a thread of the starter
+    CHILD = "child"  # start(): a process of its own, which SIGTERM or its parent gone ends
 
 
 class HubKeeper:
@@ -95,7 +50,7 @@ class HubKeeper:
         self.probe = _codec.PROBE + publisher_id.encode()
         self.stopping = threading.Event()
 
-    def stop_on_signals(self) -> None:
+    def _stop_on_signals(self) -> None:
         """In a process of its own: SIGTERM stops it, and Ctrl-C is not for it."""
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         # Ctrl-C in a terminal reaches the whole process group: it is for the program
@@ -104,18 +59,20 @@ class HubKeeper:
 
     def run(
         self,
-        foreground: bool,
-        in_child: bool,
+        mode: Mode,
         on_running: Callable[[], None] | None = None,
         on_stopping: Callable[[], None] | None = None,
     ) -> None:
         """Holds or reaches the hub, then keeps it until told to stop.
 
-        A failure to start is told to the starter through ``shared``; ``foreground``
-        (``run()`` called directly) raises it instead. Once the hub is reached,
-        ``on_running`` is called, and ``on_stopping`` as the loop ends (before the hub
-        drains); ``in_child``, the loop also ends once the parent is gone.
+        A failure to start is told to the starter through ``shared``; in the foreground
+        it is raised instead. Once the hub is reached, ``on_running`` is called, and
+        ``on_stopping`` as the loop ends (before the hub drains). In a child, SIGTERM
+        ends the loop, and so does the parent gone.
         """
+        in_child = mode is Mode.CHILD
+        if in_child:
+            self._stop_on_signals()
         transport = transport_for(self.settings)
         # A broker is a hub already running: there is none to hold or take over.
         embedded = transport.hub_kind is HubKind.EMBEDDED
@@ -131,12 +88,9 @@ class HubKeeper:
             control.subscribe(self.probe)
             hub = self._confirm(control, hub, transport if embedded else None)
         except ShellbotError as error:  # told to start(), which raises it in the caller
-            if foreground:
+            if mode is Mode.FOREGROUND:
                 raise
-            self.shared.failure.value = str(error).encode("utf-8")[:1023]
-            refused = isinstance(error, AuthenticationError)
-            self.shared.state.value = HubState.REFUSED if refused else HubState.FAILED
-            self.shared.ready.set()
+            self.shared.tell_failure(str(error), refused=isinstance(error, AuthenticationError))
             if control is not None:
                 control.close()
             if hub is not None:
@@ -162,7 +116,7 @@ class HubKeeper:
                     next_takeover = now + TAKEOVER_INTERVAL
                     hub = transport.open_hub()
                     if hub is not None:
-                        self.shared.state.value = HubState.HUB
+                        self.shared.tell_state(HubState.HUB)
         finally:
             if on_stopping is not None:
                 on_stopping()
@@ -189,9 +143,8 @@ class HubKeeper:
             outbox.send_probe(self.probe)  # any copy back proves this process reaches the hub
             frames = control.receive(interval)
             if frames is not None and frames[0] == self.probe:
-                self.shared.state.value = HubState.HUB if hub is not None else HubState.CLIENT
-                if self.shared.ready is not None:  # None when run() was called directly
-                    self.shared.ready.set()
+                self.shared.tell_state(HubState.HUB if hub is not None else HubState.CLIENT)
+                self.shared.tell_ready()
                 return hub
             # A secured hub that refused us would never echo: say why now, not at the timeout.
             refused = control.handshake_failure() or outbox.handshake_failure()
@@ -202,6 +155,4 @@ class HubKeeper:
 
     def _publish_stats(self, hub: Hub | None) -> None:
         if hub is not None:
-            stats = hub.stats()
-            for index, name in enumerate(HUB_COUNTERS):
-                self.shared.stats[index] = stats.get(name, 0)
+            self.shared.tell_stats(hub.stats())

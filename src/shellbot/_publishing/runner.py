@@ -10,9 +10,10 @@ process that started it, and never travels with the publisher.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from collections.abc import Callable
+
+from .. import _process
 
 
 class ThreadRunner:
@@ -20,7 +21,6 @@ class ThreadRunner:
     ``run()`` ends on its own, on a pill or once the switch is off."""
 
     in_thread = True
-    launched = True  # nothing of it travels: there is no start to be in the middle of
 
     def __init__(self, target: Callable[[], None]) -> None:
         self._thread = threading.Thread(target=target, name="shellbot-publisher", daemon=True)
@@ -50,17 +50,11 @@ class ProcessRunner:
 
     def __init__(self, process: multiprocessing.Process) -> None:
         self._process = process
-        self._launched_by: int | None = None  # the pid that launched it
-
-    @property
-    def launched(self) -> bool:
-        """False while ``start()`` is under way (a spawned process is being given the
-        publisher then, and gets all of it)."""
-        return self._launched_by is not None
+        self._launched_by: _process.Origin | None = None  # set once launched
 
     def start(self) -> None:
         multiprocessing.Process.start(self._process)
-        self._launched_by = os.getpid()
+        self._launched_by = _process.Origin()
 
     # Only the starter may look at, join or end the process: in a process forked after
     # start() it is the parent's, and multiprocessing would assert or signal it.
@@ -77,7 +71,7 @@ class ProcessRunner:
 
     def started_here(self) -> bool:
         """False in a process forked after ``start()``: only the starter can join it."""
-        return self._launched_by == os.getpid()
+        return self._launched_by is not None and self._launched_by.is_current()
 
 
 Runner = ThreadRunner | ProcessRunner
