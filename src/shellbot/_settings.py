@@ -93,13 +93,7 @@ class BusSettings:
             raise ConfigurationError(
                 f"bus.ack_wait takes seconds above 0; got {settings.ack_wait!r}"
             )
-        curve = (settings.curve_server_key, settings.curve_client_key, settings.curve_authorized)
-        if any(curve) and settings.scheme != "tcp":  # refused on every transport alike
-            raise ConfigurationError(
-                f"bus.curve.* secures tcp:// addresses only; {redacted(settings.address)} "
-                "relies on this machine's own permissions (nats://: on the server's "
-                "credentials and TLS): remove the bus.curve settings, or use tcp://"
-            )
+        check_curve_scheme(settings)  # refused on every transport alike
         if settings.stream_storage not in STORAGES:
             raise ConfigurationError(
                 f"bus.stream.storage takes 'file' or 'memory'; got {settings.stream_storage!r}"
@@ -126,6 +120,17 @@ def _warn_of_unknown(values: dict[str, Any]) -> None:
         nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean bus.{nearest[0]}?" if nearest else ""
         log.warning("bus.%s is not a setting of the bus and is ignored%s", key, hint)
+
+
+def check_curve_scheme(settings: BusSettings) -> None:
+    """``ConfigurationError`` when bus.curve.* is set on an address CURVE does not secure."""
+    curve = (settings.curve_server_key, settings.curve_client_key, settings.curve_authorized)
+    if any(curve) and settings.scheme != "tcp":
+        raise ConfigurationError(
+            f"bus.curve.* secures tcp:// addresses only; {redacted(settings.address)} "
+            "relies on this machine's own permissions (nats://: on the server's "
+            "credentials and TLS): remove the bus.curve settings, or use tcp://"
+        )
 
 
 def _boolean(key: str, value: Any) -> bool:

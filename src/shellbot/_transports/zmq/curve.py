@@ -39,7 +39,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ... import _process
-from ..._settings import BusSettings
+from ..._settings import BusSettings, check_curve_scheme
 from ...errors import ConfigurationError
 from .curve_folder import Authorized, Guard
 
@@ -69,11 +69,7 @@ def curve_of(settings: BusSettings) -> Curve | None:
     given = (settings.curve_server_key, settings.curve_client_key, settings.curve_authorized)
     curve = None
     if any(given):
-        if settings.scheme != "tcp":
-            raise ConfigurationError(
-                f"bus.curve.* secures tcp:// addresses only; {settings.address} relies on "
-                "this machine's own permissions: remove the bus.curve settings, or use tcp://"
-            )
+        check_curve_scheme(settings)  # settings made without from_context() too
         if not settings.curve_server_key:
             raise ConfigurationError(
                 "bus.curve.client_key or bus.curve.authorized is set but not "
